@@ -1,0 +1,3 @@
+from slimmer.cli import run
+
+run()

@@ -1,0 +1,278 @@
+"""Reading the ELF facts the loader uses, through the program headers, as ld.so does.
+
+Only the ELF header, the program headers, PT_INTERP, PT_DYNAMIC and the strings DT_STRTAB points at
+(mapped through PT_LOAD) are touched, so stripped section headers do not matter and a 100 MB library
+costs a few page reads. Every offset is checked against the file size before it is used: a truncated
+or corrupt file gives CorruptElf, never an exception from struct or a read past the end.
+docs/benchmarks.md compares this reader with pyelftools and LIEF.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+import struct
+from dataclasses import dataclass
+from enum import Enum
+
+from slimmer.arch import Arch, detect, machine_name
+from slimmer.errors import CorruptElf, FileProblem, NotElf, UnsupportedElf
+
+ELF_MAGIC = b"\x7fELF"
+ELFCLASS32, ELFCLASS64 = 1, 2
+ELFDATA2LSB, ELFDATA2MSB = 1, 2
+ELFOSABI_SYSV, ELFOSABI_GNU = 0, 3
+
+ET_EXEC, ET_DYN = 2, 3
+_ET_NAMES = {0: "ET_NONE", 1: "ET_REL (an object file)", 4: "ET_CORE (a core dump)"}
+
+PT_LOAD, PT_DYNAMIC, PT_INTERP = 1, 2, 3
+PN_XNUM = 0xFFFF
+
+DT_NULL, DT_NEEDED, DT_STRTAB, DT_STRSZ = 0, 1, 5, 10
+DT_SONAME, DT_RPATH, DT_RUNPATH, DT_FLAGS = 14, 15, 29, 30
+DT_FLAGS_1 = 0x6FFFFFFB
+
+DF_1_NODEFLIB = 0x00000800
+DF_1_PIE = 0x08000000
+
+
+class Kind(str, Enum):
+    DYNAMIC = "dynamic"
+    STATIC = "static"
+    STATIC_PIE = "static-pie"
+    SHARED_LIBRARY = "shared-library"
+
+
+@dataclass(frozen=True, slots=True)
+class ElfInfo:
+    """The loader-relevant facts of one ELF file."""
+
+    path: str
+    elf_class: int  # 32 or 64
+    little_endian: bool
+    machine: int
+    osabi: int
+    abiversion: int
+    etype: int
+    flags: int  # e_flags
+    interpreter: str | None
+    has_dynamic: bool
+    needed: tuple[str, ...]
+    soname: str | None
+    rpath: str | None  # None when DT_RUNPATH is present: glibc then ignores DT_RPATH
+    runpath: str | None
+    raw_rpath: str | None  # DT_RPATH as written, for musl and for display
+    flags_1: int
+
+    @property
+    def arch(self) -> Arch | None:
+        return detect(self.machine, self.elf_class, self.little_endian, self.flags)
+
+    @property
+    def arch_name(self) -> str:
+        arch = self.arch
+        if arch is not None:
+            return arch.name
+        return f"{machine_name(self.machine)}-{self.elf_class}"
+
+    @property
+    def kind(self) -> Kind:
+        if self.interpreter is not None:
+            if self.etype == ET_DYN and self.soname and not self.flags_1 & DF_1_PIE:
+                return Kind.SHARED_LIBRARY  # e.g. glibc's libc.so.6, which can also be run
+            return Kind.DYNAMIC
+        if self.etype == ET_EXEC:
+            return Kind.STATIC
+        if self.flags_1 & DF_1_PIE:
+            return Kind.STATIC_PIE
+        return Kind.SHARED_LIBRARY
+
+    @property
+    def nodeflib(self) -> bool:
+        return bool(self.flags_1 & DF_1_NODEFLIB)
+
+    @property
+    def is_musl(self) -> bool:
+        return self.interpreter is not None and os.path.basename(self.interpreter).startswith(
+            "ld-musl-"
+        )
+
+
+_EHDR = {
+    (ELFCLASS64, "<"): struct.Struct("<HHIQQQIHHHHHH"),
+    (ELFCLASS64, ">"): struct.Struct(">HHIQQQIHHHHHH"),
+    (ELFCLASS32, "<"): struct.Struct("<HHIIIIIHHHHHH"),
+    (ELFCLASS32, ">"): struct.Struct(">HHIIIIIHHHHHH"),
+}
+# Program header fields we use, in a uniform order: type, offset, vaddr, filesz.
+_PHDR = {
+    (ELFCLASS64, "<"): (struct.Struct("<IIQQQQQQ"), (0, 2, 3, 5)),
+    (ELFCLASS64, ">"): (struct.Struct(">IIQQQQQQ"), (0, 2, 3, 5)),
+    (ELFCLASS32, "<"): (struct.Struct("<IIIIIIII"), (0, 1, 2, 4)),
+    (ELFCLASS32, ">"): (struct.Struct(">IIIIIIII"), (0, 1, 2, 4)),
+}
+_DYN = {
+    (ELFCLASS64, "<"): struct.Struct("<qQ"),
+    (ELFCLASS64, ">"): struct.Struct(">qQ"),
+    (ELFCLASS32, "<"): struct.Struct("<iI"),
+    (ELFCLASS32, ">"): struct.Struct(">iI"),
+}
+# sh_info of section header 0, where the real e_phnum lives when e_phnum == PN_XNUM.
+_SH0_INFO = {ELFCLASS64: 44, ELFCLASS32: 28}
+
+
+def read_elf(host_path: str, shown: str | None = None) -> ElfInfo:
+    """Read one file. `shown` is the name used in messages (the in-root path)."""
+    name = shown or host_path
+    try:
+        fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise FileProblem(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise FileProblem(f"{name}: is a directory") from None
+    except OSError as exc:
+        raise FileProblem(f"{name}: cannot open ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FileProblem(f"{name}: is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise FileProblem(f"{name}: not a regular file")
+        if st.st_size < 4:
+            raise NotElf(f"{name}: not an ELF file ({st.st_size} bytes)")
+        with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mm:
+            return parse_elf(mm, name)
+    finally:
+        os.close(fd)
+
+
+def parse_elf(buf: bytes | mmap.mmap, name: str) -> ElfInfo:
+    """Parse ELF facts from a buffer holding the whole file."""
+    size = len(buf)
+    if buf[:4] != ELF_MAGIC:
+        if buf[:2] == b"#!":
+            raise NotElf(f"{name}: not an ELF file (a script)")
+        raise NotElf(f"{name}: not an ELF file")
+    if size < 16:
+        raise CorruptElf(f"{name}: truncated ELF identification ({size} bytes)")
+    ei_class, ei_data, ei_version, osabi, abiversion = buf[4], buf[5], buf[6], buf[7], buf[8]
+    if ei_class not in (ELFCLASS32, ELFCLASS64):
+        raise CorruptElf(f"{name}: invalid ELF class {ei_class}")
+    if ei_data not in (ELFDATA2LSB, ELFDATA2MSB):
+        raise CorruptElf(f"{name}: invalid ELF byte order {ei_data}")
+    if ei_version != 1:
+        raise CorruptElf(f"{name}: invalid ELF version {ei_version}")
+    order = "<" if ei_data == ELFDATA2LSB else ">"
+    ehdr = _EHDR[(ei_class, order)]
+    if size < 16 + ehdr.size:
+        raise CorruptElf(f"{name}: truncated ELF header ({size} bytes)")
+    (etype, machine, _version, _entry, phoff, shoff, eflags, _ehsize, phentsize, phnum,
+     _shentsize, _shnum, _shstrndx) = ehdr.unpack_from(buf, 16)
+    if etype not in (ET_EXEC, ET_DYN):
+        what = _ET_NAMES.get(etype, f"type {etype}")
+        raise UnsupportedElf(f"{name}: ELF {what} is not a program or shared library")
+
+    phdr, fields = _PHDR[(ei_class, order)]
+    if phnum == PN_XNUM:
+        phnum = _read(buf, struct.Struct(order + "I"), shoff + _SH0_INFO[ei_class], name,
+                      "section header 0")[0]
+    if phnum and phentsize < phdr.size:
+        raise CorruptElf(f"{name}: program header entry size {phentsize} is too small")
+    if phoff + phnum * phentsize > size:
+        raise CorruptElf(f"{name}: program headers run past the end of the file")
+
+    loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
+    interp: str | None = None
+    dynamic: tuple[int, int] | None = None
+    t_i, o_i, v_i, f_i = fields
+    for i in range(phnum):
+        ph = phdr.unpack_from(buf, phoff + i * phentsize)
+        p_type, p_offset, p_vaddr, p_filesz = ph[t_i], ph[o_i], ph[v_i], ph[f_i]
+        if p_type == PT_LOAD:
+            loads.append((p_vaddr, p_offset, p_filesz))
+        elif p_type == PT_INTERP:
+            if p_offset + p_filesz > size or p_filesz == 0:
+                raise CorruptElf(f"{name}: PT_INTERP lies outside the file")
+            raw = bytes(buf[p_offset:p_offset + p_filesz]).split(b"\0", 1)[0]
+            interp = os.fsdecode(raw)
+        elif p_type == PT_DYNAMIC:
+            if p_offset + p_filesz > size:
+                raise CorruptElf(f"{name}: PT_DYNAMIC runs past the end of the file")
+            dynamic = (p_offset, p_filesz)
+
+    tags: dict[int, int] = {}
+    needed_offsets: list[int] = []
+    if dynamic is not None:
+        dyn = _DYN[(ei_class, order)]
+        off, length = dynamic
+        for pos in range(off, off + length - dyn.size + 1, dyn.size):
+            tag, val = dyn.unpack_from(buf, pos)
+            if tag == DT_NULL:
+                break
+            if tag == DT_NEEDED:
+                needed_offsets.append(val)
+            elif tag not in tags:
+                tags[tag] = val
+
+    needed: tuple[str, ...] = ()
+    soname = rpath = runpath = None
+    string_tags = [t for t in (DT_SONAME, DT_RPATH, DT_RUNPATH) if t in tags]
+    if needed_offsets or string_tags:
+        if DT_STRTAB not in tags:
+            raise CorruptElf(f"{name}: dynamic section has names but no DT_STRTAB")
+        strtab = _vaddr_to_offset(loads, tags[DT_STRTAB], name)
+        limit = min(size, strtab + tags.get(DT_STRSZ, size - strtab))
+
+        def string(offset: int) -> str:
+            return _string(buf, strtab, offset, limit, name)
+
+        needed = tuple(string(o) for o in needed_offsets)
+        soname = string(tags[DT_SONAME]) if DT_SONAME in tags else None
+        rpath = string(tags[DT_RPATH]) if DT_RPATH in tags else None
+        runpath = string(tags[DT_RUNPATH]) if DT_RUNPATH in tags else None
+
+    return ElfInfo(
+        path=name,
+        elf_class=32 if ei_class == ELFCLASS32 else 64,
+        little_endian=order == "<",
+        machine=machine,
+        osabi=osabi,
+        abiversion=abiversion,
+        etype=etype,
+        flags=eflags,
+        interpreter=interp,
+        has_dynamic=dynamic is not None,
+        needed=needed,
+        soname=soname,
+        # glibc's get-dynamic-info.h: "If both RUNPATH and RPATH are given, the latter is ignored."
+        rpath=None if runpath is not None else rpath,
+        runpath=runpath,
+        raw_rpath=rpath,
+        flags_1=tags.get(DT_FLAGS_1, 0),
+    )
+
+
+def _read(buf: bytes | mmap.mmap, fmt: struct.Struct, off: int, name: str,
+          what: str) -> tuple[int, ...]:
+    if off < 0 or off + fmt.size > len(buf):
+        raise CorruptElf(f"{name}: {what} lies outside the file")
+    return fmt.unpack_from(buf, off)
+
+
+def _vaddr_to_offset(loads: list[tuple[int, int, int]], addr: int, name: str) -> int:
+    for vaddr, offset, filesz in loads:
+        if vaddr <= addr < vaddr + filesz:
+            return offset + (addr - vaddr)
+    raise CorruptElf(f"{name}: DT_STRTAB address {addr:#x} is in no loaded segment")
+
+
+def _string(buf: bytes | mmap.mmap, strtab: int, offset: int, limit: int, name: str) -> str:
+    start = strtab + offset
+    if start >= limit:
+        raise CorruptElf(f"{name}: dynamic string at {offset:#x} lies outside the string table")
+    end = buf.find(b"\0", start, limit)
+    if end < 0:
+        raise CorruptElf(f"{name}: unterminated dynamic string at {offset:#x}")
+    return os.fsdecode(bytes(buf[start:end]))

@@ -1,0 +1,157 @@
+"""Parsing /etc/ld.so.cache (glibc dl-cache.h), the old "ld.so-1.7.0" and new "glibc-ld.so.cache1.1"
+formats, and looking a SONAME up in it the way dl-cache.c's search_cache does."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from slimmer.errors import CorruptCache
+
+OLD_MAGIC = b"ld.so-1.7.0"
+NEW_MAGIC = b"glibc-ld.so.cache1.1"
+EXTENSION_MAGIC = 0xEAA42174
+EXT_TAG_GENERATOR = 0
+EXT_TAG_GLIBC_HWCAPS = 1
+HWCAP_EXTENSION_HIGH = 1 << 30  # DL_CACHE_HWCAP_EXTENSION >> 32
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    soname: str
+    path: str
+    flags: int
+    osversion: int
+    hwcap: int
+    hwcaps_subdir: str | None  # the glibc-hwcaps subdirectory of an extension entry
+
+    @property
+    def baseline(self) -> bool:
+        return self.hwcap == 0
+
+
+@dataclass(frozen=True, slots=True)
+class LdCache:
+    entries: tuple[CacheEntry, ...]
+    generator: str | None
+    by_name: dict[str, tuple[CacheEntry, ...]]
+
+    def lookup(self, soname: str, flags: tuple[int, ...],
+               hwcaps: tuple[str, ...] = ()) -> CacheEntry | None:
+        """The entry ld.so would use for `soname`: for an ABI accepting `flags`, on a CPU whose
+        glibc-hwcaps subdirectories are `hwcaps` (best first; empty for a baseline CPU)."""
+        best: CacheEntry | None = None
+        best_rank = len(hwcaps)
+        for entry in self.by_name.get(soname, ()):
+            if entry.flags not in flags:
+                continue
+            if entry.hwcaps_subdir is not None:
+                if entry.hwcaps_subdir in hwcaps:
+                    rank = hwcaps.index(entry.hwcaps_subdir)
+                    if best is None or rank < best_rank:
+                        best, best_rank = entry, rank
+                continue
+            if best is not None:
+                break  # named hwcaps entries come first; a usable one beats the baseline
+            if entry.hwcap != 0:
+                continue  # legacy hwcap/platform entries: not for a baseline CPU
+            return entry
+        return best
+
+
+def parse_ldcache(data: bytes, name: str = "/etc/ld.so.cache") -> LdCache:
+    """Parse a whole cache file. Raises CorruptCache with the file name on any inconsistency."""
+    if data.startswith(NEW_MAGIC):
+        return _parse_new(data, 0, name)
+    if data.startswith(OLD_MAGIC):
+        if len(data) < 16:
+            raise CorruptCache(f"{name}: truncated ld.so.cache header")
+        (nlibs,) = struct.unpack_from("<I", data, 12)
+        if nlibs > (len(data) - 16) // 12:
+            nlibs = struct.unpack_from(">I", data, 12)[0]
+            if nlibs > (len(data) - 16) // 12:
+                raise CorruptCache(f"{name}: entry count {nlibs} does not fit the file")
+        new_at = (16 + nlibs * 12 + 7) & ~7
+        if data[new_at:new_at + len(NEW_MAGIC)] == NEW_MAGIC:
+            return _parse_new(data, new_at, name)
+        return _parse_old(data, nlibs, name)
+    raise CorruptCache(f"{name}: not an ld.so.cache file (unknown magic)")
+
+
+def _cstring(data: bytes, at: int, name: str) -> str:
+    end = data.find(b"\0", at)
+    if at >= len(data) or end < 0:
+        raise CorruptCache(f"{name}: string offset {at} outside the file")
+    return data[at:end].decode("utf-8", "surrogateescape")
+
+
+def _index(entries: list[CacheEntry], generator: str | None) -> LdCache:
+    by_name: dict[str, list[CacheEntry]] = {}
+    for entry in entries:
+        by_name.setdefault(entry.soname, []).append(entry)
+    return LdCache(tuple(entries), generator, {k: tuple(v) for k, v in by_name.items()})
+
+
+def _parse_old(data: bytes, nlibs: int, name: str) -> LdCache:
+    strings = 16 + nlibs * 12
+    entries = []
+    for i in range(nlibs):
+        flags, key, value = struct.unpack_from("<iII", data, 16 + i * 12)
+        entries.append(CacheEntry(_cstring(data, strings + key, name),
+                                  _cstring(data, strings + value, name), flags, 0, 0, None))
+    return _index(entries, None)
+
+
+def _parse_new(data: bytes, base: int, name: str) -> LdCache:
+    if len(data) < base + 48:
+        raise CorruptCache(f"{name}: truncated ld.so.cache header")
+    order = ">" if data[base + 28] & 3 == 3 else "<"
+    nlibs, _len_strings = struct.unpack_from(order + "II", data, base + 20)
+    (ext_offset,) = struct.unpack_from(order + "I", data, base + 32)
+    if nlibs > (len(data) - base - 48) // 24:
+        raise CorruptCache(f"{name}: entry count {nlibs} does not fit the file")
+
+    generator, hwcaps_names = _parse_extensions(data, base, ext_offset, order, name)
+    entry = struct.Struct(order + "iIIIQ")
+    entries = []
+    for i in range(nlibs):
+        flags, key, value, osversion, hwcap = entry.unpack_from(data, base + 48 + i * 24)
+        subdir = None
+        if hwcap >> 32 == HWCAP_EXTENSION_HIGH:
+            index = hwcap & 0xFFFFFFFF
+            if index >= len(hwcaps_names):
+                raise CorruptCache(f"{name}: hwcaps index {index} out of range")
+            subdir = hwcaps_names[index]
+        entries.append(CacheEntry(_cstring(data, base + key, name),
+                                  _cstring(data, base + value, name),
+                                  flags, osversion, hwcap, subdir))
+    return _index(entries, generator)
+
+
+def _parse_extensions(data: bytes, base: int, ext_offset: int, order: str,
+                      name: str) -> tuple[str | None, list[str]]:
+    if ext_offset == 0:
+        return None, []
+    at = base + ext_offset
+    if at + 8 > len(data):
+        raise CorruptCache(f"{name}: extension directory outside the file")
+    magic, count = struct.unpack_from(order + "II", data, at)
+    if magic != EXTENSION_MAGIC:
+        return None, []
+    generator: str | None = None
+    hwcaps: list[str] = []
+    for i in range(count):
+        pos = at + 8 + i * 16
+        if pos + 16 > len(data):
+            raise CorruptCache(f"{name}: extension section {i} outside the file")
+        tag, _flags, offset, size = struct.unpack_from(order + "IIII", data, pos)
+        if base + offset + size > len(data):
+            raise CorruptCache(f"{name}: extension section {i} outside the file")
+        if tag == EXT_TAG_GENERATOR:
+            raw = data[base + offset:base + offset + size]
+            generator = raw.decode("utf-8", "replace").rstrip("\0")
+        elif tag == EXT_TAG_GLIBC_HWCAPS:
+            for j in range(size // 4):
+                (sat,) = struct.unpack_from(order + "I", data, base + offset + j * 4)
+                hwcaps.append(_cstring(data, base + sat, name))
+    return generator, hwcaps

@@ -1,0 +1,141 @@
+"""Search-path facts: dynamic string tokens, glibc's compiled-in system directories, ld.so.conf,
+and musl's path file."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from slimmer.arch import Arch
+from slimmer.sysroot import SysRoot, normalize
+
+# glibc keeps SYSTEM_DIRS as one NUL-separated run of absolute directories with a trailing slash,
+# e.g. b"/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0" in ld.so's
+# .rodata; --help prints it as "System search directories". Reading it from the root's own loader
+# gives exactly the directories that loader searches, also for multilib loaders (/lib32).
+_SYSTEM_DIRS = re.compile(rb"(?:/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*/\x00){2,}")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchDefaults:
+    """What one glibc loader searches after the cache, and how it expands $LIB."""
+
+    dirs: tuple[str, ...]  # without trailing slash
+    lib_token: str
+    from_loader: bool  # True when read from the loader itself, False when from the arch table
+
+
+def glibc_defaults(root: SysRoot, interpreter: str | None, arch: Arch) -> SearchDefaults:
+    """System directories of the loader at `interpreter` inside `root`, or the arch's table."""
+    data = root.read_bytes(interpreter) if interpreter else None
+    if data is not None:
+        for match in _SYSTEM_DIRS.finditer(data):
+            dirs = tuple(d.decode().rstrip("/") or "/" for d in match.group().split(b"\0") if d)
+            if all("lib" in d for d in dirs):
+                return SearchDefaults(dirs, dirs[0].lstrip("/"), True)
+    multiarch = root.is_dir(f"/usr/lib/{arch.triplet}") or root.is_dir(f"/lib/{arch.triplet}")
+    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch), False)
+
+
+_TOKEN = re.compile(r"\$(\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")
+
+
+def expand_glibc(element: str, origin: str, lib: str, platform: str) -> str:
+    """Expand $ORIGIN, $LIB and $PLATFORM (also braced); an unknown `$NAME` stays as written,
+    as glibc's _dl_dst_substitute leaves it."""
+    values = {"ORIGIN": origin, "LIB": lib, "PLATFORM": platform}
+    return _TOKEN.sub(lambda m: values[m.group(2) or m.group(3)], element)
+
+
+def split_glibc_path(value: str, origin: str, lib: str, platform: str) -> tuple[str, ...]:
+    """A DT_RPATH/DT_RUNPATH/LD_LIBRARY_PATH value as glibc's fillin_rpath makes it: split on
+    ':' (and ';' for LD_LIBRARY_PATH, which the caller passes already split), tokens expanded,
+    trailing slashes removed, duplicates dropped. An empty element means the working directory,
+    which is `/` in a container unless a workdir is set."""
+    dirs: list[str] = []
+    for element in value.split(":"):
+        expanded = expand_glibc(element, origin, lib, platform) if element else "."
+        expanded = expanded.rstrip("/") or "/"
+        if not expanded.startswith("/"):
+            expanded = normalize("/" + expanded) if expanded != "." else "/"
+        if expanded not in dirs:
+            dirs.append(expanded)
+    return tuple(dirs)
+
+
+def split_musl_path(value: str, origin: str) -> tuple[str, ...] | None:
+    """musl's fixup_rpath: only $ORIGIN/${ORIGIN} are known; any other `$` makes musl ignore the
+    whole rpath (None)."""
+    rest = value.replace("${ORIGIN}", "\0").replace("$ORIGIN", "\0")
+    if "$" in rest:
+        return None
+    return tuple(d for d in rest.replace("\0", origin).split(":") if d)
+
+
+def read_ld_so_conf(root: SysRoot, path: str = "/etc/ld.so.conf",
+                    _seen: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """Directories named by ld.so.conf and its `include` globs, in order (what ldconfig reads)."""
+    if path in _seen:
+        return ()
+    data = root.read_bytes(path)
+    if data is None:
+        return ()
+    dirs: list[str] = []
+    base = path.rsplit("/", 1)[0] or "/"
+    for raw in data.decode("utf-8", "replace").splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        words = line.split()
+        if words[0] == "include":
+            for pattern in words[1:]:
+                full = pattern if pattern.startswith("/") else f"{base}/{pattern}"
+                for conf in _glob(root, normalize(full)):
+                    dirs.extend(read_ld_so_conf(root, conf, _seen | {path}))
+        elif words[0] == "hwcap":
+            continue
+        else:
+            dirs.extend(normalize(d) for d in re.split(r"[:,\s]+", line) if d.startswith("/"))
+    unique: list[str] = []
+    for d in dirs:
+        if d not in unique:
+            unique.append(d)
+    return tuple(unique)
+
+
+def _glob(root: SysRoot, pattern: str) -> list[str]:
+    """Expand a glob whose wildcards are in its last component, inside the root."""
+    directory, _, name = pattern.rpartition("/")
+    directory = directory or "/"
+    if not any(c in name for c in "*?["):
+        return [pattern]
+    return [f"{directory.rstrip('/')}/{entry}" for entry in root.listdir(directory)
+            if fnmatch.fnmatchcase(entry, name)]
+
+
+def musl_path_file(interpreter: str, arch_name: str) -> str:
+    """`<prefix>/etc/ld-musl-ARCH.path`, prefix = the interpreter path less two components."""
+    parts = interpreter.split("/")
+    prefix = "/".join(parts[:-2]) if len(parts) > 2 else ""
+    return f"{prefix}/etc/ld-musl-{arch_name}.path"
+
+
+MUSL_DEFAULT = ("/lib", "/usr/local/lib", "/usr/lib")
+MUSL_LIBC_NAMES = frozenset({"c", "pthread", "rt", "m", "dl", "util", "xnet"})
+
+
+def musl_is_libc(name: str) -> bool:
+    """musl maps libc, libpthread, librt, libm, libdl, libutil and libxnet to itself."""
+    return name.startswith("lib") and name[3:].split(".", 1)[0] in MUSL_LIBC_NAMES
+
+
+def musl_system_dirs(root: SysRoot, interpreter: str, arch_name: str) -> tuple[tuple[str, ...], str]:
+    """musl's search path after rpath: the path file when it exists (empty file: none), else the
+    built-in default. Also says which it was."""
+    path_file = musl_path_file(interpreter, arch_name)
+    data = root.read_bytes(path_file)
+    if data is None:
+        return MUSL_DEFAULT, "default"
+    text = data.decode("utf-8", "replace")
+    return tuple(d for d in re.split(r"[:\n]", text) if d), "path-file"

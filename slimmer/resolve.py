@@ -1,0 +1,448 @@
+"""The breadth-first closure of a program, found as glibc's or musl's loader would find it.
+
+glibc (elf/dl-deps.c, dl-load.c _dl_map_object), for each DT_NEEDED name of each loaded object in
+breadth-first order:
+  1. a name with '/' is opened as it is;
+  2. an object already loaded under that name (or with that SONAME) is reused;
+  3. only if the requester has no DT_RUNPATH: DT_RPATH of the requester, of its loader, and so on up
+     the chain, then the main program's DT_RPATH;
+  4. LD_LIBRARY_PATH (`library_path`);
+  5. the requester's own DT_RUNPATH (never inherited);
+  6. /etc/ld.so.cache (skipped for system directories when the requester has DF_1_NODEFLIB);
+  7. the loader's compiled-in system directories (unless DF_1_NODEFLIB).
+In every directory the enabled glibc-hwcaps subdirectories come first. A candidate of the wrong ELF
+class or machine is skipped and the search goes on; one that is not a loadable ELF object stops the
+program with an error. A file that is already loaded (same device and inode) is reused.
+musl (ldso/dynlink.c load_library) is simpler: see `_search_musl`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from slimmer.arch import Arch
+from slimmer.elf import DF_1_PIE, ET_DYN, ELFOSABI_GNU, ELFOSABI_SYSV, ElfInfo, Kind, read_elf
+from slimmer.errors import CorruptElf, FileProblem, NotElf, SlimmerError, UnsupportedElf
+from slimmer.ldcache import LdCache, parse_ldcache
+from slimmer.ldpaths import (
+    SearchDefaults,
+    glibc_defaults,
+    musl_is_libc,
+    musl_system_dirs,
+    read_ld_so_conf,
+    split_glibc_path,
+    split_musl_path,
+)
+from slimmer.sysroot import Link, Resolved, SysRoot
+
+# How a library was found; shown by `slimmer deps` and in its JSON.
+VIA_PATH = "path"  # DT_NEEDED holds a '/'
+VIA_RPATH = "rpath"
+VIA_LIBRARY_PATH = "library-path"
+VIA_RUNPATH = "runpath"
+VIA_CACHE = "cache"
+VIA_CONF = "ld.so.conf"  # no ld.so.cache in the root: ldconfig's directories stand in for it
+VIA_DEFAULT = "default"
+VIA_HWCAPS = "hwcaps"
+VIA_PATH_FILE = "path-file"  # musl's /etc/ld-musl-ARCH.path
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What the program will run with, beyond the files of the root."""
+
+    library_path: tuple[str, ...] = ()  # LD_LIBRARY_PATH, already split
+    hwcaps: tuple[str, ...] = ()  # glibc-hwcaps subdirectories the target CPU supports, best first
+    platform: str | None = None  # $PLATFORM; default: the architecture's AT_PLATFORM
+
+
+@dataclass(frozen=True, slots=True)
+class Library:
+    soname: str  # the DT_NEEDED string that loaded it
+    path: str  # the path the loader opens, inside the root
+    real: str  # that path with every symlink resolved, inside the root
+    links: tuple[Link, ...]  # symlinks met on the way from path to real
+    needed_by: str  # path of the object whose DT_NEEDED loaded it
+    found_via: str
+    hwcaps: tuple[str, ...]  # glibc-hwcaps variants of the same name beside it (paths)
+    elf: ElfInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    soname: str
+    needed_by: str
+    searched: tuple[str, ...]
+    reason: str = "not found"
+
+
+@dataclass(frozen=True, slots=True)
+class Closure:
+    binary: str  # as given, inside the root
+    real: str
+    links: tuple[Link, ...]
+    elf: ElfInfo
+    interpreter: Library | None
+    libraries: tuple[Library, ...]  # load order, without the interpreter
+    missing: tuple[Missing, ...]
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> Kind:
+        return self.elf.kind
+
+    def files(self) -> tuple[str, ...]:
+        """Every path the loader opens: program, interpreter, libraries."""
+        paths = [self.binary]
+        if self.interpreter is not None:
+            paths.append(self.interpreter.path)
+        paths.extend(lib.path for lib in self.libraries)
+        return tuple(paths)
+
+
+@dataclass(slots=True)
+class _Obj:
+    """A loaded object while the closure is being computed."""
+
+    path: str
+    names: set[str]
+    elf: ElfInfo
+    loader: _Obj | None
+    origin: str
+    library: Library | None = None
+    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cached expanded paths
+
+
+Hit = tuple[str, Resolved, ElfInfo, str, tuple[str, ...]]  # path, file, facts, via, hwcaps
+
+
+class LoadFailure(SlimmerError):
+    """A candidate the loader would open and then refuse (fatal for the program)."""
+
+
+class Resolver:
+    """Resolves programs inside one root. Caches parsed files, so one Resolver over many
+    programs (as `slimmer deps /usr/bin/*` does) reads each library once."""
+
+    def __init__(self, root: SysRoot, options: Options = Options()) -> None:
+        self.root = root
+        self.options = options
+        self._elf: dict[str, ElfInfo | SlimmerError] = {}
+        self._cache: LdCache | None | bool = False  # False: not read yet
+        self._conf: tuple[str, ...] | None = None
+        self._defaults: dict[tuple[str | None, str], SearchDefaults] = {}
+        self._musl_dirs: dict[str, tuple[tuple[str, ...], str]] = {}
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    def elf_at(self, found: Resolved) -> ElfInfo:
+        """The ELF facts of a resolved file (cached by real path); raises on bad files."""
+        cached = self._elf.get(found.real)
+        if cached is None:
+            try:
+                cached = read_elf(self.root.host_path(found.real), found.asked)
+            except SlimmerError as exc:
+                cached = exc
+            self._elf[found.real] = cached
+        if isinstance(cached, SlimmerError):
+            raise cached
+        return cached
+
+    def ld_cache(self) -> LdCache | None:
+        if self._cache is False:
+            data = self.root.read_bytes("/etc/ld.so.cache")
+            self._cache = parse_ldcache(data) if data is not None else None
+        assert self._cache is not False
+        return self._cache
+
+    def _conf_dirs(self) -> tuple[str, ...]:
+        if self._conf is None:
+            self._conf = read_ld_so_conf(self.root)
+        return self._conf
+
+    # ---- the closure -----------------------------------------------------------------------
+
+    def closure(self, binary: str) -> Closure:
+        """Resolve one program (an absolute path inside the root)."""
+        found = self.root.require_file(binary)
+        elf = self.elf_at(found)
+        arch = elf.arch
+        if arch is None:
+            raise UnsupportedElf(f"{binary}: unsupported architecture ({elf.arch_name})")
+        origin = os.path.dirname(found.real)  # the kernel's /proc/self/exe is the real path
+        main = _Obj(binary, set(), elf, None, origin)
+        if elf.kind in (Kind.STATIC, Kind.STATIC_PIE):
+            return Closure(binary, found.real, found.links, elf, None, (), ())
+        state = _State(self, main, arch)
+        state.load_interpreter()
+        state.walk()
+        return Closure(binary, found.real, found.links, elf, state.interpreter,
+                       tuple(state.libraries), tuple(state.missing), tuple(state.warnings))
+
+
+class _State:
+    """One program's resolution in progress."""
+
+    def __init__(self, resolver: Resolver, main: _Obj, arch: Arch) -> None:
+        self.r = resolver
+        self.root = resolver.root
+        self.opts = resolver.options
+        self.main = main
+        self.arch = arch
+        self.musl = main.elf.is_musl
+        self.loaded: list[_Obj] = [main]
+        self.by_inode: dict[tuple[int, int], _Obj] = {}
+        self.interpreter: Library | None = None
+        self.libraries: list[Library] = []
+        self.missing: list[Missing] = []
+        self.warnings: list[str] = []
+        interp = main.elf.interpreter
+        self.platform = self.opts.platform or arch.platform
+        if self.musl:
+            assert interp is not None
+            key = interp
+            if key not in resolver._musl_dirs:
+                resolver._musl_dirs[key] = musl_system_dirs(self.root, interp, arch.musl_name)
+            self.musl_dirs, self.musl_via = resolver._musl_dirs[key]
+        else:
+            dkey = (interp, arch.name)
+            if dkey not in resolver._defaults:
+                resolver._defaults[dkey] = glibc_defaults(self.root, interp, arch)
+            self.defaults = resolver._defaults[dkey]
+
+    # ---- interpreter ---------------------------------------------------------------------
+
+    def load_interpreter(self) -> None:
+        interp = self.main.elf.interpreter
+        if interp is None:
+            return
+        try:
+            found = self.root.lookup(interp)
+            if found is None:
+                raise LoadFailure("not found")
+            elf = self._verify(found)
+        except _WrongClass:
+            reason = "of another ELF class or machine than the program"
+            self.missing.append(Missing(interp, self.main.path, (interp,),
+                                        f"interpreter {reason}"))
+            return
+        except SlimmerError as exc:
+            reason = exc.message
+            self.missing.append(Missing(interp, self.main.path, (interp,),
+                                        f"interpreter {reason}"))
+            return
+        names = {interp}
+        if elf.soname:
+            names.add(elf.soname)
+        obj = _Obj(interp, names, elf, None, os.path.dirname(interp))
+        self.loaded.append(obj)
+        self.by_inode[(found.dev, found.ino)] = obj
+        self.interpreter = Library(os.path.basename(interp), interp, found.real, found.links,
+                                   self.main.path, "interpreter", (), elf)
+
+    # ---- breadth-first walk ----------------------------------------------------------------
+
+    def walk(self) -> None:
+        queue = [self.main]
+        i = 0
+        while i < len(queue):
+            obj = queue[i]
+            i += 1
+            for name in obj.elf.needed:
+                new = self._need(obj, name)
+                if new is not None:
+                    queue.append(new)
+
+    def _match(self, name: str) -> _Obj | None:
+        for obj in self.loaded:
+            if name in obj.names or (not self.musl and obj.elf.soname == name):
+                obj.names.add(name)
+                return obj
+        return None
+
+    def _need(self, requester: _Obj, name: str) -> _Obj | None:
+        if self.musl and "/" not in name and musl_is_libc(name):
+            return None  # musl's loader is libc, libpthread, libm... all at once
+        if self._match(name) is not None:
+            return None
+        searched: list[str] = []
+        try:
+            hit = self._search(requester, name, searched)
+        except LoadFailure as exc:
+            self.missing.append(Missing(name, requester.path, tuple(searched), str(exc)))
+            return None
+        if hit is None:
+            self.missing.append(Missing(name, requester.path, tuple(searched)))
+            return None
+        path, found, elf, via, variants = hit
+        same = self.by_inode.get((found.dev, found.ino))
+        if same is not None:
+            same.names.add(name)
+            return None
+        origin = os.path.dirname(path)
+        names = {name, path}
+        obj = _Obj(path, names, elf, requester, origin)
+        obj.library = Library(name, path, found.real, found.links, requester.path, via,
+                              variants, elf)
+        self.loaded.append(obj)
+        self.by_inode[(found.dev, found.ino)] = obj
+        self.libraries.append(obj.library)
+        return obj
+
+    # ---- one candidate -----------------------------------------------------------------------
+
+    def _verify(self, found: Resolved) -> ElfInfo:
+        """Accept or refuse a file the loader opened (glibc open_verify and the map checks).
+        Raises _WrongClass for a file glibc skips silently, LoadFailure for one it refuses."""
+        if not found.is_file:
+            raise LoadFailure(f"{found.asked}: cannot read file data: not a regular file")
+        try:
+            elf = self.r.elf_at(found)
+        except NotElf:
+            raise LoadFailure(f"{found.asked}: invalid ELF header") from None
+        except (CorruptElf, UnsupportedElf, FileProblem) as exc:
+            raise LoadFailure(exc.message) from None
+        main = self.main.elf
+        if elf.elf_class != main.elf_class or elf.machine != main.machine:
+            raise _WrongClass()
+        if elf.little_endian != main.little_endian:
+            raise LoadFailure(f"{found.asked}: ELF file data encoding does not match")
+        if elf.osabi not in (ELFOSABI_SYSV, ELFOSABI_GNU):
+            raise LoadFailure(f"{found.asked}: ELF file OS ABI invalid")
+        return elf
+
+    def _try(self, path: str, searched: list[str]) -> tuple[Resolved, ElfInfo] | None:
+        found = self.root.lookup(path)
+        if found is None:
+            searched.append(path)
+            return None
+        try:
+            elf = self._verify(found)
+        except _WrongClass:
+            if self.musl:  # musl maps the first file it opens and fails on a foreign one
+                raise LoadFailure(f"{path}: wrong ELF class or machine") from None
+            searched.append(f"{path} (skipped: wrong ELF class or machine)")
+            return None
+        if self.musl:
+            return found, elf
+        if elf.etype != ET_DYN:
+            raise LoadFailure(f"{path}: cannot dynamically load executable")
+        if elf.flags_1 & DF_1_PIE:
+            raise LoadFailure(f"{path}: cannot dynamically load position-independent executable")
+        return found, elf
+
+    def _in_dirs(self, dirs: tuple[str, ...], name: str, via: str,
+                 searched: list[str]) -> Hit | None:
+        for d in dirs:
+            base = d if d.endswith("/") else d + "/"
+            hw_dir = f"{base}glibc-hwcaps/"
+            has_hwcaps = not self.musl and self.root.is_dir(hw_dir)
+            if has_hwcaps:
+                for sub in self.opts.hwcaps:
+                    hit = self._try(f"{hw_dir}{sub}/{name}", searched)
+                    if hit is not None:
+                        path = f"{hw_dir}{sub}/{name}"
+                        return path, hit[0], hit[1], VIA_HWCAPS, ()
+            path = base + name
+            hit = self._try(path, searched)
+            if hit is not None:
+                variants: tuple[str, ...] = ()
+                if has_hwcaps:
+                    variants = tuple(f"{hw_dir}{sub}/{name}" for sub in self.arch.hwcaps
+                                     if self.root.lookup(f"{hw_dir}{sub}/{name}") is not None)
+                return path, hit[0], hit[1], via, variants
+        return None
+
+    def _expand(self, obj: _Obj, tag: str, value: str) -> tuple[str, ...]:
+        if tag not in obj.extra:
+            obj.extra[tag] = split_glibc_path(value, obj.origin, self.defaults.lib_token,
+                                              self.platform)
+        return obj.extra[tag]
+
+    def _search(self, requester: _Obj, name: str, searched: list[str]) -> Hit | None:
+        if "/" in name:
+            hit = self._try(name, searched)
+            if hit is None:
+                return None
+            return name, hit[0], hit[1], VIA_PATH, ()
+        if self.musl:
+            return self._search_musl(requester, name, searched)
+        return self._search_glibc(requester, name, searched)
+
+    def _search_glibc(self, requester: _Obj, name: str, searched: list[str]) -> Hit | None:
+        main = self.main
+        if requester.elf.runpath is None:
+            did_main = False
+            chain: _Obj | None = requester
+            while chain is not None:
+                if chain.elf.rpath is not None:
+                    dirs = self._expand(chain, "rpath", chain.elf.rpath)
+                    hit = self._in_dirs(dirs, name, VIA_RPATH, searched)
+                    if hit is not None:
+                        return hit
+                    did_main |= chain is main
+                chain = chain.loader
+            if not did_main and main.elf.rpath is not None and requester is not main:
+                dirs = self._expand(main, "rpath", main.elf.rpath)
+                hit = self._in_dirs(dirs, name, VIA_RPATH, searched)
+                if hit is not None:
+                    return hit
+        if self.opts.library_path:
+            dirs = self._expand(main, "library-path", ":".join(self.opts.library_path))
+            hit = self._in_dirs(dirs, name, VIA_LIBRARY_PATH, searched)
+            if hit is not None:
+                return hit
+        if requester.elf.runpath is not None:
+            dirs = self._expand(requester, "runpath", requester.elf.runpath)
+            hit = self._in_dirs(dirs, name, VIA_RUNPATH, searched)
+            if hit is not None:
+                return hit
+        nodeflib = requester.elf.nodeflib
+        cache = self.r.ld_cache()
+        if cache is not None:
+            entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps)
+            if entry is not None and not (nodeflib and self._in_system_dir(entry.path)):
+                hit2 = self._try(entry.path, searched)
+                if hit2 is not None:
+                    via = VIA_HWCAPS if entry.hwcaps_subdir else VIA_CACHE
+                    return entry.path, hit2[0], hit2[1], via, ()
+            elif entry is None:
+                searched.append(f"/etc/ld.so.cache ({name} not listed)")
+        else:
+            hit = self._in_dirs(self.r._conf_dirs(), name, VIA_CONF, searched)
+            if hit is not None:
+                return hit
+        if not nodeflib:
+            return self._in_dirs(self.defaults.dirs, name, VIA_DEFAULT, searched)
+        return None
+
+    def _in_system_dir(self, path: str) -> bool:
+        return any(path.startswith(d.rstrip("/") + "/") for d in self.defaults.dirs)
+
+    def _search_musl(self, requester: _Obj, name: str, searched: list[str]) -> Hit | None:
+        if self.opts.library_path:
+            hit = self._in_dirs(self.opts.library_path, name, VIA_LIBRARY_PATH, searched)
+            if hit is not None:
+                return hit
+        chain: _Obj | None = requester
+        while chain is not None:
+            # musl: DT_RUNPATH replaces DT_RPATH, and both are inherited down the needed-by chain.
+            value = chain.elf.runpath if chain.elf.runpath is not None else chain.elf.raw_rpath
+            if value is not None:
+                dirs = split_musl_path(value, chain.origin)
+                if dirs is None:
+                    self.warnings.append(f"{chain.path}: rpath {value!r} has a token musl does not "
+                                         "know; musl ignores it")
+                else:
+                    via = VIA_RUNPATH if chain.elf.runpath is not None else VIA_RPATH
+                    hit = self._in_dirs(dirs, name, via, searched)
+                    if hit is not None:
+                        return hit
+            chain = chain.loader
+        via = VIA_PATH_FILE if self.musl_via == "path-file" else VIA_DEFAULT
+        return self._in_dirs(self.musl_dirs, name, via, searched)
+
+
+class _WrongClass(Exception):
+    """A candidate glibc skips silently (other ELF class or machine)."""
