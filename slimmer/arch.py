@@ -99,7 +99,9 @@ def machine_name(machine: int) -> str:
 def detect(machine: int, elf_class: int, little_endian: bool, flags: int) -> Arch | None:
     """The ABI of an ELF header, or None when slimmer does not know it."""
     for arch in ARCHES:
-        if (arch.machine, arch.elf_class, arch.little_endian) != (machine, elf_class, little_endian):
+        if (arch.machine, arch.elf_class) != (machine, elf_class):
+            continue
+        if arch.little_endian != little_endian:
             continue
         if machine == EM_ARM:
             hard = bool(flags & EF_ARM_ABI_FLOAT_HARD)

@@ -14,7 +14,7 @@ import os
 import stat
 import struct
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from slimmer.arch import Arch, detect, machine_name
 from slimmer.errors import CorruptElf, FileProblem, NotElf, UnsupportedElf
@@ -38,7 +38,7 @@ DF_1_NODEFLIB = 0x00000800
 DF_1_PIE = 0x08000000
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     DYNAMIC = "dynamic"
     STATIC = "static"
     STATIC_PIE = "static-pie"

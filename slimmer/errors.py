@@ -32,7 +32,7 @@ class CorruptElf(SlimmerError):
 
 
 class UnsupportedElf(SlimmerError):
-    """A well-formed ELF file that slimmer cannot handle (unknown machine, relocatable object...)."""
+    """A well-formed ELF file slimmer cannot handle (unknown machine, relocatable object...)."""
 
 
 class CorruptCache(SlimmerError):

@@ -132,7 +132,7 @@ def _parse_extensions(data: bytes, base: int, ext_offset: int, order: str,
                       name: str) -> tuple[str | None, list[str]]:
     if ext_offset == 0:
         return None, []
-    at = base + ext_offset
+    at = ext_offset  # from the start of the file, also in the combined "compat" format
     if at + 8 > len(data):
         raise CorruptCache(f"{name}: extension directory outside the file")
     magic, count = struct.unpack_from(order + "II", data, at)
@@ -145,13 +145,13 @@ def _parse_extensions(data: bytes, base: int, ext_offset: int, order: str,
         if pos + 16 > len(data):
             raise CorruptCache(f"{name}: extension section {i} outside the file")
         tag, _flags, offset, size = struct.unpack_from(order + "IIII", data, pos)
-        if base + offset + size > len(data):
+        if offset + size > len(data):
             raise CorruptCache(f"{name}: extension section {i} outside the file")
         if tag == EXT_TAG_GENERATOR:
-            raw = data[base + offset:base + offset + size]
+            raw = data[offset:offset + size]
             generator = raw.decode("utf-8", "replace").rstrip("\0")
         elif tag == EXT_TAG_GLIBC_HWCAPS:
             for j in range(size // 4):
-                (sat,) = struct.unpack_from(order + "I", data, base + offset + j * 4)
+                (sat,) = struct.unpack_from(order + "I", data, offset + j * 4)
                 hwcaps.append(_cstring(data, base + sat, name))
     return generator, hwcaps

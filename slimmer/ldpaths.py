@@ -130,7 +130,8 @@ def musl_is_libc(name: str) -> bool:
     return name.startswith("lib") and name[3:].split(".", 1)[0] in MUSL_LIBC_NAMES
 
 
-def musl_system_dirs(root: SysRoot, interpreter: str, arch_name: str) -> tuple[tuple[str, ...], str]:
+def musl_system_dirs(root: SysRoot, interpreter: str,
+                     arch_name: str) -> tuple[tuple[str, ...], str]:
     """musl's search path after rpath: the path file when it exists (empty file: none), else the
     built-in default. Also says which it was."""
     path_file = musl_path_file(interpreter, arch_name)

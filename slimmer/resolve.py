@@ -22,8 +22,15 @@ import os
 from dataclasses import dataclass, field
 
 from slimmer.arch import Arch
-from slimmer.elf import DF_1_PIE, ET_DYN, ELFOSABI_GNU, ELFOSABI_SYSV, ElfInfo, Kind, read_elf
-from slimmer.errors import CorruptElf, FileProblem, NotElf, SlimmerError, UnsupportedElf
+from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind, read_elf
+from slimmer.errors import (
+    CorruptElf,
+    FileProblem,
+    NotElf,
+    SlimmerError,
+    SymlinkLoop,
+    UnsupportedElf,
+)
 from slimmer.ldcache import LdCache, parse_ldcache
 from slimmer.ldpaths import (
     SearchDefaults,
@@ -129,7 +136,8 @@ class Resolver:
         self.root = root
         self.options = options
         self._elf: dict[str, ElfInfo | SlimmerError] = {}
-        self._cache: LdCache | None | bool = False  # False: not read yet
+        self._cache: LdCache | None = None
+        self._cache_read = False
         self._conf: tuple[str, ...] | None = None
         self._defaults: dict[tuple[str | None, str], SearchDefaults] = {}
         self._musl_dirs: dict[str, tuple[tuple[str, ...], str]] = {}
@@ -150,10 +158,10 @@ class Resolver:
         return cached
 
     def ld_cache(self) -> LdCache | None:
-        if self._cache is False:
+        if not self._cache_read:
             data = self.root.read_bytes("/etc/ld.so.cache")
             self._cache = parse_ldcache(data) if data is not None else None
-        assert self._cache is not False
+            self._cache_read = True
         return self._cache
 
     def _conf_dirs(self) -> tuple[str, ...]:
@@ -313,7 +321,11 @@ class _State:
         return elf
 
     def _try(self, path: str, searched: list[str]) -> tuple[Resolved, ElfInfo] | None:
-        found = self.root.lookup(path)
+        try:
+            found = self.root.lookup(path)
+        except SymlinkLoop:
+            # open() fails with ELOOP, which is not ENOENT: glibc's open_path gives up there.
+            raise LoadFailure(f"{path}: too many levels of symbolic links") from None
         if found is None:
             searched.append(path)
             return None
@@ -409,6 +421,8 @@ class _State:
                     return entry.path, hit2[0], hit2[1], via, ()
             elif entry is None:
                 searched.append(f"/etc/ld.so.cache ({name} not listed)")
+            else:
+                searched.append("/etc/ld.so.cache (skipped: DF_1_NODEFLIB)")
         else:
             hit = self._in_dirs(self.r._conf_dirs(), name, VIA_CONF, searched)
             if hit is not None:

@@ -133,7 +133,8 @@ class SysRoot:
                 return None
             cur = nxt
         assert st is not None
-        return Resolved(path, cur or "/", tuple(links), st.st_mode, st.st_size, st.st_dev, st.st_ino)
+        return Resolved(path, cur or "/", tuple(links), st.st_mode, st.st_size, st.st_dev,
+                        st.st_ino)
 
     def require_file(self, path: str) -> Resolved:
         """Resolve a path that must be an existing regular file, with a clear error otherwise."""

@@ -1,0 +1,39 @@
+# slimmer: `make demo` and `make test` each set up everything they need on a fresh Debian machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEPS   := bash scripts/system-deps.sh
+
+# Debian packages: what the tests compile and inspect, and what the benchmark compares against.
+TEST_DEBS  := make gcc g++ gcc-multilib libc6-dev musl-tools binutils jq curl
+BENCH_DEBS := gcc pax-utils ffmpeg
+DEMO_DEBS  := gcc libc6-dev
+
+.PHONY: install test lint bench demo clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV) || ($(DEPS) python3-venv && $(PYTHON) -m venv $(VENV))
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(DEPS) $(TEST_DEBS)
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check slimmer tests bench
+	$(BIN)/mypy
+
+bench: install
+	$(DEPS) $(BENCH_DEBS)
+	$(BIN)/python -m bench.bench_deps --out docs/benchmarks-latest.md
+
+demo: install
+	$(DEPS) $(DEMO_DEBS)
+	bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,118 @@
+"""`slimmer deps` as a user meets it: output formats, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import Compile, lib_source, main_source
+
+
+def slimmer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_tree_shows_how_each_library_was_found() -> None:
+    done = slimmer("deps", "/usr/bin/jq")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("/usr/bin/jq (dynamic, x86_64, interpreter => "
+                        "/lib64/ld-linux-x86-64.so.2)")
+    assert "    libjq.so.1 => /lib/x86_64-linux-gnu/libjq.so.1 [cache]" in lines
+    assert "        libonig.so.5 => /lib/x86_64-linux-gnu/libonig.so.5 [cache]" in lines
+
+
+def test_json_schema() -> None:
+    done = slimmer("deps", "--json", "/usr/bin/jq", "/usr/bin/curl")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert [d["binary"] for d in data] == ["/usr/bin/jq", "/usr/bin/curl"]
+    for item in data:
+        assert set(item) == {"binary", "kind", "arch", "interpreter", "libraries", "missing"}
+        assert (item["kind"], item["arch"]) == ("dynamic", "x86_64")
+        assert item["interpreter"] == "/lib64/ld-linux-x86-64.so.2"
+        assert item["missing"] == []
+        for lib in item["libraries"]:
+            assert set(lib) >= {"soname", "path", "needed_by", "found_via"}
+            assert os.path.exists(lib["path"])
+    libc = next(lib for lib in data[0]["libraries"] if lib["soname"] == "libc.so.6")
+    assert libc == {"soname": "libc.so.6", "path": "/lib/x86_64-linux-gnu/libc.so.6",
+                    "needed_by": "/usr/bin/jq", "found_via": "cache", "hwcaps": []}
+
+
+def test_list_is_every_file_once() -> None:
+    done = slimmer("deps", "--list", "/usr/bin/jq", "/usr/bin/jq")
+    assert done.stdout.splitlines() == [
+        "/usr/bin/jq", "/lib64/ld-linux-x86-64.so.2", "/lib/x86_64-linux-gnu/libjq.so.1",
+        "/lib/x86_64-linux-gnu/libc.so.6", "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/x86_64-linux-gnu/libonig.so.5"]
+
+
+def test_bare_name_is_looked_up_in_path() -> None:
+    assert slimmer("deps", "--list", "jq").stdout.splitlines()[0] == "/usr/bin/jq"
+
+
+def test_relative_path_and_static(cc: Compile, tmp_path: Path) -> None:
+    cc("st", main_source(), "-static")
+    done = slimmer("deps", "--json", "./st", cwd=tmp_path)
+    assert json.loads(done.stdout)[0] == {
+        "binary": f"{tmp_path}/st", "kind": "static", "arch": "x86_64", "interpreter": None,
+        "libraries": [], "missing": []}
+
+
+def test_missing_libraries_exit_1_naming_all_of_them(cc: Compile, tmp_path: Path) -> None:
+    stubs = [cc(f"gone/{n}", lib_source(n.split(".")[0]), "-shared", "-fPIC",
+                f"-Wl,-soname,{n}") for n in ("libgone1.so.1", "libgone2.so.2")]
+    prog = cc("prog", main_source(), "-Wl,--no-as-needed", *map(str, stubs),
+              "-Wl,-rpath,/opt/nowhere")
+    for stub in stubs:
+        stub.unlink()
+    done = slimmer("deps", str(prog))
+    assert done.returncode == 1
+    errors = done.stderr.splitlines()
+    assert len(errors) == 2
+    for name in ("libgone1.so.1", "libgone2.so.2"):
+        line = next(e for e in errors if e.startswith(f"error: {name} needed by {prog}"))
+        assert f"/opt/nowhere/{name}" in line and f"/usr/lib/{name}" in line
+        assert "/etc/ld.so.cache" in line
+    assert "libgone1.so.1 => NOT FOUND" in done.stdout
+    assert "Traceback" not in done.stderr
+    js = slimmer("deps", "--json", str(prog))
+    assert js.returncode == 1
+    assert [m["soname"] for m in json.loads(js.stdout)[0]["missing"]] == [
+        "libgone1.so.1", "libgone2.so.2"]
+
+
+def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
+    (tmp_path / "script").write_text("#!/bin/sh\n")
+    (tmp_path / "trunc").write_bytes(Path("/usr/bin/jq").read_bytes()[:40])
+    (tmp_path / "loop").symlink_to("loop")
+    cases = {
+        str(tmp_path / "script"): "not an ELF file (a script)",
+        str(tmp_path / "trunc"): "truncated ELF header",
+        str(tmp_path / "absent"): "no such file",
+        str(tmp_path): "is a directory",
+        str(tmp_path / "loop"): "too many levels of symbolic links",
+    }
+    for path, message in cases.items():
+        done = slimmer("deps", path)
+        assert done.returncode == 1, path
+        assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+        debug = slimmer("--debug", "deps", path)
+        assert "Traceback" in debug.stderr and debug.returncode == 1
+    bad_root = slimmer("deps", "--root", str(tmp_path / "nowhere"), "/bin/sh")
+    assert bad_root.returncode == 1 and "root is not a directory" in bad_root.stderr
+
+
+def test_root_option(cc: Compile, tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    cc(root / "usr/bin/p", main_source(), "-static")
+    done = slimmer("deps", "--root", str(root), "--list", "/usr/bin/p")
+    assert done.stdout.splitlines() == ["/usr/bin/p"]
+    assert slimmer("deps", "--root", str(root), "--list", "p").stdout.splitlines() == [
+        "/usr/bin/p"]

@@ -1,0 +1,64 @@
+"""ld.so.cache parsing, checked against the real `ldconfig -p` of this machine."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from slimmer.arch import ARCHES
+from slimmer.errors import CorruptCache
+from slimmer.ldcache import parse_ldcache
+
+X86_64 = next(a for a in ARCHES if a.name == "x86_64")
+_LINE = re.compile(r"^\s+(\S+) \(([^)]*)\) => (\S+)$")
+
+
+def ldconfig_p(cache: str) -> list[tuple[str, str]]:
+    out = subprocess.run(["ldconfig", "-p", "-C", cache], capture_output=True, text=True,
+                         check=True).stdout
+    return [(m.group(1), m.group(3)) for m in map(_LINE.match, out.splitlines()) if m]
+
+
+def test_host_cache_agrees_with_ldconfig_p() -> None:
+    cache = parse_ldcache(Path("/etc/ld.so.cache").read_bytes())
+    expected = ldconfig_p("/etc/ld.so.cache")
+    assert len(expected) > 100
+    assert [(e.soname, e.path) for e in cache.entries] == expected
+    assert cache.generator is not None and "GLIBC" in cache.generator
+
+
+def test_lookup_picks_the_entry_for_the_architecture() -> None:
+    cache = parse_ldcache(Path("/etc/ld.so.cache").read_bytes())
+    entry = cache.lookup("libc.so.6", X86_64.cache_flags)
+    assert entry is not None and entry.path == "/lib/x86_64-linux-gnu/libc.so.6"
+    i386 = next(a for a in ARCHES if a.name == "i386")
+    lib32 = cache.lookup("libc.so.6", i386.cache_flags)
+    # gcc-multilib puts a 32-bit libc in /usr/lib32 (listed by ldconfig with flags libc6)
+    assert lib32 is not None and "32" in lib32.path
+    assert cache.lookup("libnothing.so.9", X86_64.cache_flags) is None
+
+
+@pytest.mark.parametrize("fmt", ["old", "compat", "new"])
+def test_every_format_ldconfig_writes(tmp_path: Path, fmt: str) -> None:
+    target = tmp_path / f"{fmt}.cache"
+    subprocess.run(["ldconfig", "-c", fmt, "-C", str(target)], check=True)
+    cache = parse_ldcache(target.read_bytes())
+    assert [(e.soname, e.path) for e in cache.entries] == ldconfig_p(str(target))
+    if fmt != "old":
+        assert cache.generator is not None and "GLIBC" in cache.generator
+
+
+def test_corrupt_caches_give_a_clear_error() -> None:
+    data = Path("/etc/ld.so.cache").read_bytes()
+    with pytest.raises(CorruptCache, match=r"not an ld\.so\.cache file"):
+        parse_ldcache(b"garbage" * 10, "/etc/ld.so.cache")
+    with pytest.raises(CorruptCache, match=r"truncated"):
+        parse_ldcache(data[:30], "/etc/ld.so.cache")
+    for cut in (60, 1000, len(data) // 2):
+        try:
+            parse_ldcache(data[:cut], "/etc/ld.so.cache")
+        except CorruptCache as exc:
+            assert str(exc).startswith("/etc/ld.so.cache: ")
