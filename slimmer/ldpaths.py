@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 
 from slimmer.arch import Arch
-from slimmer.sysroot import SysRoot, normalize
+from slimmer.sysroot import Root, normalize
 
 # glibc keeps SYSTEM_DIRS as one NUL-separated run of absolute directories with a trailing slash,
 # e.g. b"/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0" in ld.so's
@@ -26,7 +26,7 @@ class SearchDefaults:
     from_loader: bool  # True when read from the loader itself, False when from the arch table
 
 
-def glibc_defaults(root: SysRoot, interpreter: str | None, arch: Arch) -> SearchDefaults:
+def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDefaults:
     """System directories of the loader at `interpreter` inside `root`, or the arch's table."""
     data = root.read_bytes(interpreter) if interpreter else None
     if data is not None:
@@ -73,7 +73,7 @@ def split_musl_path(value: str, origin: str) -> tuple[str, ...] | None:
     return tuple(d for d in rest.replace("\0", origin).split(":") if d)
 
 
-def read_ld_so_conf(root: SysRoot, path: str = "/etc/ld.so.conf",
+def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf",
                     _seen: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """Directories named by ld.so.conf and its `include` globs, in order (what ldconfig reads)."""
     if path in _seen:
@@ -104,7 +104,7 @@ def read_ld_so_conf(root: SysRoot, path: str = "/etc/ld.so.conf",
     return tuple(unique)
 
 
-def _glob(root: SysRoot, pattern: str) -> list[str]:
+def _glob(root: Root, pattern: str) -> list[str]:
     """Expand a glob whose wildcards are in its last component, inside the root."""
     directory, _, name = pattern.rpartition("/")
     directory = directory or "/"
@@ -130,7 +130,7 @@ def musl_is_libc(name: str) -> bool:
     return name.startswith("lib") and name[3:].split(".", 1)[0] in MUSL_LIBC_NAMES
 
 
-def musl_system_dirs(root: SysRoot, interpreter: str,
+def musl_system_dirs(root: Root, interpreter: str,
                      arch_name: str) -> tuple[tuple[str, ...], str]:
     """musl's search path after rpath: the path file when it exists (empty file: none), else the
     built-in default. Also says which it was."""

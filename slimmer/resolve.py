@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 
 from slimmer.arch import Arch
-from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind, read_elf
+from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
 from slimmer.errors import (
     CorruptElf,
     FileProblem,
@@ -41,7 +41,7 @@ from slimmer.ldpaths import (
     split_glibc_path,
     split_musl_path,
 )
-from slimmer.sysroot import Link, Resolved, SysRoot
+from slimmer.sysroot import Link, Resolved, Root
 
 # How a library was found; shown by `slimmer deps` and in its JSON.
 VIA_PATH = "path"  # DT_NEEDED holds a '/'
@@ -132,7 +132,7 @@ class Resolver:
     """Resolves programs inside one root. Caches parsed files, so one Resolver over many
     programs (as `slimmer deps /usr/bin/*` does) reads each library once."""
 
-    def __init__(self, root: SysRoot, options: Options = Options()) -> None:
+    def __init__(self, root: Root, options: Options = Options()) -> None:
         self.root = root
         self.options = options
         self._elf: dict[str, ElfInfo | SlimmerError] = {}
@@ -149,7 +149,7 @@ class Resolver:
         cached = self._elf.get(found.real)
         if cached is None:
             try:
-                cached = read_elf(self.root.host_path(found.real), found.asked)
+                cached = self.root.read_elf(found)
             except SlimmerError as exc:
                 cached = exc
             self._elf[found.real] = cached

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import stat
+from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 
+from slimmer.elf import ElfInfo, read_elf
 from slimmer.errors import FileProblem, SymlinkLoop
 
 # Linux gives up after 40 symbolic links in one resolution (MAXSYMLINKS, ELOOP).
@@ -62,37 +64,41 @@ def normalize(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-class SysRoot:
-    """A root directory seen as `/`. Caches what it has read; never writes."""
+@dataclass(frozen=True, slots=True)
+class Stat:
+    mode: int
+    size: int
+    dev: int
+    ino: int
 
-    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
-        host = os.path.abspath(os.fspath(root))
-        if not os.path.isdir(host):
-            raise FileProblem(f"{root}: root is not a directory")
-        self.root = host
-        self._lstat: dict[str, os.stat_result | None] = {}
+
+class Root(ABC):
+    """A tree seen as `/`: the host directory of SysRoot, or an image being assembled. Path
+    resolution is shared; subclasses only answer for paths with no symlink in them."""
+
+    def __init__(self) -> None:
         self._walks: dict[str, Resolved | None] = {}
 
-    def __repr__(self) -> str:
-        return f"SysRoot({self.root!r})"
+    @abstractmethod
+    def describe(self, path: str) -> str:
+        """How to name `path` in a message."""
 
-    def host_path(self, real: str) -> str:
-        """The host path of an in-root path that `lookup` returned as real (no symlinks in it)."""
-        if self.root == "/":
-            return real
-        return self.root + real if real != "/" else self.root
+    @abstractmethod
+    def stat_real(self, real: str) -> Stat | None:
+        """lstat of a path whose directories are known not to be symlinks; None if absent."""
 
-    def _lstat_real(self, real: str) -> os.stat_result | None:
-        if real in self._lstat:
-            return self._lstat[real]
-        try:
-            st: os.stat_result | None = os.lstat(self.host_path(real))
-        except (FileNotFoundError, NotADirectoryError):
-            st = None
-        except OSError as exc:
-            raise FileProblem(f"{real}: cannot read ({exc.strerror})") from exc
-        self._lstat[real] = st
-        return st
+    @abstractmethod
+    def readlink_real(self, real: str) -> str: ...
+
+    @abstractmethod
+    def read_real(self, real: str, limit: int | None = None) -> bytes: ...
+
+    @abstractmethod
+    def listdir_real(self, real: str) -> list[str]: ...
+
+    @abstractmethod
+    def elf_real(self, real: str, shown: str) -> ElfInfo:
+        """The ELF facts of a regular file (raises SlimmerError for bad files)."""
 
     def lookup(self, path: str) -> Resolved | None:
         """Resolve an absolute in-root path; None when it does not exist. Raises SymlinkLoop."""
@@ -106,40 +112,40 @@ class SysRoot:
         parts = deque(path.split("/"))
         cur = ""
         links: list[Link] = []
-        st: os.stat_result | None = self._lstat_real("/")
+        st = self.stat_real("/")
         while parts:
             name = parts.popleft()
             if name in ("", "."):
                 continue
             if name == "..":
                 cur = cur.rsplit("/", 1)[0]
-                st = self._lstat_real(cur or "/")
+                st = self.stat_real(cur or "/")
                 continue
+            if st is None or not stat.S_ISDIR(st.mode):
+                return None  # a file used as a directory: ENOTDIR
             nxt = f"{cur}/{name}"
-            st = self._lstat_real(nxt)
+            st = self.stat_real(nxt)
             if st is None:
                 return None
-            if stat.S_ISLNK(st.st_mode):
+            if stat.S_ISLNK(st.mode):
                 if len(links) >= MAX_SYMLINKS:
-                    raise SymlinkLoop(f"{path}: too many levels of symbolic links")
-                target = os.readlink(self.host_path(nxt))
+                    raise SymlinkLoop(f"{self.describe(path)}: too many levels of symbolic links")
+                target = self.readlink_real(nxt)
                 links.append(Link(nxt, target))
                 if target.startswith("/"):
                     cur = ""
                 parts.extendleft(reversed(target.split("/")))
-                st = self._lstat_real(cur or "/")
+                st = self.stat_real(cur or "/")
                 continue
-            if parts and not stat.S_ISDIR(st.st_mode) and any(p not in ("", ".") for p in parts):
-                return None
             cur = nxt
-        assert st is not None
-        return Resolved(path, cur or "/", tuple(links), st.st_mode, st.st_size, st.st_dev,
-                        st.st_ino)
+        if st is None:
+            return None
+        return Resolved(path, cur or "/", tuple(links), st.mode, st.size, st.dev, st.ino)
 
     def require_file(self, path: str) -> Resolved:
         """Resolve a path that must be an existing regular file, with a clear error otherwise."""
         found = self.lookup(path)
-        shown = path if self.root == "/" else f"{path} (in root {self.root})"
+        shown = self.describe(path)
         if found is None:
             raise FileProblem(f"{shown}: no such file")
         if found.is_dir:
@@ -157,11 +163,63 @@ class SysRoot:
         found = self.lookup(path)
         if found is None or not found.is_file:
             return None
-        with open(self.host_path(found.real), "rb") as fh:
-            return fh.read() if limit is None else fh.read(limit)
+        return self.read_real(found.real, limit)
 
     def listdir(self, path: str) -> list[str]:
         found = self.lookup(path)
         if found is None or not found.is_dir:
             return []
-        return sorted(os.listdir(self.host_path(found.real)))
+        return sorted(self.listdir_real(found.real))
+
+    def read_elf(self, found: Resolved) -> ElfInfo:
+        return self.elf_real(found.real, found.asked)
+
+
+class SysRoot(Root):
+    """A host directory seen as `/` (default: the host's own root). Caches lstat; never writes."""
+
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        super().__init__()
+        host = os.path.abspath(os.fspath(root))
+        if not os.path.isdir(host):
+            raise FileProblem(f"{root}: root is not a directory")
+        self.root = host
+        self._lstat: dict[str, Stat | None] = {}
+
+    def __repr__(self) -> str:
+        return f"SysRoot({self.root!r})"
+
+    def describe(self, path: str) -> str:
+        return path if self.root == "/" else f"{path} (in root {self.root})"
+
+    def host_path(self, real: str) -> str:
+        """The host path of an in-root path that `lookup` returned as real (no symlinks in it)."""
+        if self.root == "/":
+            return real
+        return self.root + real if real != "/" else self.root
+
+    def stat_real(self, real: str) -> Stat | None:
+        if real in self._lstat:
+            return self._lstat[real]
+        try:
+            st = os.lstat(self.host_path(real))
+            found: Stat | None = Stat(st.st_mode, st.st_size, st.st_dev, st.st_ino)
+        except (FileNotFoundError, NotADirectoryError):
+            found = None
+        except OSError as exc:
+            raise FileProblem(f"{self.describe(real)}: cannot read ({exc.strerror})") from exc
+        self._lstat[real] = found
+        return found
+
+    def readlink_real(self, real: str) -> str:
+        return os.readlink(self.host_path(real))
+
+    def read_real(self, real: str, limit: int | None = None) -> bytes:
+        with open(self.host_path(real), "rb") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+
+    def listdir_real(self, real: str) -> list[str]:
+        return os.listdir(self.host_path(real))
+
+    def elf_real(self, real: str, shown: str) -> ElfInfo:
+        return read_elf(self.host_path(real), shown)
