@@ -9,14 +9,18 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 
 from slimmer.errors import SlimmerError
+from slimmer.layer import Progress
+from slimmer.pack import PackOptions
+from slimmer.pack import pack as run_pack
 from slimmer.report import closure_json, file_list, missing_message, tree
 from slimmer.resolve import Closure, Options, Resolver
 from slimmer.sysroot import SysRoot
@@ -138,6 +142,142 @@ def deps(
         for line in problem.splitlines():
             print(f"error: {line}", file=sys.stderr)
         raise typer.Exit(1)
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise SlimmerError(f"{option} {value}: expected KEY=VALUE")
+        out[key] = val
+    return out
+
+
+def _command(value: str | None, option: str) -> tuple[str, ...] | None:
+    """A JSON array (exec form) or a shell-like string split into words."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("["):
+        try:
+            words = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SlimmerError(f"{option}: invalid JSON array ({exc.msg})") from None
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise SlimmerError(f"{option}: expected a JSON array of strings")
+        return tuple(words)
+    try:
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise SlimmerError(f"{option} {value!r}: {exc}") from None
+
+
+def source_date_epoch(environ: Mapping[str, str]) -> int:
+    """SOURCE_DATE_EPOCH as the reproducible-builds spec has it: an ASCII integer, or 0."""
+    raw = environ.get("SOURCE_DATE_EPOCH")
+    if raw is None or raw == "":
+        return 0
+    if not raw.isascii() or not raw.isdigit():
+        raise SlimmerError(f"SOURCE_DATE_EPOCH={raw!r}: not a non-negative integer")
+    value = int(raw)
+    if value >= 8**11:  # the largest mtime a plain tar header holds
+        raise SlimmerError(f"SOURCE_DATE_EPOCH={raw!r}: too large")
+    return value
+
+
+def _progress() -> Progress | None:
+    """A one-line progress display on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return None
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if percent != last[0]:
+            last[0] = percent
+            end = "\n" if done >= total else ""
+            sys.stderr.write(f"\rpacking {done / 1e6:.1f}/{total / 1e6:.1f} MB ({percent}%)"
+                             + end)
+            sys.stderr.flush()
+
+    return show
+
+
+Opt = typer.Option
+
+
+@app.command()
+@_reports_errors
+def pack(
+    binaries: Annotated[list[str], typer.Argument(metavar="BIN...", help="Programs to pack.")],
+    output: Annotated[str, Opt("-o", "--output", help="The image archive to write.")],
+    tag: Annotated[str | None, Opt(
+        "--tag", help="NAME[:TAG] (default: the first program's name, tag latest).")] = None,
+    entrypoint: Annotated[str | None, Opt(
+        "--entrypoint", help="Entrypoint, as words or a JSON array (default: the first "
+        "program at its place in the image).")] = None,
+    cmd: Annotated[str | None, Opt("--cmd", help="Cmd, as words or a JSON array.")] = None,
+    env: Annotated[list[str] | None, Opt("--env", metavar="K=V",
+                                         help="Environment (repeatable; PATH is set).")] = None,
+    workdir: Annotated[str, Opt("--workdir", help="Working directory.")] = "",
+    user: Annotated[str, Opt("--user", help="root, nonroot (65532) or uid[:gid].")] = "",
+    label: Annotated[list[str] | None, Opt("--label", metavar="K=V")] = None,
+    annotation: Annotated[list[str] | None, Opt("--annotation", metavar="K=V")] = None,
+    expose: Annotated[list[str] | None, Opt("--expose", metavar="PORT[/PROTO]")] = None,
+    add: Annotated[list[str] | None, Opt(
+        "--add", metavar="SRC:DEST", help="Host file or directory to add (ELF files among "
+        "them are resolved too).")] = None,
+    root: Annotated[str, Opt("--root", metavar="DIR", help="Take everything from DIR as "
+                                                          "if it were /.")] = "/",
+    library_path: Annotated[list[str] | None, Opt(
+        "--library-path", metavar="DIR[:DIR]",
+        help="The LD_LIBRARY_PATH the program will run with.")] = None,
+    compress: Annotated[str, Opt(
+        "--compress", help="gzip (loads everywhere), zstd (Docker 23+, podman, containerd, "
+        "skopeo; not Docker 20.10 or umoci) or none.")] = "gzip",
+    keep_setuid: Annotated[bool, Opt("--keep-setuid",
+                                     help="Keep setuid/setgid bits (dropped by default).")] = False,
+) -> None:
+    """Pack programs and exactly the files they load into a one-layer image archive that
+    docker load, podman load, skopeo, umoci and ctr accept. Reproducible: set
+    SOURCE_DATE_EPOCH for the timestamps (default 0)."""
+    if compress not in ("gzip", "zstd", "none"):
+        raise SlimmerError(f"--compress {compress}: expected gzip, zstd or none")
+    epoch = source_date_epoch(os.environ)
+    sysroot = SysRoot(root)
+    cwd = os.getcwd()
+    adds = []
+    for spec in add or []:
+        src, sep, dest = spec.rpartition(":")
+        if not sep or not src or not dest:
+            raise SlimmerError(f"--add {spec}: expected SRC:DEST")
+        adds.append((os.path.join(cwd, src), dest))
+    options = PackOptions(
+        programs=tuple(_program_path(sysroot, b, cwd) for b in binaries),
+        output=os.path.join(cwd, output),
+        root=root,
+        tag=tag,
+        entrypoint=_command(entrypoint, "--entrypoint"),
+        cmd=_command(cmd, "--cmd"),
+        env=tuple(env or ()),
+        workdir=workdir,
+        user=user,
+        labels=_pairs(label, "--label"),
+        annotations=_pairs(annotation, "--annotation"),
+        expose=tuple(expose or ()),
+        add=tuple(adds),
+        library_path=_split_paths(library_path or []),
+        compression=compress,
+        keep_setuid=keep_setuid,
+        epoch=epoch,
+    )
+    result = run_pack(options, _progress())
+    image = result.image
+    print(f"wrote {output}: {image.reference.short}, {result.files} entries, "
+          f"{result.content_bytes / 1e6:.1f} MB of files, "
+          f"archive {image.archive_size / 1e6:.1f} MB")
+    print(f"image id {image.config_digest}")
+    print(f"manifest {image.manifest_digest}")
 
 
 def run() -> None:

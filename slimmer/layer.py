@@ -1,0 +1,213 @@
+"""Tree -> one normalised layer tar, streamed through the compressor into a blob file.
+
+Every header field is set here (uid/gid 0, empty names, mtime = the build epoch, normalised
+modes); entries come in FileTree order; gzip and zstd settings are pinned so that the same tree
+gives the same bytes (docs/reproducibility.md). Nothing holds the layer in memory: content is
+copied in 1 MiB chunks while both digests are computed on the way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Protocol
+
+import zstandard
+
+from slimmer.errors import SlimmerError
+from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink
+
+CHUNK = 1 << 20
+GZIP_LEVEL = 6
+ZSTD_LEVEL = 3
+
+MEDIA_TYPES = {
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    "none": "application/vnd.oci.image.layer.v1.tar",
+}
+
+Progress = Callable[[int, int], None]  # (content bytes written so far, total content bytes)
+
+
+class ChangedWhilePacking(SlimmerError):
+    """A source file's size changed between planning and writing."""
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A finished blob in a temporary file."""
+
+    path: str
+    digest: str  # "sha256:<hex>"
+    size: int
+    media_type: str
+    diff_id: str  # sha256 of the uncompressed tar (equal to digest when uncompressed)
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes) -> bytes: ...
+    def flush(self) -> bytes: ...
+
+
+class _Gzip:
+    """gzip with a fixed header (no name, mtime 0, OS 255), one code path for every run."""
+
+    def __init__(self) -> None:
+        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0
+        self._header = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\xff"
+
+    def compress(self, data: bytes) -> bytes:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        out = self._header + self._deflate.compress(data)
+        self._header = b""
+        return out
+
+    def flush(self) -> bytes:
+        tail = self._deflate.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        return self._header + tail
+
+
+class _Plain:
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def flush(self) -> bytes:
+        return b""
+
+
+def _compressor(kind: str) -> _Compressor:
+    if kind == "gzip":
+        return _Gzip()
+    if kind == "zstd":
+        params = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=True,
+                                          write_content_size=False)
+        return params.compressobj()
+    if kind == "none":
+        return _Plain()
+    raise SlimmerError(f"unknown compression {kind!r} (gzip, zstd or none)")
+
+
+class BlobWriter:
+    """A file-like sink: bytes in are hashed (uncompressed), compressed, hashed again and written
+    to a temporary file in `directory`."""
+
+    def __init__(self, directory: str, compression: str) -> None:
+        self.compression = compression
+        self._compressor = _compressor(compression)
+        self._raw = hashlib.sha256()
+        self._out = hashlib.sha256()
+        self._size = 0
+        fd, self.path = tempfile.mkstemp(prefix=".slimmer-blob-", dir=directory)
+        self._file: IO[bytes] = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        self._raw.update(data)
+        self._emit(self._compressor.compress(data))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._out.update(data)
+            self._file.write(data)
+            self._size += len(data)
+
+    def finish(self) -> Blob:
+        self._emit(self._compressor.flush())
+        self._file.close()
+        return Blob(self.path, "sha256:" + self._out.hexdigest(), self._size,
+                    MEDIA_TYPES[self.compression], "sha256:" + self._raw.hexdigest())
+
+    def discard(self) -> None:
+        self._file.close()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+def tar_header(name: str, entry: Entry, mtime: int) -> bytes:
+    """One tar header with every field set here (PAX only where a name needs it)."""
+    info = tarfile.TarInfo(name)
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if isinstance(entry, Dir):
+        info.type = tarfile.DIRTYPE
+        info.mode = entry.mode
+        info.uid, info.gid = entry.uid, entry.gid
+    elif isinstance(entry, Symlink):
+        info.type = tarfile.SYMTYPE
+        info.mode = 0o777
+        info.linkname = entry.target
+    else:
+        info.type = tarfile.REGTYPE
+        info.mode = entry.mode
+        info.size = entry.size
+        info.uid, info.gid = entry.uid, entry.gid
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def write_tar(entries: list[tuple[str, Entry]], sink: BlobWriter | IO[bytes], mtime: int,
+              progress: Progress | None = None) -> None:
+    """Write entries (name without leading slash, entry) as a tar stream to `sink`."""
+    total = sum(e.size for _, e in entries if isinstance(e, File))
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    for name, entry in entries:
+        sink.write(tar_header(name, entry, mtime))
+        if isinstance(entry, File):
+            _copy_content(entry, sink, advance)
+    sink.write(b"\0" * 1024)
+
+
+def _copy_content(entry: File, sink: BlobWriter | IO[bytes],
+                  advance: Callable[[int], None]) -> None:
+    if entry.data is not None:
+        sink.write(entry.data)
+        written = len(entry.data)
+    else:
+        assert entry.source is not None
+        written = 0
+        with open(entry.source, "rb") as fh:
+            while written < entry.size:
+                chunk = fh.read(min(CHUNK, entry.size - written))
+                if not chunk:
+                    break
+                sink.write(chunk)
+                written += len(chunk)
+                advance(len(chunk))
+            if written != entry.size or fh.read(1):
+                raise ChangedWhilePacking(f"{entry.source}: file changed while packing")
+    if written % 512:
+        sink.write(b"\0" * (512 - written % 512))
+
+
+def layer_entries(tree: FileTree) -> list[tuple[str, Entry]]:
+    """Tar names for a tree: no leading slash, directories with a trailing one."""
+    return [(path.lstrip("/") + ("/" if isinstance(e, Dir) else ""), e)
+            for path, e in tree.items()]
+
+
+def write_layer(tree: FileTree, directory: str, compression: str, mtime: int,
+                progress: Progress | None = None) -> Blob:
+    """Write the tree as one layer blob into a temporary file in `directory`."""
+    writer = BlobWriter(directory, compression)
+    try:
+        write_tar(layer_entries(tree), writer, mtime, progress)
+        return writer.finish()
+    except BaseException:
+        writer.discard()
+        raise

@@ -1,0 +1,214 @@
+"""Config, manifest and index as canonical JSON, and the one archive that is both an OCI image
+layout and a `docker save` archive (docs/oci-output.md has what each engine needs)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from slimmer.errors import SlimmerError
+from slimmer.layer import Blob, tar_header
+from slimmer.rootfs import Dir, File
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+class BadReference(SlimmerError):
+    """An image name or tag that engines would refuse."""
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def rfc3339(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """An image reference split the way Docker normalises it."""
+
+    name: str  # as the user wrote it, without the tag: "app", "me/app", "reg:5000/me/app"
+    tag: str
+
+    @property
+    def full(self) -> str:
+        """docker.io/library/app:tag, as containerd and Docker 25+ name images."""
+        first = self.name.split("/", 1)[0]
+        if "/" in self.name and ("." in first or ":" in first or first == "localhost"):
+            return f"{self.name}:{self.tag}"
+        if "/" not in self.name:
+            return f"docker.io/library/{self.name}:{self.tag}"
+        return f"docker.io/{self.name}:{self.tag}"
+
+    @property
+    def short(self) -> str:
+        return f"{self.name}:{self.tag}"
+
+
+def parse_reference(text: str) -> Reference:
+    """NAME[:TAG] with Docker's rules: lower-case name components, tag of [\\w][\\w.-]{0,127}."""
+    name, tag = text, "latest"
+    last = text.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = text.rsplit(":", 1)
+    component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    host = r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?"
+    if "@" in text or not re.fullmatch(host + component + r"(?:/" + component + r")*", name):
+        raise BadReference(f"{text}: not a valid image name (lower-case letters, digits, "
+                           "'.', '_', '-', '/' separated)")
+    if not re.fullmatch(r"[\w][\w.-]{0,127}", tag):
+        raise BadReference(f"{text}: not a valid tag {tag!r}")
+    return Reference(name, tag)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    """The run-time part of the image config."""
+
+    architecture: str
+    os: str = "linux"
+    variant: str = ""
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] | None = None
+    env: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()
+    stop_signal: str = ""
+
+
+def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by: str) -> bytes:
+    run: dict[str, Any] = {}
+    if cfg.env:
+        run["Env"] = list(cfg.env)
+    if cfg.entrypoint:
+        run["Entrypoint"] = list(cfg.entrypoint)
+    if cfg.cmd is not None:
+        run["Cmd"] = list(cfg.cmd)
+    if cfg.workdir:
+        run["WorkingDir"] = cfg.workdir
+    if cfg.user:
+        run["User"] = cfg.user
+    if cfg.labels:
+        run["Labels"] = dict(cfg.labels)
+    if cfg.exposed_ports:
+        run["ExposedPorts"] = {p: {} for p in cfg.exposed_ports}
+    if cfg.stop_signal:
+        run["StopSignal"] = cfg.stop_signal
+    doc: dict[str, Any] = {
+        "architecture": cfg.architecture,
+        "os": cfg.os,
+        "created": rfc3339(created),
+        "config": run,
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": [{"created": rfc3339(created), "created_by": created_by}],
+    }
+    if cfg.variant:
+        doc["variant"] = cfg.variant
+    return canonical_json(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """What was written: the archive and the digests a user may want to pin."""
+
+    path: str
+    reference: Reference
+    manifest_digest: str
+    config_digest: str  # the image ID
+    layer_digest: str
+    diff_id: str
+    layer_size: int
+    archive_size: int
+
+
+def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "size": len(data)}
+
+
+def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, created: int,
+                created_by: str, annotations: dict[str, str] | None = None) -> ImageResult:
+    """Write the combined OCI + docker archive to `output` through a temporary file in the same
+    directory, renamed into place only when complete."""
+    config = config_json(cfg, [layer.diff_id], created, created_by)
+    config_desc = _descriptor(OCI_CONFIG, config)
+    manifest_doc: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": config_desc,
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+    }
+    if annotations:
+        manifest_doc["annotations"] = dict(annotations)
+    manifest = canonical_json(manifest_doc)
+    manifest_desc = _descriptor(OCI_MANIFEST, manifest)
+    platform = {"architecture": cfg.architecture, "os": cfg.os}
+    if cfg.variant:
+        platform["variant"] = cfg.variant
+    index = canonical_json({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{**manifest_desc, "platform": platform, "annotations": {
+            "io.containerd.image.name": ref.full,
+            "org.opencontainers.image.ref.name": ref.tag,
+        }}],
+    })
+    hexof = {"layer": layer.digest[7:], "config": config_desc["digest"][7:],
+             "manifest": manifest_desc["digest"][7:]}
+    docker_manifest = canonical_json([{
+        "Config": f"blobs/sha256/{hexof['config']}",
+        "RepoTags": [ref.short],
+        "Layers": [f"blobs/sha256/{hexof['layer']}"],
+    }])
+    small = {hexof["config"]: config, hexof["manifest"]: manifest}
+    blobs = sorted([hexof["layer"], *small])
+
+    directory = os.path.dirname(os.path.abspath(output))
+    fd, tmp = tempfile.mkstemp(prefix=".slimmer-image-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _archive(out, blobs, small, layer, index, docker_manifest, created)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, output)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return ImageResult(output, ref, manifest_desc["digest"], config_desc["digest"], layer.digest,
+                       layer.diff_id, layer.size, os.path.getsize(output))
+
+
+def _archive(out: Any, blobs: list[str], small: dict[str, bytes], layer: Blob, index: bytes,
+             docker_manifest: bytes, mtime: int) -> None:
+    def put(name: str, data: bytes) -> None:
+        out.write(tar_header(name, File(0o644, len(data), data=data), mtime))
+        out.write(data + b"\0" * (-len(data) % 512))
+
+    out.write(tar_header("blobs/", Dir(), mtime))
+    out.write(tar_header("blobs/sha256/", Dir(), mtime))
+    for hex_digest in blobs:
+        name = f"blobs/sha256/{hex_digest}"
+        if hex_digest in small:
+            put(name, small[hex_digest])
+            continue
+        out.write(tar_header(name, File(0o644, layer.size, source=layer.path), mtime))
+        with open(layer.path, "rb") as fh:
+            shutil.copyfileobj(fh, out, 1 << 20)
+        out.write(b"\0" * (-layer.size % 512))
+    put("index.json", index)
+    put("manifest.json", docker_manifest)
+    put("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
+    out.write(b"\0" * 1024)

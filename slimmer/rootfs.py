@@ -1,0 +1,211 @@
+"""The image's file tree, in memory: the single source of truth the layer writer walks.
+
+Every entry is a directory, a regular file (content from a host file or given bytes) or a
+symlink, with a reason saying why it is there. `TreeRoot` lets the resolver read the tree as a
+root, so the assembled image can be checked on its own before anything is written.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from slimmer.elf import ElfInfo, parse_elf, read_elf
+from slimmer.errors import SlimmerError
+from slimmer.sysroot import Root, Stat, normalize
+
+
+class TreeConflict(SlimmerError):
+    """Two different things asked for at the same path in the image."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dir:
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    mode: int
+    size: int
+    source: str | None = None  # host path to copy from
+    data: bytes | None = None  # or the content itself
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Symlink:
+    target: str
+
+
+Entry = Dir | File | Symlink
+
+
+def normal_mode(host_mode: int, keep_setuid: bool = False) -> int:
+    """0755 for anything executable, 0644 otherwise, so that the umask and the source's owner
+    never show; setuid/setgid only on request."""
+    mode = 0o755 if host_mode & 0o111 else 0o644
+    if keep_setuid:
+        mode |= host_mode & (stat.S_ISUID | stat.S_ISGID)
+    return mode
+
+
+class FileTree:
+    """path (absolute, normalised) -> entry, with a reason for each path."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Entry] = {"/": Dir()}
+        self.reasons: dict[str, str] = {}
+
+    def __contains__(self, path: str) -> bool:
+        return path in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries) - 1
+
+    def get(self, path: str) -> Entry | None:
+        return self._entries.get(path)
+
+    def add(self, path: str, entry: Entry, reason: str) -> None:
+        """Add an entry (and its parent directories). The same entry twice is fine; a
+        different one at the same path is a TreeConflict."""
+        path = normalize(path)
+        if path == "/":
+            raise TreeConflict("cannot replace the image's root directory")
+        self._parents(path)
+        old = self._entries.get(path)
+        if old is not None:
+            if old == entry or (isinstance(old, Dir) and isinstance(entry, Dir)):
+                if isinstance(entry, Dir) and old != entry:
+                    self._entries[path] = entry  # an explicit directory beats an implied one
+                return
+            raise TreeConflict(f"{path}: two different entries for one path in the image "
+                               f"({_describe(old)} and {_describe(entry)})")
+        self._entries[path] = entry
+        self.reasons.setdefault(path, reason)
+
+    def _parents(self, path: str) -> None:
+        parts = path.strip("/").split("/")[:-1]
+        cur = ""
+        for name in parts:
+            cur = f"{cur}/{name}"
+            old = self._entries.get(cur)
+            if old is None:
+                self._entries[cur] = Dir()
+                self.reasons.setdefault(cur, "parent directory")
+            elif not isinstance(old, Dir):
+                raise TreeConflict(f"{cur}: is a {_describe(old)} in the image, but "
+                                   f"{path} needs it to be a directory")
+
+    def items(self) -> Iterator[tuple[str, Entry]]:
+        """Every entry but the root, parents before children, in a fixed order: sorted by
+        path components (so "a/b" comes before "a-b", which byte order would not give)."""
+        for path in sorted(self._entries, key=lambda p: p.split("/")):
+            if path != "/":
+                yield path, self._entries[path]
+
+    def content_size(self) -> int:
+        return sum(e.size for e in self._entries.values() if isinstance(e, File))
+
+
+def _describe(entry: Entry) -> str:
+    if isinstance(entry, Dir):
+        return "directory"
+    if isinstance(entry, Symlink):
+        return f"symlink to {entry.target}"
+    return f"file from {entry.source}" if entry.source else "generated file"
+
+
+class TreeRoot(Root):
+    """A FileTree seen as a root: what the image will look like to the loader inside it."""
+
+    def __init__(self, tree: FileTree) -> None:
+        super().__init__()
+        self.tree = tree
+        self._inodes = {path: i for i, path in enumerate(tree._entries)}
+
+    def describe(self, path: str) -> str:
+        return f"{path} (in the image)"
+
+    def stat_real(self, real: str) -> Stat | None:
+        entry = self.tree.get(real)
+        if entry is None:
+            return None
+        ino = self._inodes.get(real, 0)
+        if isinstance(entry, Dir):
+            return Stat(stat.S_IFDIR | entry.mode, 0, 0, ino)
+        if isinstance(entry, Symlink):
+            return Stat(stat.S_IFLNK | 0o777, len(entry.target), 0, ino)
+        return Stat(stat.S_IFREG | entry.mode, entry.size, 0, ino)
+
+    def readlink_real(self, real: str) -> str:
+        entry = self.tree.get(real)
+        assert isinstance(entry, Symlink)
+        return entry.target
+
+    def read_real(self, real: str, limit: int | None = None) -> bytes:
+        entry = self.tree.get(real)
+        assert isinstance(entry, File)
+        if entry.data is not None:
+            return entry.data if limit is None else entry.data[:limit]
+        assert entry.source is not None
+        with open(entry.source, "rb") as fh:
+            return fh.read() if limit is None else fh.read(limit)
+
+    def listdir_real(self, real: str) -> list[str]:
+        prefix = real.rstrip("/") + "/"
+        return [p[len(prefix):] for p in self.tree._entries
+                if p.startswith(prefix) and "/" not in p[len(prefix):] and p != prefix]
+
+    def elf_real(self, real: str, shown: str) -> ElfInfo:
+        entry = self.tree.get(real)
+        assert isinstance(entry, File)
+        if entry.data is not None:
+            return parse_elf(entry.data, shown)
+        assert entry.source is not None
+        return read_elf(entry.source, shown)
+
+
+def host_file(path: str, keep_setuid: bool = False) -> File:
+    """A File entry copying a host file (its mode normalised)."""
+    st = os.stat(path)
+    return File(normal_mode(st.st_mode, keep_setuid), st.st_size, source=path)
+
+
+class OverlayRoot(Root):
+    """The tree in front of a host root: a path in the tree hides the same path below."""
+
+    def __init__(self, tree: FileTree, below: Root) -> None:
+        super().__init__()
+        self.top = TreeRoot(tree)
+        self.below = below
+
+    def describe(self, path: str) -> str:
+        return self.below.describe(path)
+
+    def _layer(self, real: str) -> Root:
+        return self.top if real in self.top.tree else self.below
+
+    def stat_real(self, real: str) -> Stat | None:
+        found = self.top.stat_real(real)
+        if found is not None:
+            return Stat(found.mode, found.size, -1, found.ino)  # never equal to a host inode
+        return self.below.stat_real(real)
+
+    def readlink_real(self, real: str) -> str:
+        return self._layer(real).readlink_real(real)
+
+    def read_real(self, real: str, limit: int | None = None) -> bytes:
+        return self._layer(real).read_real(real, limit)
+
+    def listdir_real(self, real: str) -> list[str]:
+        names = set(self.below.listdir_real(real)) if self.below.is_dir(real) else set()
+        return sorted(names | set(self.top.listdir_real(real)))
+
+    def elf_real(self, real: str, shown: str) -> ElfInfo:
+        return self._layer(real).elf_real(real, shown)
