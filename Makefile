@@ -14,10 +14,13 @@ DEMO_DEBS  := gcc libc6-dev
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV) || ($(DEPS) python3-venv && $(PYTHON) -m venv $(VENV))
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
+# Byte-compile even where PYTHONDONTWRITEBYTECODE is set: start-up time is part of the
+# benchmarks (docs/benchmarks.md).
 install: $(VENV)/.installed
+	$(BIN)/python -m compileall -q slimmer
 
 test: install
 	$(DEPS) $(TEST_DEBS)

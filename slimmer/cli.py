@@ -1,75 +1,46 @@
 """The command line: parse arguments, call the library, print, set the exit code.
 
-This is the only module that reads the environment or the process state (argv, cwd); every
-SlimmerError is caught in `main`, printed as one `error:` line, and turned into exit status 1.
+This is the only module that reads the environment or the process state (argv, cwd, the
+terminal); every SlimmerError is caught in `main`, printed as one `error:` line, and turned into
+exit status 1 (with the traceback under --debug).
+
+argparse rather than typer: typer 0.29 pulls in rich and pydantic and costs about 0.45 s per
+start (docs/benchmarks.md), more than resolving ffmpeg's 214 libraries takes.
 """
 
 from __future__ import annotations
 
-import functools
+import argparse
+import gc
 import json
 import os
 import shlex
 import sys
-import traceback
-from collections.abc import Callable, Mapping
-from typing import Annotated, ParamSpec, TypeVar
-
-import typer
+from collections.abc import Callable, Mapping, Sequence
 
 from slimmer.errors import SlimmerError
-from slimmer.layer import Progress
-from slimmer.pack import PackOptions
-from slimmer.pack import pack as run_pack
 from slimmer.report import closure_json, file_list, missing_message, tree
 from slimmer.resolve import Closure, Options, Resolver
 from slimmer.sysroot import SysRoot
 
-app = typer.Typer(
-    name="slimmer",
-    help="Build minimal, reproducible container images from a program, without running it.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _reports_errors(command: Callable[P, R]) -> Callable[P, R]:
-    """The one place a SlimmerError becomes `error: message` on stderr and exit status 1
-    (with the traceback first under --debug)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return command(*args, **kwargs)
-        except SlimmerError as exc:
-            if "--debug" in sys.argv[1:]:
-                traceback.print_exc()
-            print(f"error: {exc.message}", file=sys.stderr)
-            if exc.hint:
-                print(f"hint: {exc.hint}", file=sys.stderr)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
-            raise typer.Exit(130) from None
-
-    return wrapper
-
+# Importing slimmer.layer's alias would load tarfile and zstandard for every command.
+Progress = Callable[[int, int], None]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-@app.callback()
-def _root_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-) -> None:
-    """slimmer finds exactly the files a program needs, statically, and packs them."""
+class Exit(Exception):
+    """Leave with a status after output was printed."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
-def _split_paths(values: list[str]) -> tuple[str, ...]:
+# ---- helpers shared by the commands -----------------------------------------------------------
+
+
+def _split_paths(values: Sequence[str]) -> tuple[str, ...]:
     out: list[str] = []
     for value in values:
         out.extend(p for p in value.replace(";", ":").split(":") if p)
@@ -94,59 +65,9 @@ def _program_path(root: SysRoot, given: str, cwd: str) -> str:
     return "/" + given if root.root != "/" else os.path.join(cwd, given)
 
 
-@app.command()
-@_reports_errors
-def deps(
-    binaries: Annotated[list[str], typer.Argument(metavar="BIN...", help="Programs to resolve.")],
-    root: Annotated[str, typer.Option("--root", help="Resolve as if DIR were /.",
-                                      metavar="DIR")] = "/",
-    library_path: Annotated[list[str] | None, typer.Option(
-        "--library-path", metavar="DIR[:DIR]",
-        help="The LD_LIBRARY_PATH the program will run with (repeatable).")] = None,
-    hwcaps: Annotated[str, typer.Option(
-        "--hwcaps", metavar="LIST",
-        help="glibc-hwcaps subdirectories the target CPU supports, best first "
-             "(e.g. x86-64-v3,x86-64-v2). Default: a baseline CPU.")] = "",
-    platform: Annotated[str | None, typer.Option(
-        "--platform", help="Value of $PLATFORM (default: the architecture's).")] = None,
-    as_list: Annotated[bool, typer.Option(
-        "--list", help="Print every file the loader opens, one path per line.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array, one object per "
-                                          "program.")] = False,
-) -> None:
-    """Show the libraries each program loads and how the loader finds them (like lddtree)."""
-    if as_list and as_json:
-        raise SlimmerError("--list and --json cannot be used together")
-    sysroot = SysRoot(root)
-    options = Options(
-        library_path=_split_paths(library_path or []),
-        hwcaps=tuple(h for h in hwcaps.split(",") if h),
-        platform=platform,
-    )
-    resolver = Resolver(sysroot, options)
-    cwd = os.getcwd()
-    closures: list[Closure] = [
-        resolver.closure(_program_path(sysroot, b, cwd)) for b in binaries
-    ]
-    if as_json:
-        print(json.dumps([closure_json(c) for c in closures], indent=2))
-    elif as_list:
-        print("\n".join(file_list(closures)))
-    else:
-        for closure in closures:
-            print("\n".join(tree(closure)))
-            for warning in closure.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-    problem = missing_message(closures)
-    if problem:
-        for line in problem.splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        raise typer.Exit(1)
-
-
-def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
     out: dict[str, str] = {}
-    for value in values or []:
+    for value in values:
         key, sep, val = value.partition("=")
         if not sep or not key:
             raise SlimmerError(f"{option} {value}: expected KEY=VALUE")
@@ -203,83 +124,177 @@ def _progress() -> Progress | None:
     return show
 
 
-Opt = typer.Option
+# ---- commands ------------------------------------------------------------------------------
 
 
-@app.command()
-@_reports_errors
-def pack(
-    binaries: Annotated[list[str], typer.Argument(metavar="BIN...", help="Programs to pack.")],
-    output: Annotated[str, Opt("-o", "--output", help="The image archive to write.")],
-    tag: Annotated[str | None, Opt(
-        "--tag", help="NAME[:TAG] (default: the first program's name, tag latest).")] = None,
-    entrypoint: Annotated[str | None, Opt(
-        "--entrypoint", help="Entrypoint, as words or a JSON array (default: the first "
-        "program at its place in the image).")] = None,
-    cmd: Annotated[str | None, Opt("--cmd", help="Cmd, as words or a JSON array.")] = None,
-    env: Annotated[list[str] | None, Opt("--env", metavar="K=V",
-                                         help="Environment (repeatable; PATH is set).")] = None,
-    workdir: Annotated[str, Opt("--workdir", help="Working directory.")] = "",
-    user: Annotated[str, Opt("--user", help="root, nonroot (65532) or uid[:gid].")] = "",
-    label: Annotated[list[str] | None, Opt("--label", metavar="K=V")] = None,
-    annotation: Annotated[list[str] | None, Opt("--annotation", metavar="K=V")] = None,
-    expose: Annotated[list[str] | None, Opt("--expose", metavar="PORT[/PROTO]")] = None,
-    add: Annotated[list[str] | None, Opt(
-        "--add", metavar="SRC:DEST", help="Host file or directory to add (ELF files among "
-        "them are resolved too).")] = None,
-    root: Annotated[str, Opt("--root", metavar="DIR", help="Take everything from DIR as "
-                                                          "if it were /.")] = "/",
-    library_path: Annotated[list[str] | None, Opt(
-        "--library-path", metavar="DIR[:DIR]",
-        help="The LD_LIBRARY_PATH the program will run with.")] = None,
-    compress: Annotated[str, Opt(
-        "--compress", help="gzip (loads everywhere), zstd (Docker 23+, podman, containerd, "
-        "skopeo; not Docker 20.10 or umoci) or none.")] = "gzip",
-    keep_setuid: Annotated[bool, Opt("--keep-setuid",
-                                     help="Keep setuid/setgid bits (dropped by default).")] = False,
-) -> None:
-    """Pack programs and exactly the files they load into a one-layer image archive that
-    docker load, podman load, skopeo, umoci and ctr accept. Reproducible: set
-    SOURCE_DATE_EPOCH for the timestamps (default 0)."""
-    if compress not in ("gzip", "zstd", "none"):
-        raise SlimmerError(f"--compress {compress}: expected gzip, zstd or none")
+def cmd_deps(args: argparse.Namespace) -> int:
+    if args.list and args.json:
+        raise SlimmerError("--list and --json cannot be used together")
+    sysroot = SysRoot(args.root)
+    options = Options(
+        library_path=_split_paths(args.library_path),
+        hwcaps=tuple(h for h in args.hwcaps.split(",") if h),
+        platform=args.platform,
+    )
+    resolver = Resolver(sysroot, options)
+    cwd = os.getcwd()
+    closures: list[Closure] = [resolver.closure(_program_path(sysroot, b, cwd))
+                               for b in args.binaries]
+    if args.json:
+        indent = 2 if sys.stdout.isatty() else None  # compact for machines: C encoder, fast
+        print(json.dumps([closure_json(c) for c in closures], indent=indent))
+    elif args.list:
+        print("\n".join(file_list(closures)))
+    else:
+        for closure in closures:
+            print("\n".join(tree(closure)))
+            for warning in closure.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+    problem = missing_message(closures)
+    if problem:
+        sys.stdout.flush()
+        for line in problem.splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
+    from slimmer.pack import PackOptions
+    from slimmer.pack import pack as run_pack
+
     epoch = source_date_epoch(os.environ)
-    sysroot = SysRoot(root)
+    sysroot = SysRoot(args.root)
     cwd = os.getcwd()
     adds = []
-    for spec in add or []:
+    for spec in args.add:
         src, sep, dest = spec.rpartition(":")
         if not sep or not src or not dest:
             raise SlimmerError(f"--add {spec}: expected SRC:DEST")
         adds.append((os.path.join(cwd, src), dest))
     options = PackOptions(
-        programs=tuple(_program_path(sysroot, b, cwd) for b in binaries),
-        output=os.path.join(cwd, output),
-        root=root,
-        tag=tag,
-        entrypoint=_command(entrypoint, "--entrypoint"),
-        cmd=_command(cmd, "--cmd"),
-        env=tuple(env or ()),
-        workdir=workdir,
-        user=user,
-        labels=_pairs(label, "--label"),
-        annotations=_pairs(annotation, "--annotation"),
-        expose=tuple(expose or ()),
+        programs=tuple(_program_path(sysroot, b, cwd) for b in args.binaries),
+        output=os.path.join(cwd, args.output),
+        root=args.root,
+        tag=args.tag,
+        entrypoint=_command(args.entrypoint, "--entrypoint"),
+        cmd=_command(args.cmd, "--cmd"),
+        env=tuple(args.env),
+        workdir=args.workdir,
+        user=args.user,
+        labels=_pairs(args.label, "--label"),
+        annotations=_pairs(args.annotation, "--annotation"),
+        expose=tuple(args.expose),
         add=tuple(adds),
-        library_path=_split_paths(library_path or []),
-        compression=compress,
-        keep_setuid=keep_setuid,
+        library_path=_split_paths(args.library_path),
+        compression=args.compress,
+        keep_setuid=args.keep_setuid,
         epoch=epoch,
     )
     result = run_pack(options, _progress())
     image = result.image
-    print(f"wrote {output}: {image.reference.short}, {result.files} entries, "
+    print(f"wrote {args.output}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
           f"archive {image.archive_size / 1e6:.1f} MB")
     print(f"image id {image.config_digest}")
     print(f"manifest {image.manifest_digest}")
+    return 0
+
+
+# ---- the parser ----------------------------------------------------------------------------
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show tracebacks on errors")
+    p.add_argument("--root", default="/", metavar="DIR",
+                   help="resolve (and take files) as if DIR were / (default: /)")
+    p.add_argument("--library-path", action="append", default=[], metavar="DIR[:DIR]",
+                   help="the LD_LIBRARY_PATH the program will run with (repeatable)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="slimmer",
+        description="Build minimal, reproducible container images from a program, "
+                    "found statically: the program is never run.")
+    top.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    deps = sub.add_parser("deps", help="show the files the loader opens for programs",
+                          description="Show the libraries each program loads and how the "
+                                      "loader finds them, like lddtree but exact.")
+    deps.add_argument("binaries", nargs="+", metavar="BIN")
+    _common_options(deps)
+    deps.add_argument("--hwcaps", default="", metavar="LIST",
+                      help="glibc-hwcaps subdirectories the target CPU supports, best first "
+                           "(e.g. x86-64-v3,x86-64-v2); default: a baseline CPU")
+    deps.add_argument("--platform", default=None, help="value of $PLATFORM (default: the "
+                                                       "architecture's AT_PLATFORM)")
+    deps.add_argument("--list", action="store_true",
+                      help="print every file the loader opens, one path per line")
+    deps.add_argument("--json", action="store_true",
+                      help="print a JSON array with one object per program")
+    deps.set_defaults(run=cmd_deps)
+
+    pk = sub.add_parser(
+        "pack", help="pack programs into a one-layer image archive",
+        description="Pack programs and exactly the files they load into one image archive "
+                    "that docker load, podman load, skopeo, umoci and ctr accept. The same "
+                    "inputs give the same bytes; SOURCE_DATE_EPOCH sets the timestamps "
+                    "(default 0).")
+    pk.add_argument("binaries", nargs="+", metavar="BIN")
+    pk.add_argument("-o", "--output", required=True, help="the image archive to write")
+    pk.add_argument("--tag", help="NAME[:TAG] (default: the first program's name, tag latest)")
+    pk.add_argument("--entrypoint", help="entrypoint as words or a JSON array (default: the "
+                                         "first program, at its place in the image)")
+    pk.add_argument("--cmd", help="cmd as words or a JSON array")
+    pk.add_argument("--env", action="append", default=[], metavar="K=V",
+                    help="environment variable (repeatable; PATH is set by default)")
+    pk.add_argument("--workdir", default="", help="working directory")
+    pk.add_argument("--user", default="", help="root, nonroot (uid/gid 65532) or uid[:gid]")
+    pk.add_argument("--label", action="append", default=[], metavar="K=V")
+    pk.add_argument("--annotation", action="append", default=[], metavar="K=V",
+                    help="manifest annotation (repeatable)")
+    pk.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]")
+    pk.add_argument("--add", action="append", default=[], metavar="SRC:DEST",
+                    help="host file or directory to add; ELF files among them are resolved "
+                         "too (repeatable)")
+    _common_options(pk)
+    pk.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
+                    help="layer compression: gzip (every engine), zstd (Docker 23+, podman, "
+                         "containerd, skopeo; not Docker 20.10 or umoci) or none")
+    pk.add_argument("--keep-setuid", action="store_true",
+                    help="keep setuid/setgid bits (dropped by default)")
+    pk.set_defaults(run=cmd_pack)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # A short-lived process that allocates many small objects and frees few: the cyclic
+    # collector only costs time here (docs/benchmarks.md).
+    gc.set_threshold(200_000, 50, 100)
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except SlimmerError as exc:
+        if args.debug:
+            import traceback  # only here: it costs start-up time
+
+            traceback.print_exc()
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
 
 
 def run() -> None:
     """Console entry point."""
-    app(prog_name="slimmer")
+    sys.exit(main())

@@ -30,33 +30,41 @@ class CacheEntry:
         return self.hwcap == 0
 
 
+RawEntry = tuple[str, str, int, int, int, "str | None"]  # the CacheEntry fields, in order
+
+
 @dataclass(frozen=True, slots=True)
 class LdCache:
-    entries: tuple[CacheEntry, ...]
+    raw: tuple[RawEntry, ...]  # plain tuples: a cache has hundreds, a lookup needs a few
     generator: str | None
-    by_name: dict[str, tuple[CacheEntry, ...]]
+    by_name: dict[str, tuple[RawEntry, ...]]
+
+    @property
+    def entries(self) -> tuple[CacheEntry, ...]:
+        return tuple(CacheEntry(*e) for e in self.raw)
 
     def lookup(self, soname: str, flags: tuple[int, ...],
                hwcaps: tuple[str, ...] = ()) -> CacheEntry | None:
         """The entry ld.so would use for `soname`: for an ABI accepting `flags`, on a CPU whose
         glibc-hwcaps subdirectories are `hwcaps` (best first; empty for a baseline CPU)."""
-        best: CacheEntry | None = None
+        best: RawEntry | None = None
         best_rank = len(hwcaps)
         for entry in self.by_name.get(soname, ()):
-            if entry.flags not in flags:
+            _name, _path, entry_flags, _osversion, hwcap, subdir = entry
+            if entry_flags not in flags:
                 continue
-            if entry.hwcaps_subdir is not None:
-                if entry.hwcaps_subdir in hwcaps:
-                    rank = hwcaps.index(entry.hwcaps_subdir)
+            if subdir is not None:
+                if subdir in hwcaps:
+                    rank = hwcaps.index(subdir)
                     if best is None or rank < best_rank:
                         best, best_rank = entry, rank
                 continue
             if best is not None:
                 break  # named hwcaps entries come first; a usable one beats the baseline
-            if entry.hwcap != 0:
+            if hwcap != 0:
                 continue  # legacy hwcap/platform entries: not for a baseline CPU
-            return entry
-        return best
+            return CacheEntry(*entry)
+        return CacheEntry(*best) if best is not None else None
 
 
 def parse_ldcache(data: bytes, name: str = "/etc/ld.so.cache") -> LdCache:
@@ -85,20 +93,20 @@ def _cstring(data: bytes, at: int, name: str) -> str:
     return data[at:end].decode("utf-8", "surrogateescape")
 
 
-def _index(entries: list[CacheEntry], generator: str | None) -> LdCache:
-    by_name: dict[str, list[CacheEntry]] = {}
+def _index(entries: list[RawEntry], generator: str | None) -> LdCache:
+    by_name: dict[str, list[RawEntry]] = {}
     for entry in entries:
-        by_name.setdefault(entry.soname, []).append(entry)
+        by_name.setdefault(entry[0], []).append(entry)
     return LdCache(tuple(entries), generator, {k: tuple(v) for k, v in by_name.items()})
 
 
 def _parse_old(data: bytes, nlibs: int, name: str) -> LdCache:
     strings = 16 + nlibs * 12
-    entries = []
+    entries: list[RawEntry] = []
     for i in range(nlibs):
         flags, key, value = struct.unpack_from("<iII", data, 16 + i * 12)
-        entries.append(CacheEntry(_cstring(data, strings + key, name),
-                                  _cstring(data, strings + value, name), flags, 0, 0, None))
+        entries.append((_cstring(data, strings + key, name),
+                        _cstring(data, strings + value, name), flags, 0, 0, None))
     return _index(entries, None)
 
 
@@ -113,7 +121,7 @@ def _parse_new(data: bytes, base: int, name: str) -> LdCache:
 
     generator, hwcaps_names = _parse_extensions(data, base, ext_offset, order, name)
     entry = struct.Struct(order + "iIIIQ")
-    entries = []
+    entries: list[RawEntry] = []
     for i in range(nlibs):
         flags, key, value, osversion, hwcap = entry.unpack_from(data, base + 48 + i * 24)
         subdir = None
@@ -122,9 +130,8 @@ def _parse_new(data: bytes, base: int, name: str) -> LdCache:
             if index >= len(hwcaps_names):
                 raise CorruptCache(f"{name}: hwcaps index {index} out of range")
             subdir = hwcaps_names[index]
-        entries.append(CacheEntry(_cstring(data, base + key, name),
-                                  _cstring(data, base + value, name),
-                                  flags, osversion, hwcap, subdir))
+        entries.append((_cstring(data, base + key, name), _cstring(data, base + value, name),
+                        flags, osversion, hwcap, subdir))
     return _index(entries, generator)
 
 

@@ -30,10 +30,18 @@ def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDef
     """System directories of the loader at `interpreter` inside `root`, or the arch's table."""
     data = root.read_bytes(interpreter) if interpreter else None
     if data is not None:
-        for match in _SYSTEM_DIRS.finditer(data):
-            dirs = tuple(d.decode().rstrip("/") or "/" for d in match.group().split(b"\0") if d)
-            if all("lib" in d for d in dirs):
-                return SearchDefaults(dirs, dirs[0].lstrip("/"), True)
+        # Every such run holds "/\0/": look only around those places (a regex over the whole
+        # 200 KB loader would cost more than resolving a program).
+        pos = data.find(b"/\0/")
+        while pos >= 0:
+            match = _SYSTEM_DIRS.search(data, max(0, pos - 512), pos + 4096)
+            if match is not None and match.start() <= pos < match.end():
+                dirs = tuple(d.decode().rstrip("/") or "/"
+                             for d in match.group().split(b"\0") if d)
+                if all("lib" in d for d in dirs):
+                    return SearchDefaults(dirs, dirs[0].lstrip("/"), True)
+                pos = match.end()
+            pos = data.find(b"/\0/", pos + 1)
     multiarch = root.is_dir(f"/usr/lib/{arch.triplet}") or root.is_dir(f"/lib/{arch.triplet}")
     return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch), False)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from slimmer.resolve import Closure, Library, Missing
 
 
-def closure_json(closure: Closure) -> dict[str, Any]:
+def closure_json(closure: Closure) -> dict[str, object]:
     """The `slimmer deps --json` object of one program (schema in README.md)."""
     return {
         "binary": closure.binary,

@@ -113,15 +113,22 @@ class _Obj:
     """A loaded object while the closure is being computed."""
 
     path: str
-    names: set[str]
     elf: ElfInfo
     loader: _Obj | None
-    origin: str
-    library: Library | None = None
+    origin_dir: str | None = None  # $ORIGIN; for libraries worked out when first needed
     extra: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cached expanded paths
+
+    @property
+    def origin(self) -> str:
+        if self.origin_dir is None:
+            self.origin_dir = os.path.dirname(self.path)
+        return self.origin_dir
 
 
 Hit = tuple[str, Resolved, ElfInfo, str, tuple[str, ...]]  # path, file, facts, via, hwcaps
+# What the search past RPATH, LD_LIBRARY_PATH and RUNPATH (cache, default directories) gave for
+# one name: the same for every program of one ABI, so a Resolver keeps it.
+SystemSearch = tuple[Hit | None, tuple[str, ...], str | None]  # hit, searched, failure
 
 
 class LoadFailure(SlimmerError):
@@ -141,6 +148,8 @@ class Resolver:
         self._conf: tuple[str, ...] | None = None
         self._defaults: dict[tuple[str | None, str], SearchDefaults] = {}
         self._musl_dirs: dict[str, tuple[tuple[str, ...], str]] = {}
+        self._system: dict[tuple[str, bool, str, str | None], SystemSearch] = {}
+        self._templates: dict[tuple[object, ...], _Template] = {}
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -178,29 +187,82 @@ class Resolver:
         arch = elf.arch
         if arch is None:
             raise UnsupportedElf(f"{binary}: unsupported architecture ({elf.arch_name})")
-        origin = os.path.dirname(found.real)  # the kernel's /proc/self/exe is the real path
-        main = _Obj(binary, set(), elf, None, origin)
         if elf.kind in (Kind.STATIC, Kind.STATIC_PIE):
             return Closure(binary, found.real, found.links, elf, None, (), ())
-        state = _State(self, main, arch)
-        state.load_interpreter()
-        state.walk()
-        return Closure(binary, found.real, found.links, elf, state.interpreter,
-                       tuple(state.libraries), tuple(state.missing), tuple(state.warnings))
+        main_inode = (found.dev, found.ino)
+        key = self._shared_key(elf)
+        template = self._templates.get(key) if key is not None else None
+        if template is None or main_inode in template.inodes:
+            # The main program's path is left out (MAIN) so that the result can serve every
+            # program with the same needs; `_for` puts it in.
+            origin = os.path.dirname(found.real)  # the kernel's /proc/self/exe: the real path
+            state = _State(self, _Obj(MAIN, elf, None, origin), arch, main_inode)
+            state.load_interpreter()
+            state.walk()
+            template = _Template(state.interpreter, tuple(state.libraries),
+                                 tuple(state.missing), tuple(state.warnings),
+                                 frozenset(k for k, v in state.by_inode.items()
+                                           if v is not state.main))
+            if key is not None and not state.reused_main:
+                self._templates[key] = template
+        return template.closure_for(binary, found, elf)
+
+    def _shared_key(self, elf: ElfInfo) -> tuple[object, ...] | None:
+        """Programs with the same needs, interpreter and ABI, and nothing of their own that
+        steers the search (RPATH, RUNPATH, DF_1_NODEFLIB, $ORIGIN in LD_LIBRARY_PATH), load the
+        same libraries: such a program's closure is worked out once per Resolver."""
+        if elf.raw_rpath is not None or elf.runpath is not None or elf.nodeflib:
+            return None
+        if any("$" in d for d in self.options.library_path):
+            return None
+        return (elf.interpreter, elf.needed, elf.soname, elf.machine, elf.elf_class)
+
+
+MAIN = "\0main"  # stands for the main program's path in a shared closure
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A closure with the main program's path left out."""
+
+    interpreter: Library | None
+    libraries: tuple[Library, ...]
+    missing: tuple[Missing, ...]
+    warnings: tuple[str, ...]
+    inodes: frozenset[tuple[int, int]]
+
+    def closure_for(self, binary: str, found: Resolved, elf: ElfInfo) -> Closure:
+        # Built field by field: dataclasses.replace costs several times as much, per library.
+        def lib(i: Library) -> Library:
+            if i.needed_by != MAIN:
+                return i
+            return Library(i.soname, i.path, i.real, i.links, binary, i.found_via, i.hwcaps, i.elf)
+
+        def miss(i: Missing) -> Missing:
+            return Missing(i.soname, binary, i.searched, i.reason) if i.needed_by == MAIN else i
+
+        interp = lib(self.interpreter) if self.interpreter is not None else None
+        return Closure(binary, found.real, found.links, elf, interp,
+                       tuple(map(lib, self.libraries)), tuple(map(miss, self.missing)),
+                       self.warnings)
 
 
 class _State:
     """One program's resolution in progress."""
 
-    def __init__(self, resolver: Resolver, main: _Obj, arch: Arch) -> None:
+    def __init__(self, resolver: Resolver, main: _Obj, arch: Arch,
+                 main_inode: tuple[int, int]) -> None:
         self.r = resolver
         self.root = resolver.root
         self.opts = resolver.options
         self.main = main
         self.arch = arch
         self.musl = main.elf.is_musl
-        self.loaded: list[_Obj] = [main]
-        self.by_inode: dict[tuple[int, int], _Obj] = {}
+        self.names: dict[str, _Obj] = {}  # every name an object was loaded or matched under
+        self.sonames: dict[str, _Obj] = {}
+        self._register(main, ())
+        self.reused_main = False  # a library turned out to be the main program's own file
+        self.by_inode: dict[tuple[int, int], _Obj] = {main_inode: main}
         self.interpreter: Library | None = None
         self.libraries: list[Library] = []
         self.missing: list[Missing] = []
@@ -240,11 +302,8 @@ class _State:
             self.missing.append(Missing(interp, self.main.path, (interp,),
                                         f"interpreter {reason}"))
             return
-        names = {interp}
-        if elf.soname:
-            names.add(elf.soname)
-        obj = _Obj(interp, names, elf, None, os.path.dirname(interp))
-        self.loaded.append(obj)
+        obj = _Obj(interp, elf, None)
+        self._register(obj, (interp,))
         self.by_inode[(found.dev, found.ino)] = obj
         self.interpreter = Library(os.path.basename(interp), interp, found.real, found.links,
                                    self.main.path, "interpreter", (), elf)
@@ -262,12 +321,17 @@ class _State:
                 if new is not None:
                     queue.append(new)
 
+    def _register(self, obj: _Obj, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.names.setdefault(name, obj)
+        if obj.elf.soname and not self.musl:  # musl matches names only, never a SONAME
+            self.sonames.setdefault(obj.elf.soname, obj)
+
     def _match(self, name: str) -> _Obj | None:
-        for obj in self.loaded:
-            if name in obj.names or (not self.musl and obj.elf.soname == name):
-                obj.names.add(name)
-                return obj
-        return None
+        obj = self.names.get(name) or self.sonames.get(name)
+        if obj is not None:
+            self.names.setdefault(name, obj)
+        return obj
 
     def _need(self, requester: _Obj, name: str) -> _Obj | None:
         if self.musl and "/" not in name and musl_is_libc(name):
@@ -286,16 +350,14 @@ class _State:
         path, found, elf, via, variants = hit
         same = self.by_inode.get((found.dev, found.ino))
         if same is not None:
-            same.names.add(name)
+            self.names.setdefault(name, same)
+            self.reused_main |= same is self.main
             return None
-        origin = os.path.dirname(path)
-        names = {name, path}
-        obj = _Obj(path, names, elf, requester, origin)
-        obj.library = Library(name, path, found.real, found.links, requester.path, via,
-                              variants, elf)
-        self.loaded.append(obj)
+        obj = _Obj(path, elf, requester)
+        self._register(obj, (name, path))
         self.by_inode[(found.dev, found.ino)] = obj
-        self.libraries.append(obj.library)
+        self.libraries.append(Library(name, path, found.real, found.links, requester.path, via,
+                                      variants, elf))
         return obj
 
     # ---- one candidate -----------------------------------------------------------------------
@@ -410,7 +472,27 @@ class _State:
             hit = self._in_dirs(dirs, name, VIA_RUNPATH, searched)
             if hit is not None:
                 return hit
-        nodeflib = requester.elf.nodeflib
+        return self._system_search(name, requester.elf.nodeflib, searched)
+
+    def _system_search(self, name: str, nodeflib: bool, searched: list[str]) -> Hit | None:
+        """The cache and default-directory steps, remembered per name by the Resolver."""
+        key = (name, nodeflib, self.arch.name, self.main.elf.interpreter)
+        memo = self.r._system.get(key)
+        if memo is None:
+            mine: list[str] = []
+            try:
+                memo = (self._system_search_uncached(name, nodeflib, mine), tuple(mine), None)
+            except LoadFailure as exc:
+                memo = (None, tuple(mine), exc.message)
+            self.r._system[key] = memo
+        hit, done, failure = memo
+        searched.extend(done)
+        if failure is not None:
+            raise LoadFailure(failure)
+        return hit
+
+    def _system_search_uncached(self, name: str, nodeflib: bool,
+                                searched: list[str]) -> Hit | None:
         cache = self.r.ld_cache()
         if cache is not None:
             entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps)

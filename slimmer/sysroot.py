@@ -104,9 +104,25 @@ class Root(ABC):
         """Resolve an absolute in-root path; None when it does not exist. Raises SymlinkLoop."""
         if path in self._walks:
             return self._walks[path]
-        result = self._walk(path)
+        result = self._walk_last(path)
         self._walks[path] = result
         return result
+
+    def _walk_last(self, path: str) -> Resolved | None:
+        """Most lookups differ from an earlier one in their last name only: reuse the parent's
+        resolution when that last name is no symlink."""
+        parent, _, name = path.rpartition("/")
+        if parent and name not in ("", ".", ".."):
+            up = self.lookup(parent)
+            if up is None or not up.is_dir:
+                return None
+            real = f"{up.real.rstrip('/')}/{name}"
+            st = self.stat_real(real)
+            if st is None:
+                return None
+            if not stat.S_ISLNK(st.mode):
+                return Resolved(path, real, up.links, st.mode, st.size, st.dev, st.ino)
+        return self._walk(path)
 
     def _walk(self, path: str) -> Resolved | None:
         parts = deque(path.split("/"))

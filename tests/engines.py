@@ -1,0 +1,140 @@
+"""Real container engines for end-to-end tests, each private to the test session.
+
+A Docker daemon is started here with its own data root, exec root and socket (and the
+containerd it manages); podman gets its own storage directories. Everything is stopped by the
+pid we started and removed at the end; no engine we did not start is touched. In CI a missing
+engine is a failure, elsewhere a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import need_tool
+
+PODMAN_RUN = ["--runtime", "runc", "--ulimit", "nofile=20000:20000",
+              "--ulimit", "nproc=32768:32768", "--network", "none"]
+
+
+@dataclass(frozen=True)
+class Docker:
+    directory: str
+    docker: str
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.directory}/docker.sock"
+
+    @property
+    def containerd_socket(self) -> str:
+        return f"{self.directory}/exec/containerd/containerd.sock"
+
+    def run(self, *args: str, input: bytes | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "DOCKER_HOST": self.host}
+        env.pop("DOCKER_CONTEXT", None)
+        done = subprocess.run([self.docker, *args], input=input, capture_output=True, env=env,
+                              timeout=300)
+        if check and done.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)}: {done.stderr.decode()}")
+        return done
+
+    def load(self, archive: Path) -> str:
+        out = self.run("load", "-i", str(archive)).stdout.decode()
+        assert "Loaded image" in out, out
+        return out.split("Loaded image:")[-1].strip()
+
+    def container(self, image: str, *args: str, input: bytes = b"") -> bytes:
+        done = self.run("run", "--rm", "-i", "--network", "none", image, *args, input=input,
+                        check=False)
+        assert done.returncode == 0, (f"{image} {args} exited {done.returncode}: "
+                                      f"{done.stderr.decode()}")
+        return done.stdout
+
+
+def _wait_for(condition: float, probe: list[str], env: dict[str, str]) -> bool:
+    deadline = time.monotonic() + condition
+    while time.monotonic() < deadline:
+        if subprocess.run(probe, capture_output=True, env=env).returncode == 0:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def _unmount_below(directory: str) -> None:
+    with open("/proc/self/mounts") as fh:
+        mounts = [line.split()[1] for line in fh]
+    for mount in sorted((m for m in mounts if m.startswith(directory + "/")), reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[Docker]:
+    dockerd = need_tool("dockerd")
+    client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else need_tool("docker")
+    directory = tempfile.mkdtemp(prefix="slimmer-dk-", dir="/tmp")  # socket paths are short
+    log = open(f"{directory}/dockerd.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen(
+        [dockerd, "--data-root", f"{directory}/root", "--exec-root", f"{directory}/exec",
+         "-H", f"unix://{directory}/docker.sock", "--pidfile", f"{directory}/docker.pid",
+         "--iptables=false", "--bridge=none"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    engine = Docker(directory, client)
+    env = {**os.environ, "DOCKER_HOST": engine.host}
+    try:
+        if not _wait_for(60, [client, "version"], env):
+            log.flush()
+            tail = Path(f"{directory}/dockerd.log").read_text(errors="replace")[-2000:]
+            pytest.fail(f"dockerd did not start:\n{tail}")
+        yield engine
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        _unmount_below(directory)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Podman:
+    directory: str
+    podman: str
+
+    def cmd(self, *args: str) -> list[str]:
+        return [self.podman, "--root", f"{self.directory}/root", "--runroot",
+                f"{self.directory}/run", "--storage-driver", "vfs", "--cgroup-manager",
+                "cgroupfs", "--events-backend", "none", *args]
+
+    def run(self, *args: str, input: bytes | None = None) -> bytes:
+        done = subprocess.run(self.cmd(*args), input=input, capture_output=True, timeout=300)
+        assert done.returncode == 0, f"podman {' '.join(args)}: {done.stderr.decode()}"
+        return done.stdout
+
+
+@pytest.fixture(scope="session")
+def podman() -> Iterator[Podman]:
+    binary = need_tool("podman")
+    need_tool("runc")
+    directory = tempfile.mkdtemp(prefix="slimmer-pd-", dir="/tmp")
+    engine = Podman(directory, binary)
+    try:
+        yield engine
+    finally:
+        subprocess.run(engine.cmd("rm", "-af"), capture_output=True)
+        subprocess.run(engine.cmd("rmi", "-af"), capture_output=True)
+        _unmount_below(directory)
+        shutil.rmtree(directory, ignore_errors=True)
