@@ -20,7 +20,7 @@ from typing import IO, Protocol
 
 import zstandard
 
-from slimmer.errors import SlimmerError
+from slimmer.errors import FileProblem, SlimmerError
 from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink
 
 CHUNK = 1 << 20
@@ -181,7 +181,11 @@ def _copy_content(entry: File, sink: BlobWriter | IO[bytes],
     else:
         assert entry.source is not None
         written = 0
-        with open(entry.source, "rb") as fh:
+        try:
+            fh = open(entry.source, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise FileProblem(f"{entry.source}: cannot read ({exc.strerror})") from None
+        with fh:
             while written < entry.size:
                 chunk = fh.read(min(CHUNK, entry.size - written))
                 if not chunk:

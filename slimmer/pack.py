@@ -97,14 +97,17 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
         labels=dict(options.labels),
         exposed_ports=tuple(_port(p) for p in options.expose),
     )
-    layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
-                        progress)
     try:
-        image = write_image(output, layer, config, ref, options.epoch, f"slimmer {VERSION}",
-                            options.annotations)
-    finally:
-        if os.path.exists(layer.path):
-            os.unlink(layer.path)
+        layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
+                            progress)
+        try:
+            image = write_image(output, layer, config, ref, options.epoch,
+                                f"slimmer {VERSION}", options.annotations)
+        finally:
+            if os.path.exists(layer.path):
+                os.unlink(layer.path)
+    except OSError as exc:
+        raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
     return PackResult(image, len(tree), tree.content_size(), tree)
 
 
@@ -278,8 +281,6 @@ def _check_output(output: str) -> str:
         raise FileProblem(f"{output}: output directory {directory} does not exist")
     if os.path.isdir(path):
         raise FileProblem(f"{output}: is a directory")
-    if not os.access(directory, os.W_OK):
-        raise FileProblem(f"{output}: cannot write in {directory} (permission denied)")
     return path
 
 

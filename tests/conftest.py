@@ -101,3 +101,25 @@ def host_hwcaps(loader: str = HOST_LOADER) -> tuple[str, ...]:
     done = subprocess.run([loader, "--help"], capture_output=True, text=True)
     return tuple(re.findall(r"^\s+(\S+) \(supported, searched\)$", done.stdout.split(
         "Legacy HWCAP")[0], re.M))
+
+
+def tiny_static_elf(message: bytes) -> bytes:
+    """A complete static x86-64 program, made byte by byte (no compiler, so the same bytes on
+    every machine): write(1, message) then exit(0)."""
+    import struct
+
+    base, code_at = 0x400000, 64 + 56
+    code = (b"\xb8\x01\x00\x00\x00"                      # mov eax, 1 (write)
+            b"\xbf\x01\x00\x00\x00"                      # mov edi, 1
+            b"\x48\x8d\x35" + struct.pack("<i", 16) +    # lea rsi, [rip + 16] -> message
+            b"\xba" + struct.pack("<I", len(message)) +  # mov edx, len
+            b"\x0f\x05"                                  # syscall
+            b"\xb8\x3c\x00\x00\x00"                      # mov eax, 60 (exit)
+            b"\x31\xff"                                  # xor edi, edi
+            b"\x0f\x05")                                 # syscall
+    size = code_at + len(code) + len(message)
+    ident = b"\x7fELF\x02\x01\x01" + b"\0" * 9
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, base + code_at, 64, 0, 0, 64, 56,
+                                 1, 64, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
+    return header + phdr + code + message

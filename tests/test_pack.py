@@ -1,0 +1,372 @@
+"""`slimmer pack` without an engine: what goes in the archive, byte for byte, and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from slimmer.pack import PackOptions, pack
+from tests.conftest import Compile, main_source, tiny_static_elf
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
+
+def slimmer(*args: str, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env)
+
+
+class Archive:
+    """An image archive opened for inspection."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.outer = tarfile.open(fileobj=io.BytesIO(path.read_bytes()))  # noqa: SIM115 - in memory
+        self.index = json.loads(self.read("index.json"))
+        self.docker = json.loads(self.read("manifest.json"))
+        self.manifest = json.loads(self.blob(self.index["manifests"][0]["digest"]))
+        self.config = json.loads(self.blob(self.manifest["config"]["digest"]))
+        layer = self.manifest["layers"][0]
+        self.layer_bytes = self.blob(layer["digest"])
+        raw = self.layer_bytes
+        if layer["mediaType"].endswith("+zstd"):
+            raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+        self.layer = tarfile.open(fileobj=io.BytesIO(raw))  # noqa: SIM115 - in memory
+
+    def read(self, name: str) -> bytes:
+        member = self.outer.extractfile(name)
+        assert member is not None
+        return member.read()
+
+    def blob(self, digest: str) -> bytes:
+        data = self.read(f"blobs/sha256/{digest.split(':')[1]}")
+        assert hashlib.sha256(data).hexdigest() == digest.split(":")[1]
+        return data
+
+    def members(self) -> dict[str, tarfile.TarInfo]:
+        return {m.name.rstrip("/"): m for m in self.layer.getmembers()}
+
+    def file(self, name: str) -> bytes:
+        member = self.layer.extractfile(name)
+        assert member is not None
+        return member.read()
+
+
+def build_example(where: Path) -> Path:
+    subprocess.run(["bash", str(EXAMPLE / "build.sh"), str(where)], check=True)
+    return where / "bin" / "hello"
+
+
+def tiny_root(tmp_path: Path, message: bytes = b"tiny\n") -> Path:
+    root = tmp_path / "tinyroot"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/hello").write_bytes(tiny_static_elf(message))
+    (root / "bin/hello").chmod(0o755)
+    return root
+
+
+# ---- what goes in ----------------------------------------------------------------------
+
+
+def test_jq_image_layout(tmp_path: Path) -> None:
+    out = tmp_path / "jq.tar"
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    a = Archive(out)
+    names = [m.name for m in a.outer.getmembers()]
+    assert names[:2] == ["blobs", "blobs/sha256"]  # tarfile drops the trailing slash
+    assert a.path.read_bytes()[:6] == b"blobs/"
+    assert names[-3:] == ["index.json", "manifest.json", "oci-layout"]
+    assert json.loads(a.read("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
+    desc = a.index["manifests"][0]
+    assert desc["annotations"] == {"io.containerd.image.name": "docker.io/library/jq:latest",
+                                   "org.opencontainers.image.ref.name": "latest"}
+    assert desc["platform"] == {"architecture": "amd64", "os": "linux"}
+    assert a.docker == [{"Config": f"blobs/sha256/{a.manifest['config']['digest'][7:]}",
+                         "RepoTags": ["jq:latest"],
+                         "Layers": [f"blobs/sha256/{a.manifest['layers'][0]['digest'][7:]}"]}]
+    cfg = a.config
+    assert cfg["config"]["Entrypoint"] == ["/usr/bin/jq"]
+    assert cfg["config"]["Env"] == [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert cfg["created"] == "1970-01-01T00:00:00Z"
+    assert len(cfg["history"]) == 1
+    diff_id = "sha256:" + hashlib.sha256(
+        subprocess.run(["gzip", "-dc"], input=a.layer_bytes, capture_output=True).stdout
+    ).hexdigest()
+    assert cfg["rootfs"] == {"type": "layers", "diff_ids": [diff_id]}
+
+    members = a.members()
+    # the loader's paths, with the symlinks on the way (merged /usr, SONAME links)
+    assert members["lib64"].issym() and members["lib64"].linkname == "usr/lib64"
+    assert members["lib"].linkname == "usr/lib"
+    assert members["usr/lib64/ld-linux-x86-64.so.2"].linkname == (
+        "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    assert members["usr/lib/x86_64-linux-gnu/libjq.so.1"].issym()
+    assert members["usr/lib/x86_64-linux-gnu/libc.so.6"].isfile()
+    assert members["tmp"].mode == 0o1777 and members["tmp"].isdir()
+    assert b"nonroot:x:65532:65532" in a.file("etc/passwd")
+    assert a.file("etc/group") == b"root:x:0:\nnonroot:x:65532:\n"
+    assert a.file("etc/nsswitch.conf").startswith(b"passwd: files\n")
+    # every parent has an entry; parents come first; headers are normalised
+    seen: set[str] = set()
+    for m in a.layer.getmembers():
+        name = m.name.rstrip("/")
+        parent = os.path.dirname(name)
+        assert parent == "" or parent in seen, name
+        seen.add(name)
+        assert (m.mtime, m.uname, m.gname) == (0, "", "")
+        assert m.type in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE)
+
+
+def test_build_tree_goes_under_app(tmp_path: Path) -> None:
+    program = build_example(tmp_path / "build")
+    out = tmp_path / "hello.tar"
+    done = slimmer("pack", str(program), "-o", str(out), "--tag", "hello:1")
+    assert done.returncode == 0, done.stderr
+    a = Archive(out)
+    members = a.members()
+    assert members["app/bin/hello"].isfile()
+    assert members["app/lib/libgreet.so.1"].linkname == "libgreet.so.1.0"
+    assert members["app/lib/libgreet.so.1.0"].isfile()
+    assert not any(str(tmp_path).lstrip("/") in name for name in members)
+    assert a.config["config"]["Entrypoint"] == ["/app/bin/hello"]
+    assert a.index["manifests"][0]["annotations"]["io.containerd.image.name"] == (
+        "docker.io/library/hello:1")
+
+
+def test_options_reach_the_config(tmp_path: Path) -> None:
+    out = tmp_path / "o.tar"
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out), "--tag", "registry.local:5000/a/jq:v2",
+                   "--entrypoint", '["/usr/bin/jq", "-c"]', "--cmd", ". | length",
+                   "--env", "A=1", "--env", "PATH=/usr/bin", "--workdir", "/tmp",
+                   "--user", "nonroot", "--label", "x=y", "--annotation", "note=hi",
+                   "--expose", "8080", "--expose", "53/udp", "--compress", "none")
+    assert done.returncode == 0, done.stderr
+    a = Archive(out)
+    run = a.config["config"]
+    assert run["Entrypoint"] == ["/usr/bin/jq", "-c"]
+    assert run["Cmd"] == [".", "|", "length"]
+    assert run["Env"] == ["PATH=/usr/bin", "A=1"]
+    assert (run["WorkingDir"], run["User"]) == ("/tmp", "65532:65532")
+    assert run["Labels"] == {"x": "y"}
+    assert run["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
+    assert a.manifest["annotations"] == {"note": "hi"}
+    assert a.manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar"
+    assert a.docker[0]["RepoTags"] == ["registry.local:5000/a/jq:v2"]
+    assert a.index["manifests"][0]["annotations"]["io.containerd.image.name"] == (
+        "registry.local:5000/a/jq:v2")
+
+
+def test_add_files_and_directories_resolving_elf_among_them(tmp_path: Path,
+                                                            cc: Compile) -> None:
+    extra = tmp_path / "extra"
+    (extra / "conf").mkdir(parents=True)
+    (extra / "conf/app.toml").write_text("x = 1\n")
+    (extra / "conf/link").symlink_to("app.toml")
+    cc(extra / "tools/helper", main_source(), "-Wl,--no-as-needed", "-lz")
+    out = tmp_path / "a.tar"
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out), "--add", f"{extra}:/opt/extra",
+                   "--add", f"{extra}/conf/app.toml:/etc/app.toml")
+    assert done.returncode == 0, done.stderr
+    members = Archive(out).members()
+    assert members["opt/extra/conf/app.toml"].isfile()
+    assert members["opt/extra/conf/link"].linkname == "app.toml"
+    assert members["opt/extra/tools/helper"].isfile()
+    assert members["etc/app.toml"].isfile()
+    # the helper's own library came along
+    assert "usr/lib/x86_64-linux-gnu/libz.so.1" in members
+
+
+def test_setuid_bits_are_dropped_unless_asked(tmp_path: Path) -> None:
+    root = tiny_root(tmp_path)
+    (root / "bin/hello").chmod(0o4755)
+    for flag, mode in (((), 0o755), (("--keep-setuid",), 0o4755)):
+        out = tmp_path / f"s{len(flag)}.tar"
+        done = slimmer("pack", "--root", str(root), "/bin/hello", "-o", str(out), *flag)
+        assert done.returncode == 0, done.stderr
+        assert Archive(out).members()["bin/hello"].mode == mode
+
+
+def test_modes_ignore_the_umask_and_source_modes(tmp_path: Path) -> None:
+    root = tiny_root(tmp_path)
+    (root / "bin/hello").chmod(0o700)
+    out = tmp_path / "m.tar"
+    assert slimmer("pack", "--root", str(root), "/bin/hello", "-o", str(out)).returncode == 0
+    member = Archive(out).members()["bin/hello"]
+    assert (member.mode, member.uid, member.gid) == (0o755, 0, 0)
+
+
+def test_zstd_layer(tmp_path: Path) -> None:
+    out = tmp_path / "z.tar"
+    assert slimmer("pack", "/usr/bin/jq", "-o", str(out), "--compress", "zstd").returncode == 0
+    a = Archive(out)
+    assert a.manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert a.layer_bytes[:4] == b"\x28\xb5\x2f\xfd"
+
+
+# ---- reproducible ------------------------------------------------------------------------
+
+# The tiny program is made byte by byte, so these digests hold on every machine. The gzip
+# layer (and so the manifest) depends on zlib's deflate, pinned for Debian 12's zlib 1.2.13;
+# the uncompressed layer (diff_id) and the image ID do not.
+PINNED_CONFIG = "sha256:140ee89a26a1ecf35b16b94caadd7afc3ae8471035c976c083f64fffe7c55edc"
+PINNED_DIFF_ID = "sha256:87a2153abe03387b7f536a30a27cebc72285f73c0f47abd72f59b05f2c37a6cb"
+PINNED_ZLIB = {
+    "1.2.13": ("sha256:cf4e9d083d102b5db75942bd3f48f9e50b3c01a5f7210fe11369002960f92a93",
+               "sha256:c553f3895630caf15f03100982028dfae16556954077c506b2f72adb14c40a6e"),
+}
+
+
+def test_pinned_digest(tmp_path: Path) -> None:
+    root = tiny_root(tmp_path, b"pinned\n")
+    result = pack(PackOptions(programs=("/bin/hello",), output=str(tmp_path / "p.tar"),
+                              root=str(root), tag="tiny:pinned", epoch=1700000000))
+    image = result.image
+    assert image.config_digest == PINNED_CONFIG
+    assert image.diff_id == PINNED_DIFF_ID
+    if zlib.ZLIB_RUNTIME_VERSION in PINNED_ZLIB:
+        assert (image.manifest_digest, image.layer_digest) == PINNED_ZLIB[
+            zlib.ZLIB_RUNTIME_VERSION]
+
+
+def _pack_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "TZ", "LC_ALL")}
+    env.update(extra)
+    return env
+
+
+def test_same_bytes_whatever_the_conditions(tmp_path: Path) -> None:
+    first = build_example(tmp_path / "one" / "tree")
+    out1 = tmp_path / "one.tar"
+    done = slimmer("pack", str(first), "-o", str(out1), "--tag", "hello:r",
+                   env=_pack_env(PYTHONHASHSEED="1", TZ="UTC", LC_ALL="C"))
+    assert done.returncode == 0, done.stderr
+
+    # Another directory, other mtimes and owners, another umask, zone, locale and hash seed,
+    # and another working directory with a relative path.
+    other = tmp_path / "elsewhere" / "deeper" / "tree"
+    shutil.copytree(first.parent.parent, other, symlinks=True)
+    for path in other.rglob("*"):
+        os.utime(path, (1234567, 7654321), follow_symlinks=False)
+        if not path.is_symlink():
+            os.chown(path, 1234, 4321)
+    cwd = tmp_path / "elsewhere"
+    out2 = tmp_path / "two.tar"
+    script = (f"import os, runpy, sys; os.umask(0o077); sys.argv = ['slimmer', 'pack', "
+              f"'deeper/tree/bin/hello', '-o', {str(out2)!r}, '--tag', 'hello:r']; "
+              "runpy.run_module('slimmer', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=cwd, capture_output=True,
+                          text=True, env=_pack_env(PYTHONHASHSEED="999", TZ="Asia/Tokyo",
+                                                   LC_ALL="C.UTF-8"))
+    assert done.returncode == 0, done.stderr
+    assert out1.read_bytes() == out2.read_bytes()
+
+
+def test_source_date_epoch_sets_every_time(tmp_path: Path) -> None:
+    out = tmp_path / "e.tar"
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out),
+                   env=_pack_env(SOURCE_DATE_EPOCH="1700000000"))
+    assert done.returncode == 0, done.stderr
+    a = Archive(out)
+    assert a.config["created"] == "2023-11-14T22:13:20Z"
+    assert a.config["history"][0]["created"] == "2023-11-14T22:13:20Z"
+    assert {m.mtime for m in a.layer.getmembers()} == {1700000000}
+    assert {m.mtime for m in a.outer.getmembers()} == {1700000000}
+
+
+def test_image_id_is_the_same_for_every_compression(tmp_path: Path) -> None:
+    ids = set()
+    for kind in ("gzip", "zstd", "none"):
+        out = tmp_path / f"{kind}.tar"
+        assert slimmer("pack", "/usr/bin/jq", "-o", str(out), "--compress", kind).returncode == 0
+        ids.add(Archive(out).manifest["config"]["digest"])
+    assert len(ids) == 1
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+def _one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+
+
+def test_bad_inputs_leave_nothing_behind(tmp_path: Path, cc: Compile) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "image.tar"
+    out.write_bytes(b"precious")
+    (tmp_path / "text").write_text("not a program\n")
+    (tmp_path / "trunc").write_bytes(Path("/usr/bin/jq").read_bytes()[:100])
+    (tmp_path / "loop").symlink_to("loop")
+    gone = cc("gone/libgone.so.3", "int g(void) { return 1; }\n", "-shared", "-fPIC",
+              "-Wl,-soname,libgone.so.3")
+    needy = cc("needy", main_source(), "-Wl,--no-as-needed", str(gone))
+    gone.unlink()
+    cases = [
+        ((str(tmp_path / "text"),), ("text", "not an ELF file")),
+        ((str(tmp_path / "trunc"),), ("trunc", "program headers run past the end")),
+        ((str(tmp_path / "absent"),), ("absent", "no such file")),
+        ((str(tmp_path),), ("is a directory",)),
+        ((str(tmp_path / "loop"),), ("loop", "too many levels of symbolic links")),
+        ((str(needy),), ("libgone.so.3 needed by", str(needy))),
+    ]
+    for args, words in cases:
+        _one_line_error(slimmer("pack", *args, "-o", str(out)), *words)
+        assert out.read_bytes() == b"precious"
+        assert sorted(p.name for p in out_dir.iterdir()) == ["image.tar"]
+
+    _one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(tmp_path / "nodir/x.tar")),
+                    "does not exist")
+    for bad in ("yesterday", "1.5", "-3", "0x10"):
+        _one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(out),
+                                env=_pack_env(SOURCE_DATE_EPOCH=bad)), "SOURCE_DATE_EPOCH")
+    assert out.read_bytes() == b"precious"
+    debug = slimmer("pack", "--debug", str(tmp_path / "text"), "-o", str(out))
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_unwritable_output(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a read-only directory")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        _one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(ro / "x.tar")),
+                        "cannot write", "Read-only file system")
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_mixed_architectures_are_refused(tmp_path: Path, cc: Compile) -> None:
+    p32 = cc("p32", main_source(), "-m32")
+    _one_line_error(slimmer("pack", "/usr/bin/jq", str(p32), "-o", str(tmp_path / "m.tar")),
+                    "different architectures", "i386", "x86_64")
+
+
+def test_output_is_renamed_into_place(tmp_path: Path) -> None:
+    out = tmp_path / "r.tar"
+    out.write_bytes(b"old")
+    assert slimmer("pack", "/usr/bin/jq", "-o", str(out)).returncode == 0
+    assert tarfile.is_tarfile(out)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tar"]
