@@ -4,10 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := bash scripts/system-deps.sh
 
-# Debian packages: what the tests compile and inspect, and what the benchmark compares against.
-TEST_DEBS  := make gcc g++ gcc-multilib libc6-dev musl-tools binutils jq curl
-BENCH_DEBS := gcc pax-utils ffmpeg
-DEMO_DEBS  := gcc libc6-dev
+# Debian packages: what the tests compile, pack and run, the engines they load images into,
+# and what the benchmark compares against.
+TOOLS_DEBS   := make gcc g++ gcc-multilib libc6-dev musl-tools binutils
+PROGRAM_DEBS := jq curl sqlite3 openssl bc lua5.4 xz-utils gzip coreutils ffmpeg
+ENGINE_DEBS  := docker.io containerd runc podman skopeo umoci
+TEST_DEBS    := $(TOOLS_DEBS) $(PROGRAM_DEBS) $(ENGINE_DEBS)
+BENCH_DEBS   := gcc pax-utils python3-pyelftools ffmpeg
+DEMO_DEBS    := gcc libc6-dev docker.io containerd runc
 
 .PHONY: install test lint bench demo clean
 

@@ -1,9 +1,29 @@
 """slimmer: minimal, reproducible container images from a program, found statically."""
 
+from __future__ import annotations
+
 from slimmer.elf import ElfInfo, Kind, read_elf
 from slimmer.errors import SlimmerError
 from slimmer.resolve import Closure, Library, Missing, Options, Resolver
 from slimmer.sysroot import SysRoot
+
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from slimmer.packer import PackResult
+
+
+def pack(programs: list[str] | tuple[str, ...], output: str, **options: Any) -> PackResult:
+    """Pack programs (absolute paths inside `root`, default /) into an image archive at
+    `output`. Keyword options are the fields of slimmer.packer.PackOptions (tag, entrypoint,
+    cmd, env, workdir, user, labels, annotations, expose, add, root, library_path, compression,
+    keep_setuid, epoch). The CLI's `slimmer pack` is a thin layer over this."""
+    from slimmer.packer import PackOptions
+    from slimmer.packer import pack as run
+
+    return run(PackOptions(programs=tuple(programs), output=output, **options))
+
 
 __all__ = [
     "Closure",
@@ -15,6 +35,7 @@ __all__ = [
     "Resolver",
     "SlimmerError",
     "SysRoot",
+    "pack",
     "read_elf",
 ]
 __version__ = "0.1.0"

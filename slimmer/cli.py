@@ -161,8 +161,8 @@ def cmd_deps(args: argparse.Namespace) -> int:
 
 def cmd_pack(args: argparse.Namespace) -> int:
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
-    from slimmer.pack import PackOptions
-    from slimmer.pack import pack as run_pack
+    from slimmer.packer import PackOptions
+    from slimmer.packer import pack as run_pack
 
     epoch = source_date_epoch(os.environ)
     sysroot = SysRoot(args.root)

@@ -123,3 +123,7 @@ def tiny_static_elf(message: bytes) -> bytes:
                                  1, 64, 0, 0)
     phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, base, base, size, size, 0x1000)
     return header + phdr + code + message
+
+
+# The engine fixtures (a private Docker daemon, podman storage) live in their own module.
+pytest_plugins = ["tests.engines"]

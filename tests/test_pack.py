@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from slimmer.pack import PackOptions, pack
+from slimmer.packer import PackOptions, pack
 from tests.conftest import Compile, main_source, tiny_static_elf
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
@@ -370,3 +370,14 @@ def test_output_is_renamed_into_place(tmp_path: Path) -> None:
     assert tarfile.is_tarfile(out)
     assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.tar"]
+
+
+def test_python_api(tmp_path: Path) -> None:
+    import slimmer
+
+    root = tiny_root(tmp_path, b"api\n")
+    result = slimmer.pack(["/bin/hello"], str(tmp_path / "api.tar"), root=str(root),
+                          tag="api:1", compression="none")
+    assert result.image.reference.short == "api:1"
+    assert Archive(tmp_path / "api.tar").members()["bin/hello"].size == len(
+        tiny_static_elf(b"api\n"))

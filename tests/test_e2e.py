@@ -1,0 +1,186 @@
+"""Images packed here, loaded and run in real engines: a private Docker daemon (and the containerd
+it starts), podman, skopeo and umoci. Every image carries a fresh nonce file, so that Docker
+really reads each layer instead of reusing one it already has."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Compile, main_source, need_tool, tiny_static_elf
+from tests.engines import PODMAN_RUN, Docker, Podman
+
+pytestmark = pytest.mark.e2e
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
+
+def pack(tmp_path: Path, *args: str, name: str = "img") -> tuple[Path, str]:
+    """Pack with a unique nonce file and tag; returns the archive and its tag."""
+    nonce = tmp_path / f"nonce-{uuid.uuid4().hex}"
+    nonce.write_text(nonce.name)
+    tag = f"slimmer-e2e/{name}:{uuid.uuid4().hex[:12]}"
+    out = tmp_path / f"{name}.tar"
+    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", *args, "-o", str(out),
+                           "--tag", tag, "--add", f"{nonce}:/etc/slimmer-nonce"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out, tag
+
+
+def docker_run(docker: Docker, tmp_path: Path, programs: list[str], args: list[str],
+               stdin: bytes = b"", name: str = "img", extra: tuple[str, ...] = ()) -> bytes:
+    archive, tag = pack(tmp_path, *programs, *extra, name=name)
+    assert docker.load(archive) == f"{tag}"
+    try:
+        return docker.container(tag, *args, input=stdin)
+    finally:
+        docker.run("rmi", tag, check=False)
+
+
+# ---- real programs from Debian packages ------------------------------------------------
+
+SHA_ABC = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+PROGRAMS = [
+    ("jq", ["/usr/bin/jq"], [".a | add"], b'{"a": [1, 2, 3]}', b"6\n"),
+    ("sqlite3", ["/usr/bin/sqlite3"], [":memory:", "select 6*7;"], b"", b"42\n"),
+    ("openssl", ["/usr/bin/openssl"], ["dgst", "-sha256"], b"abc", SHA_ABC.encode()),
+    ("curl", ["/usr/bin/curl"], ["-s", "file:///etc/passwd"], b"", b"nonroot:x:65532"),
+    ("bc", ["/usr/bin/bc"], ["-q"], b"2^10\n", b"1024\n"),
+    ("lua", ["/usr/bin/lua5.4"], ["-e", "print(6*7)"], b"", b"42\n"),
+    ("sha256sum", ["/usr/bin/sha256sum"], [], b"abc", f"{SHA_ABC}  -\n".encode()),
+    ("xz", ["/usr/bin/xz"], ["-c"], b"hello " * 100, b"\xfd7zXZ\x00"),
+    ("gzip", ["/usr/bin/gzip"], ["-c", "-n"], b"hello " * 100, b"\x1f\x8b\x08"),
+    ("ffmpeg", ["/usr/bin/ffmpeg"],
+     ["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+      "sine=frequency=440:duration=0.1", "-f", "wav", "-"], b"", b"RIFF"),
+]
+
+
+@pytest.mark.parametrize(("name", "programs", "args", "stdin", "expect"), PROGRAMS,
+                         ids=[p[0] for p in PROGRAMS])
+def test_debian_program_runs_in_docker(docker: Docker, tmp_path: Path, name: str,
+                                       programs: list[str], args: list[str], stdin: bytes,
+                                       expect: bytes) -> None:
+    for program in programs:
+        if not os.path.exists(program):
+            need_tool(os.path.basename(program))
+    out = docker_run(docker, tmp_path, programs, args, stdin, name=name)
+    assert expect in out, out[:200]
+
+
+# ---- compiled fixtures -------------------------------------------------------------------
+
+
+def test_build_tree_with_origin_runpath(docker: Docker, tmp_path: Path) -> None:
+    subprocess.run(["bash", str(EXAMPLE / "build.sh"), str(tmp_path / "tree")], check=True)
+    out = docker_run(docker, tmp_path, [str(tmp_path / "tree/bin/hello")], ["x"])
+    assert out == b"hello from a slim image (sqrt(3) = 1.732)\n"
+
+
+def test_cpp_program_throws_and_catches(docker: Docker, tmp_path: Path, cc: Compile) -> None:
+    source = ("#include <iostream>\n#include <stdexcept>\n"
+              "int main() { try { throw std::runtime_error(\"boom\"); }\n"
+              "catch (const std::exception &e) { std::cout << \"caught \" << e.what() << "
+              "std::endl; } return 0; }\n")
+    prog = cc("cxx", source, "-x", "c++", compiler="g++")
+    assert docker_run(docker, tmp_path, [str(prog)], []) == b"caught boom\n"
+
+
+@pytest.mark.parametrize("flag", ["-static", "-static-pie"])
+def test_static_programs(docker: Docker, tmp_path: Path, cc: Compile, flag: str) -> None:
+    prog = cc("st", main_source(), flag)
+    assert docker_run(docker, tmp_path, [str(prog)], []) == b"0\n"
+
+
+def test_user_nonroot_and_workdir(docker: Docker, tmp_path: Path) -> None:
+    out = docker_run(docker, tmp_path, ["/usr/bin/id"], [], extra=("--user", "nonroot"))
+    assert out.startswith(b"uid=65532(nonroot) gid=65532(nonroot)")
+
+
+def test_tiny_program_made_by_hand(docker: Docker, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/hello").write_bytes(tiny_static_elf(b"by hand\n"))
+    (root / "bin/hello").chmod(0o755)
+    assert docker_run(docker, tmp_path, ["--root", str(root), "/bin/hello"], []) == b"by hand\n"
+
+
+# ---- the other engines -----------------------------------------------------------------
+
+
+def test_podman_loads_and_runs(podman: Podman, tmp_path: Path) -> None:
+    for compress in ("gzip", "zstd"):
+        archive, tag = pack(tmp_path, "/usr/bin/jq", "--compress", compress, name="pjq")
+        loaded = podman.run("load", "-i", str(archive)).decode()
+        assert f"docker.io/{tag}" in loaded
+        out = podman.run("run", "--rm", "-i", *PODMAN_RUN, tag, ".a", input=b'{"a": 5}')
+        assert out == b"5\n"
+        podman.run("rmi", tag)
+
+
+def test_skopeo_reads_both_transports(tmp_path: Path) -> None:
+    skopeo = need_tool("skopeo")
+    archive, _ = pack(tmp_path, "/usr/bin/jq", name="sjq")
+    manifest_digest = None
+    for transport in ("oci-archive", "docker-archive"):
+        done = subprocess.run([skopeo, "inspect", f"{transport}:{archive}"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        info = json.loads(done.stdout)
+        assert info["Architecture"] == "amd64" and info["Os"] == "linux"
+        if transport == "oci-archive":
+            manifest_digest = info["Digest"]
+    index = json.loads(subprocess.run(["tar", "xOf", str(archive), "index.json"],
+                                      capture_output=True, check=True).stdout)
+    assert manifest_digest == index["manifests"][0]["digest"]
+    # and a copy out of the archive verifies every blob
+    copied = tmp_path / "copied"
+    done = subprocess.run([skopeo, "copy", f"oci-archive:{archive}", f"oci:{copied}:x"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_umoci_unpacks(tmp_path: Path) -> None:
+    umoci = need_tool("umoci")
+    archive, _ = pack(tmp_path, "/usr/bin/jq", name="ujq")
+    layout = tmp_path / "layout"
+    layout.mkdir()
+    subprocess.run(["tar", "xf", str(archive), "-C", str(layout)], check=True)
+    tag = json.loads((layout / "index.json").read_text())["manifests"][0]["annotations"][
+        "org.opencontainers.image.ref.name"]
+    done = subprocess.run([umoci, "unpack", "--image", f"{layout}:{tag}", str(tmp_path / "b")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    jq = tmp_path / "b/rootfs/usr/bin/jq"
+    assert hashlib.sha256(jq.read_bytes()).digest() == hashlib.sha256(
+        Path("/usr/bin/jq").read_bytes()).digest()
+    assert os.readlink(tmp_path / "b/rootfs/lib64") == "usr/lib64"
+
+
+def test_ctr_imports(docker: Docker, tmp_path: Path) -> None:
+    ctr = need_tool("ctr")
+    namespace = f"slimmer-{uuid.uuid4().hex[:8]}"
+    base = [ctr, "--address", docker.containerd_socket, "--namespace", namespace]
+    try:
+        for compress in ("gzip", "zstd"):
+            archive, tag = pack(tmp_path, "/usr/bin/jq", "--compress", compress, name="cjq")
+            done = subprocess.run([*base, "images", "import", str(archive)],
+                                  capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            listed = subprocess.run([*base, "images", "ls", "-q"], capture_output=True,
+                                    text=True, check=True).stdout.split()
+            assert f"docker.io/{tag}" in listed
+    finally:
+        names = subprocess.run([*base, "images", "ls", "-q"], capture_output=True,
+                               text=True).stdout.split()
+        if names:
+            subprocess.run([*base, "images", "rm", *names], capture_output=True)
+        subprocess.run([*base, "namespaces", "rm", namespace], capture_output=True)
