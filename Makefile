@@ -37,6 +37,7 @@ lint: install
 bench: install
 	$(DEPS) $(BENCH_DEBS)
 	$(BIN)/python -m bench.bench_deps --out docs/benchmarks-latest.md
+	$(BIN)/python -m bench.bench_pack --out docs/benchmarks-latest.md
 
 demo: install
 	$(DEPS) $(DEMO_DEBS)
