@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 
 from slimmer.errors import SlimmerError
-from slimmer.report import closure_json, file_list, missing_message, tree
+from slimmer.report import closures_json, file_list, missing_message, tree
 from slimmer.resolve import Closure, Options, Resolver
 from slimmer.sysroot import SysRoot
 
@@ -142,7 +142,7 @@ def cmd_deps(args: argparse.Namespace) -> int:
                                for b in args.binaries]
     if args.json:
         indent = 2 if sys.stdout.isatty() else None  # compact for machines: C encoder, fast
-        print(json.dumps([closure_json(c) for c in closures], indent=indent))
+        print(json.dumps(closures_json(closures), indent=indent))
     elif args.list:
         print("\n".join(file_list(closures)))
     else:

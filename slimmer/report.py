@@ -7,24 +7,38 @@ from collections.abc import Iterable
 from slimmer.resolve import Closure, Library, Missing
 
 
-def closure_json(closure: Closure) -> dict[str, object]:
-    """The `slimmer deps --json` object of one program (schema in README.md)."""
+def closure_json(closure: Closure,
+                 memo: dict[int, dict[str, object]] | None = None) -> dict[str, object]:
+    """The `slimmer deps --json` object of one program (schema in README.md). Programs with the
+    same needs share Library objects; `memo` (by id, for one call over many closures) lets them
+    share the converted dicts too."""
+    seen = {} if memo is None else memo
+
+    def library(lib: Library) -> dict[str, object]:
+        done = seen.get(id(lib))
+        if done is None:
+            done = {"soname": lib.soname, "path": lib.path, "needed_by": lib.needed_by,
+                    "found_via": lib.found_via, "hwcaps": list(lib.hwcaps)}
+            seen[id(lib)] = done
+        return done
+
     return {
         "binary": closure.binary,
         "kind": closure.kind.value,
         "arch": closure.elf.arch_name,
         "interpreter": closure.elf.interpreter,
-        "libraries": [
-            {"soname": lib.soname, "path": lib.path, "needed_by": lib.needed_by,
-             "found_via": lib.found_via, "hwcaps": list(lib.hwcaps)}
-            for lib in closure.libraries
-        ],
+        "libraries": [library(lib) for lib in closure.libraries],
         "missing": [
             {"soname": m.soname, "needed_by": m.needed_by, "searched": list(m.searched),
              "reason": m.reason}
             for m in closure.missing
         ],
     }
+
+
+def closures_json(closures: list[Closure]) -> list[dict[str, object]]:
+    memo: dict[int, dict[str, object]] = {}
+    return [closure_json(c, memo) for c in closures]
 
 
 def file_list(closures: Iterable[Closure]) -> list[str]:

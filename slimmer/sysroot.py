@@ -100,29 +100,41 @@ class Root(ABC):
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         """The ELF facts of a regular file (raises SlimmerError for bad files)."""
 
-    def lookup(self, path: str) -> Resolved | None:
+    def lookup(self, path: str, _depth: int = 0) -> Resolved | None:
         """Resolve an absolute in-root path; None when it does not exist. Raises SymlinkLoop."""
         if path in self._walks:
             return self._walks[path]
-        result = self._walk_last(path)
+        result = self._walk_last(path, _depth)
         self._walks[path] = result
         return result
 
-    def _walk_last(self, path: str) -> Resolved | None:
-        """Most lookups differ from an earlier one in their last name only: reuse the parent's
-        resolution when that last name is no symlink."""
+    def _walk_last(self, path: str, depth: int) -> Resolved | None:
+        """Most lookups share all but their last name with an earlier one: resolve the parent
+        (remembered), then the last name; a symlink there continues from its target, which is
+        remembered too. `_walk` does the general case."""
         parent, _, name = path.rpartition("/")
-        if parent and name not in ("", ".", ".."):
-            up = self.lookup(parent)
-            if up is None or not up.is_dir:
-                return None
-            real = f"{up.real.rstrip('/')}/{name}"
-            st = self.stat_real(real)
-            if st is None:
-                return None
-            if not stat.S_ISLNK(st.mode):
-                return Resolved(path, real, up.links, st.mode, st.size, st.dev, st.ino)
-        return self._walk(path)
+        if not parent or name in ("", ".", ".."):
+            return self._walk(path)
+        if depth >= MAX_SYMLINKS:
+            raise SymlinkLoop(f"{self.describe(path)}: too many levels of symbolic links")
+        up = self.lookup(parent, depth)
+        if up is None or not up.is_dir:
+            return None
+        real = f"{up.real.rstrip('/')}/{name}"
+        st = self.stat_real(real)
+        if st is None:
+            return None
+        if not stat.S_ISLNK(st.mode):
+            return Resolved(path, real, up.links, st.mode, st.size, st.dev, st.ino)
+        target = self.readlink_real(real)
+        further = target if target.startswith("/") else f"{up.real.rstrip('/')}/{target}"
+        end = self.lookup(further, depth + 1)
+        if end is None:
+            return None
+        links = (*up.links, Link(real, target), *end.links)
+        if len(links) > MAX_SYMLINKS:
+            raise SymlinkLoop(f"{self.describe(path)}: too many levels of symbolic links")
+        return Resolved(path, end.real, links, end.mode, end.size, end.dev, end.ino)
 
     def _walk(self, path: str) -> Resolved | None:
         parts = deque(path.split("/"))
