@@ -190,8 +190,8 @@ class Resolver:
         if elf.kind in (Kind.STATIC, Kind.STATIC_PIE):
             return Closure(binary, found.real, found.links, elf, None, (), ())
         main_inode = (found.dev, found.ino)
-        key = self._shared_key(elf)
-        template = self._templates.get(key) if key is not None else None
+        key = self._shared_key(elf, found.real)
+        template = self._templates.get(key)
         if template is None or main_inode in template.inodes:
             # The main program's path is left out (MAIN) so that the result can serve every
             # program with the same needs; `_for` puts it in.
@@ -203,19 +203,19 @@ class Resolver:
                                  tuple(state.missing), tuple(state.warnings),
                                  frozenset(k for k, v in state.by_inode.items()
                                            if v is not state.main))
-            if key is not None and not state.reused_main:
+            if not state.reused_main:
                 self._templates[key] = template
         return template.closure_for(binary, found, elf)
 
-    def _shared_key(self, elf: ElfInfo) -> tuple[object, ...] | None:
-        """Programs with the same needs, interpreter and ABI, and nothing of their own that
-        steers the search (RPATH, RUNPATH, DF_1_NODEFLIB, $ORIGIN in LD_LIBRARY_PATH), load the
-        same libraries: such a program's closure is worked out once per Resolver."""
-        if elf.raw_rpath is not None or elf.runpath is not None or elf.nodeflib:
-            return None
-        if any("$" in d for d in self.options.library_path):
-            return None
-        return (elf.interpreter, elf.needed, elf.soname, elf.machine, elf.elf_class)
+    def _shared_key(self, elf: ElfInfo, real: str) -> tuple[object, ...]:
+        """What a program's closure depends on besides the root and the options: programs that
+        agree on all of it load the same libraries, so their closure is worked out once per
+        Resolver. The program's directory counts only when a token in its search paths
+        ($ORIGIN) can make use of it."""
+        paths = (elf.raw_rpath or "", elf.runpath or "", *self.options.library_path)
+        origin = os.path.dirname(real) if any("$" in p for p in paths) else None
+        return (elf.interpreter, elf.needed, elf.soname, elf.machine, elf.elf_class,
+                elf.raw_rpath, elf.runpath, elf.nodeflib, origin)
 
 
 MAIN = "\0main"  # stands for the main program's path in a shared closure
@@ -244,7 +244,7 @@ class _Template:
         interp = lib(self.interpreter) if self.interpreter is not None else None
         return Closure(binary, found.real, found.links, elf, interp,
                        tuple(map(lib, self.libraries)), tuple(map(miss, self.missing)),
-                       self.warnings)
+                       tuple(w.replace(MAIN, binary) for w in self.warnings))
 
 
 class _State:
