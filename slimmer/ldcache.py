@@ -3,6 +3,7 @@ formats, and looking a SONAME up in it the way dl-cache.c's search_cache does.""
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -162,3 +163,59 @@ def _parse_extensions(data: bytes, base: int, ext_offset: int, order: str,
                 (sat,) = struct.unpack_from(order + "I", data, offset + j * 4)
                 hwcaps.append(_cstring(data, base + sat, name))
     return generator, hwcaps
+
+
+def libcmp(a: str, b: str) -> int:
+    """glibc's _dl_cache_libcmp: like strcmp, but runs of digits compare as numbers and a digit
+    sorts after any other character. The cache is sorted by it, descending, and ld.so
+    binary-searches with it."""
+    i = j = 0
+    while i < len(a):
+        ca = a[i]
+        cb = b[j] if j < len(b) else "\0"
+        if ca.isdigit() and ca.isascii():
+            if not (cb.isdigit() and cb.isascii()):
+                return 1
+            si, sj = i, j
+            while i < len(a) and a[i].isdigit() and a[i].isascii():
+                i += 1
+            while j < len(b) and b[j].isdigit() and b[j].isascii():
+                j += 1
+            va, vb = int(a[si:i]), int(b[sj:j])
+            if va != vb:
+                return va - vb
+        elif cb.isdigit() and cb.isascii():
+            return -1
+        elif ca != cb:
+            return ord(ca) - ord(cb)
+        else:
+            i += 1
+            j += 1
+    return 0 - (ord(b[j]) if j < len(b) else 0)
+
+
+def write_ldcache(entries: list[tuple[str, str]], flags: int) -> bytes:
+    """A new-format cache ("glibc-ld.so.cache1.1", little-endian) for (soname, path) pairs, in
+    the order ldconfig writes and ld.so's binary search expects. The same pairs give the same
+    bytes: no generator string, no time."""
+    def descending(x: tuple[str, str], y: tuple[str, str]) -> int:
+        return libcmp(y[0], x[0])
+
+    unique = sorted(set(entries), key=lambda e: e[1])
+    ordered = sorted(unique, key=functools.cmp_to_key(descending))
+    header_size, entry_size = 48, 24
+    strings = bytearray()
+    offsets: dict[str, int] = {}
+    base = header_size + entry_size * len(ordered)
+
+    def offset(text: str) -> int:
+        if text not in offsets:
+            offsets[text] = base + len(strings)
+            strings.extend(text.encode("utf-8", "surrogateescape") + b"\0")
+        return offsets[text]
+
+    packed = bytearray()
+    for soname, path in ordered:
+        packed += struct.pack("<iIIIQ", flags, offset(soname), offset(path), 0, 0)
+    header = NEW_MAGIC + struct.pack("<IIB3xI12x", len(ordered), len(strings), 2, 0)
+    return bytes(header + packed + strings)

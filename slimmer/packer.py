@@ -17,9 +17,10 @@ from slimmer import baseline
 from slimmer.arch import Arch
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
 from slimmer.layer import Progress, write_layer
+from slimmer.ldcache import write_ldcache
 from slimmer.oci import ImageConfig, ImageResult, parse_reference, write_image
 from slimmer.resolve import Closure, Options, Resolver
-from slimmer.rootfs import FileTree, OverlayRoot, Symlink, TreeRoot, host_file
+from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot, host_file
 from slimmer.sysroot import Link, Root, SysRoot, normalize
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -82,7 +83,8 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
         add_closure(tree, root, closure, place, options.keep_setuid)
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
-        _add_elf_closures(tree, root, added, options)
+        closures.extend(_add_elf_closures(tree, root, added, options))
+    add_ld_cache(tree, closures, place, arch)
 
     entrypoint = options.entrypoint or (place.image_path(options.programs[0]),)
     check_tree(tree, [place.image_path(p) for p in options.programs], options, arch)
@@ -214,7 +216,7 @@ def _add_one(tree: FileTree, source: str, image: str, reason: str, keep_setuid: 
 
 
 def _add_elf_closures(tree: FileTree, root: SysRoot, added: list[str],
-                      options: PackOptions) -> None:
+                      options: PackOptions) -> list[Closure]:
     """ELF programs and libraries among added files get their libraries too, found in the
     image first and then in the root."""
     view = OverlayRoot(tree, root)
@@ -235,6 +237,28 @@ def _add_elf_closures(tree: FileTree, root: SysRoot, added: list[str],
                     tree.add(link.path, Symlink(link.target), f"symlink on the way to {lib.real}")
             tree.add(lib.real, host_file(root.host_path(lib.real), options.keep_setuid),
                      f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})")
+    return closures
+
+
+# ---- the image's own ld.so.cache ---------------------------------------------------------------
+
+
+def add_ld_cache(tree: FileTree, closures: Iterable[Closure], place: Placement,
+                 arch: Arch) -> None:
+    """An /etc/ld.so.cache listing every library in the image under its SONAME, so that the
+    loader inside finds libraries that the root's own cache placed outside the default
+    directories. Nothing is written for an image without shared libraries."""
+    pairs: set[tuple[str, str]] = set()
+    for closure in closures:
+        for lib in closure.libraries:
+            soname = lib.elf.soname or lib.soname
+            opened = place.image_path(lib.path)
+            by_soname = f"{os.path.dirname(opened)}/{soname}"
+            pairs.add((soname, by_soname if by_soname in tree else opened))
+    if pairs:
+        data = write_ldcache(sorted(pairs), arch.cache_flags[0])
+        tree.add("/etc/ld.so.cache", File(0o644, len(data), data=data),
+                 "ld.so.cache for the libraries in the image")
 
 
 # ---- checks ---------------------------------------------------------------------------------

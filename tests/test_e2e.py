@@ -184,3 +184,12 @@ def test_ctr_imports(docker: Docker, tmp_path: Path) -> None:
         if names:
             subprocess.run([*base, "images", "rm", *names], capture_output=True)
         subprocess.run([*base, "namespaces", "rm", namespace], capture_output=True)
+
+
+def test_library_found_only_through_the_cache(docker: Docker, tmp_path: Path,
+                                              cc: Compile) -> None:
+    from tests.test_pack import vendor_root
+
+    root = vendor_root(tmp_path, cc)
+    out = docker_run(docker, tmp_path, ["--root", str(root), "/usr/bin/vprog"], [])
+    assert out == b"41\n"

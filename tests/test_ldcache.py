@@ -62,3 +62,37 @@ def test_corrupt_caches_give_a_clear_error() -> None:
             parse_ldcache(data[:cut], "/etc/ld.so.cache")
         except CorruptCache as exc:
             assert str(exc).startswith("/etc/ld.so.cache: ")
+
+
+def test_libcmp_orders_the_host_cache_as_ldconfig_does() -> None:
+    import functools
+
+    from slimmer.ldcache import libcmp
+
+    names = [e.soname for e in parse_ldcache(Path("/etc/ld.so.cache").read_bytes()).entries]
+    def descending(a: str, b: str) -> int:
+        return libcmp(b, a)
+
+    assert names == sorted(names, key=functools.cmp_to_key(descending))
+    assert libcmp("libfoo.so.10", "libfoo.so.9") > 0 > libcmp("libfoo.so.9", "libfoo.so.10")
+    assert libcmp("libz.so.1", "libz.so.1") == 0
+    assert libcmp("lib1", "liba") > 0
+
+
+def test_written_cache_reads_back_in_ldconfig_and_in_slimmer(tmp_path: Path) -> None:
+    from slimmer.ldcache import write_ldcache
+
+    pairs = [("libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"),
+             ("libfoo.so.10", "/opt/v/lib/libfoo.so.10"),
+             ("libfoo.so.9", "/opt/old/libfoo.so.9"),
+             ("libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1")]
+    data = write_ldcache(list(reversed(pairs)), X86_64.cache_flags[0])
+    assert data == write_ldcache(pairs, X86_64.cache_flags[0])  # input order does not matter
+    target = tmp_path / "ld.so.cache"
+    target.write_bytes(data)
+    listed = ldconfig_p(str(target))
+    assert sorted(listed) == sorted(pairs)
+    cache = parse_ldcache(data)
+    for soname, path in pairs:
+        entry = cache.lookup(soname, X86_64.cache_flags)
+        assert entry is not None and entry.path == path

@@ -381,3 +381,47 @@ def test_python_api(tmp_path: Path) -> None:
     assert result.image.reference.short == "api:1"
     assert Archive(tmp_path / "api.tar").members()["bin/hello"].size == len(
         tiny_static_elf(b"api\n"))
+
+
+def vendor_root(tmp_path: Path, cc: Compile) -> Path:
+    """A root whose program needs a library that only its ld.so.cache finds (/opt/vendor/lib,
+    named in ld.so.conf.d, cache built by the real ldconfig inside the root)."""
+    root = tmp_path / "vroot"
+    gnu = root / "usr/lib/x86_64-linux-gnu"
+    gnu.mkdir(parents=True)
+    shutil.copy(os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6"), gnu / "libc.so.6")
+    shutil.copy(os.path.realpath("/lib64/ld-linux-x86-64.so.2"), gnu / "ld-linux-x86-64.so.2")
+    (root / "lib").symlink_to("usr/lib")
+    (root / "lib64").mkdir()
+    (root / "lib64/ld-linux-x86-64.so.2").symlink_to("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    lib = cc(root / "opt/vendor/lib/libv.so.1", "int v(void) { return 41; }\n", "-shared",
+             "-fPIC", "-Wl,-soname,libv.so.1")
+    cc(root / "usr/bin/vprog", main_source(("v",)), str(lib))
+    (root / "etc/ld.so.conf.d").mkdir(parents=True)
+    (root / "etc/ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (root / "etc/ld.so.conf.d/vendor.conf").write_text("/opt/vendor/lib\n")
+    subprocess.run(["ldconfig", "-r", str(root)], check=True)
+    return root
+
+
+def unpack_layer(archive: Path, into: Path) -> Path:
+    a = Archive(archive)
+    into.mkdir(parents=True)
+    a.layer.extractall(into, filter="tar")
+    return into
+
+
+def test_image_has_its_own_ld_so_cache(tmp_path: Path, cc: Compile) -> None:
+    root = vendor_root(tmp_path, cc)
+    out = tmp_path / "v.tar"
+    done = slimmer("pack", "--root", str(root), "/usr/bin/vprog", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    unpacked = unpack_layer(out, tmp_path / "unpacked")
+    listed = subprocess.run(["ldconfig", "-p", "-C", str(unpacked / "etc/ld.so.cache")],
+                            capture_output=True, text=True, check=True).stdout
+    assert "libv.so.1 (libc6,x86-64) => /opt/vendor/lib/libv.so.1" in listed
+    assert "libc.so.6 (libc6,x86-64) => /lib/x86_64-linux-gnu/libc.so.6" in listed
+    if os.geteuid() == 0:  # the real loader, inside the unpacked image alone, uses it
+        run = subprocess.run(["chroot", str(unpacked), "/usr/bin/vprog"], capture_output=True,
+                             text=True)
+        assert run.stdout == "41\n", run.stderr
