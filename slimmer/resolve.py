@@ -194,7 +194,7 @@ class Resolver:
         template = self._templates.get(key)
         if template is None or main_inode in template.inodes:
             # The main program's path is left out (MAIN) so that the result can serve every
-            # program with the same needs; `_for` puts it in.
+            # program with the same needs; `closure_for` puts it in.
             origin = os.path.dirname(found.real)  # the kernel's /proc/self/exe: the real path
             state = _State(self, _Obj(MAIN, elf, None, origin), arch, main_inode)
             state.load_interpreter()

@@ -193,3 +193,16 @@ def test_library_found_only_through_the_cache(docker: Docker, tmp_path: Path,
     root = vendor_root(tmp_path, cc)
     out = docker_run(docker, tmp_path, ["--root", str(root), "/usr/bin/vprog"], [])
     assert out == b"41\n"
+
+
+def test_long_and_non_ascii_names(docker: Docker, tmp_path: Path) -> None:
+    extra = tmp_path / "extra"
+    deep = extra / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    names = ["f" * 120, "grüße-文件.txt", "with space"]
+    for name in names:
+        (deep / name).write_text(name)
+    (deep / ("l" * 110)).symlink_to("/" + "t" * 120)
+    out = docker_run(docker, tmp_path, ["/usr/bin/ls"], ["-1", f"/opt/x/{'d' * 60}/{'e' * 60}"],
+                     extra=("--add", f"{extra}:/opt/x"))
+    assert out.decode().splitlines() == sorted([*names, "l" * 110])
