@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -184,7 +185,25 @@ class _Source:
             step *= 16
 
 
-def _parse(src: _Source, name: str) -> ElfInfo:
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What the header, the program headers and PT_DYNAMIC say, before any string is read."""
+
+    ei_class: int
+    order: str
+    osabi: int
+    abiversion: int
+    etype: int
+    machine: int
+    eflags: int
+    loads: list[tuple[int, int, int]]  # (vaddr, offset, filesz) of each PT_LOAD
+    interp: str | None
+    has_dynamic: bool
+    tags: dict[int, int]
+    needed_offsets: list[int]
+
+
+def _layout(src: _Source, name: str) -> _Layout:
     size = src.size
     ident = src.head[:16]
     if ident[:4] != ELF_MAGIC:
@@ -261,24 +280,37 @@ def _parse(src: _Source, name: str) -> ElfInfo:
         if DT_NEEDED in tags:
             needed_offsets = [v for k, v in zip(kinds[:end], values[:end], strict=True)
                               if k == DT_NEEDED]
+    return _Layout(ei_class, order, osabi, abiversion, etype, machine, eflags, loads, interp,
+                   dynamic is not None, tags, needed_offsets)
 
+
+def _strings(src: _Source, lay: _Layout, name: str) -> Callable[[int], str]:
+    """A reader of dynamic strings by their DT_STRTAB offset, bounded by DT_STRSZ."""
+    tags = lay.tags
+    if DT_STRTAB not in tags:
+        raise CorruptElf(f"{name}: dynamic section has names but no DT_STRTAB")
+    strtab = _vaddr_to_offset(lay.loads, tags[DT_STRTAB], name)
+    limit = min(src.size, strtab + tags.get(DT_STRSZ, src.size - strtab))
+
+    def string(offset: int) -> str:
+        if strtab + offset >= limit:
+            raise CorruptElf(f"{name}: dynamic string at {offset:#x} lies outside the "
+                             "string table")
+        found = src.string(strtab + offset, limit)
+        if found is None:
+            raise CorruptElf(f"{name}: unterminated dynamic string at {offset:#x}")
+        return found.decode("utf-8", "surrogateescape")  # os.fsdecode, without its checks
+
+    return string
+
+
+def _parse(src: _Source, name: str) -> ElfInfo:
+    lay = _layout(src, name)
+    tags, needed_offsets = lay.tags, lay.needed_offsets
     needed: tuple[str, ...] = ()
     soname = rpath = runpath = None
     if needed_offsets or DT_SONAME in tags or DT_RPATH in tags or DT_RUNPATH in tags:
-        if DT_STRTAB not in tags:
-            raise CorruptElf(f"{name}: dynamic section has names but no DT_STRTAB")
-        strtab = _vaddr_to_offset(loads, tags[DT_STRTAB], name)
-        limit = min(size, strtab + tags.get(DT_STRSZ, size - strtab))
-
-        def string(offset: int) -> str:
-            if strtab + offset >= limit:
-                raise CorruptElf(f"{name}: dynamic string at {offset:#x} lies outside the "
-                                 "string table")
-            found = src.string(strtab + offset, limit)
-            if found is None:
-                raise CorruptElf(f"{name}: unterminated dynamic string at {offset:#x}")
-            return found.decode("utf-8", "surrogateescape")  # os.fsdecode, without its checks
-
+        string = _strings(src, lay, name)
         needed = tuple(string(o) for o in needed_offsets)
         soname = string(tags[DT_SONAME]) if DT_SONAME in tags else None
         rpath = string(tags[DT_RPATH]) if DT_RPATH in tags else None
@@ -286,10 +318,10 @@ def _parse(src: _Source, name: str) -> ElfInfo:
 
     # Positional, in field order (keywords cost measurably on this hot path). glibc's
     # get-dynamic-info.h: "If both RUNPATH and RPATH are given, the latter is ignored."
-    return ElfInfo(name, 32 if ei_class == ELFCLASS32 else 64, order == "<", machine, osabi,
-                   abiversion, etype, eflags, interp, dynamic is not None, needed, soname,
-                   None if runpath is not None else rpath, runpath, rpath,
-                   tags.get(DT_FLAGS_1, 0))
+    return ElfInfo(name, 32 if lay.ei_class == ELFCLASS32 else 64, lay.order == "<",
+                   lay.machine, lay.osabi, lay.abiversion, lay.etype, lay.eflags, lay.interp,
+                   lay.has_dynamic, needed, soname, None if runpath is not None else rpath,
+                   runpath, rpath, tags.get(DT_FLAGS_1, 0))
 
 
 def _vaddr_to_offset(loads: list[tuple[int, int, int]], addr: int, name: str) -> int:
@@ -297,3 +329,84 @@ def _vaddr_to_offset(loads: list[tuple[int, int, int]], addr: int, name: str) ->
         if vaddr <= addr < vaddr + filesz:
             return offset + (addr - vaddr)
     raise CorruptElf(f"{name}: DT_STRTAB address {addr:#x} is in no loaded segment")
+
+
+DT_HASH, DT_SYMTAB, DT_SYMENT = 4, 6, 11
+DT_GNU_HASH = 0x6FFFFEF5
+SHN_UNDEF = 0
+# st_name and st_shndx of a symbol table entry, by class and byte order
+_SYM = {
+    (ELFCLASS64, "<"): (struct.Struct("<IBBH16x"), 24),
+    (ELFCLASS64, ">"): (struct.Struct(">IBBH16x"), 24),
+    (ELFCLASS32, "<"): (struct.Struct("<I8xBBH"), 16),
+    (ELFCLASS32, ">"): (struct.Struct(">I8xBBH"), 16),
+}
+
+
+def read_imports(host_path: str, shown: str | None = None) -> frozenset[str]:
+    """Names of the dynamic symbols an object uses without defining them (SHN_UNDEF in its
+    DT_SYMTAB): what it expects some other object, or a dlopen, to provide."""
+    name = shown or host_path
+    try:
+        fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileProblem(f"{name}: cannot open ({exc.strerror})") from None
+    try:
+        src = _Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size)
+        lay = _layout(src, name)
+        if DT_SYMTAB not in lay.tags or DT_STRTAB not in lay.tags:
+            return frozenset()
+        count = _symbol_count(src, lay, name)
+        sym, default_size = _SYM[(lay.ei_class, lay.order)]
+        size = lay.tags.get(DT_SYMENT, default_size)
+        at = _vaddr_to_offset(lay.loads, lay.tags[DT_SYMTAB], name)
+        table = src.read(at, count * size) if size >= sym.size else None
+        strtab = _vaddr_to_offset(lay.loads, lay.tags[DT_STRTAB], name)
+        strings = src.read(strtab, min(lay.tags.get(DT_STRSZ, 0), src.size - strtab))
+        if table is None or strings is None:
+            raise CorruptElf(f"{name}: dynamic symbol table lies outside the file")
+        names = set()
+        for i in range(count):
+            st_name, _info, _other, shndx = sym.unpack_from(table, i * size)
+            if shndx == SHN_UNDEF and st_name:
+                end = strings.find(b"\0", st_name)
+                if end < 0:
+                    raise CorruptElf(f"{name}: unterminated symbol name at {st_name:#x}")
+                names.add(strings[st_name:end].decode("utf-8", "surrogateescape"))
+        return frozenset(names)
+    finally:
+        os.close(fd)
+
+
+def _symbol_count(src: _Source, lay: _Layout, name: str) -> int:
+    """How many entries DT_SYMTAB has: DT_HASH says it; with only DT_GNU_HASH, one past the
+    highest symbol its buckets and chains reach."""
+    word = struct.Struct(lay.order + "I")
+    if DT_HASH in lay.tags:
+        head = src.read(_vaddr_to_offset(lay.loads, lay.tags[DT_HASH], name), 8)
+        if head is None:
+            raise CorruptElf(f"{name}: DT_HASH lies outside the file")
+        nchain: int = struct.unpack(lay.order + "II", head)[1]
+        return nchain
+    if DT_GNU_HASH not in lay.tags:
+        return 0
+    at = _vaddr_to_offset(lay.loads, lay.tags[DT_GNU_HASH], name)
+    head = src.read(at, 16)
+    if head is None:
+        raise CorruptElf(f"{name}: DT_GNU_HASH lies outside the file")
+    nbuckets, symoffset, bloom_size, _shift = struct.unpack(lay.order + "IIII", head)
+    buckets_at = at + 16 + bloom_size * (8 if lay.ei_class == ELFCLASS64 else 4)
+    buckets = src.read(buckets_at, 4 * nbuckets)
+    if buckets is None:
+        raise CorruptElf(f"{name}: DT_GNU_HASH buckets lie outside the file")
+    last: int = max(struct.unpack(f"{lay.order}{nbuckets}I", buckets), default=0)
+    if last < symoffset:
+        return symoffset
+    chains_at = buckets_at + 4 * nbuckets
+    while True:
+        entry = src.read(chains_at + 4 * (last - symoffset), 4)
+        if entry is None:
+            raise CorruptElf(f"{name}: DT_GNU_HASH chain runs past the end of the file")
+        if word.unpack(entry)[0] & 1:
+            return last + 1
+        last += 1

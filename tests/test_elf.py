@@ -173,3 +173,36 @@ def test_specific_corruptions(cc: Compile, offset: int, value: bytes,
     data[offset:offset + len(value)] = value
     with pytest.raises(error, match=message):
         parse_elf(bytes(data), "prog")
+
+
+def nm_undefined(path: str) -> set[str]:
+    out = subprocess.run(["nm", "-D", "--undefined-only", path], capture_output=True, text=True,
+                         check=True).stdout
+    names = set()
+    for line in out.splitlines():
+        name = line.split()[-1]
+        names.add(name.split("@")[0])
+    return names
+
+
+@pytest.mark.parametrize("path", ["/usr/bin/jq", "/lib/x86_64-linux-gnu/libc.so.6",
+                                  "/usr/bin/curl", "/lib/x86_64-linux-gnu/libstdc++.so.6"])
+def test_imports_agree_with_nm(path: str) -> None:
+    from slimmer.elf import read_imports
+
+    real = os.path.realpath(path)
+    assert read_imports(real) == nm_undefined(real)
+
+
+def test_imports_of_a_program_calling_pthread_cancel(cc: Compile) -> None:
+    from slimmer.elf import read_imports
+
+    src = "#include <pthread.h>\nint main(void) { return pthread_cancel(pthread_self()); }\n"
+    prog = cc("canceller", src, "-pthread")
+    assert "pthread_cancel" in read_imports(str(prog))
+    for flags in ((), ("-m32",)):  # DT_GNU_HASH only, and 32-bit
+        lib = cc(f"libh{len(flags)}.so", "#include <iconv.h>\n"
+                 "void *f(void) { return iconv_open(\"UTF-16\", \"UTF-8\"); }\n",
+                 "-shared", "-fPIC", "-Wl,--hash-style=gnu", *flags)
+        assert read_imports(str(lib)) == nm_undefined(str(lib))
+        assert "iconv_open" in read_imports(str(lib))
