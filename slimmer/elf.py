@@ -394,7 +394,8 @@ def _symbol_count(src: _Source, lay: _Layout, name: str) -> int:
     head = src.read(at, 16)
     if head is None:
         raise CorruptElf(f"{name}: DT_GNU_HASH lies outside the file")
-    nbuckets, symoffset, bloom_size, _shift = struct.unpack(lay.order + "IIII", head)
+    nbuckets, symoffset, bloom_size, _shift = (int(v) for v in struct.unpack(lay.order + "IIII",
+                                                                             head))
     buckets_at = at + 16 + bloom_size * (8 if lay.ei_class == ELFCLASS64 else 4)
     buckets = src.read(buckets_at, 4 * nbuckets)
     if buckets is None:
