@@ -163,6 +163,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
     from slimmer.packer import PackOptions
     from slimmer.packer import pack as run_pack
+    from slimmer.runtime import check_features
 
     epoch = source_date_epoch(os.environ)
     sysroot = SysRoot(args.root)
@@ -191,8 +192,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
         compression=args.compress,
         keep_setuid=args.keep_setuid,
         epoch=epoch,
+        with_features=check_features(args.with_features, "--with"),
+        without_features=check_features(args.without_features, "--without"),
     )
     result = run_pack(options, _progress())
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     image = result.image
     print(f"wrote {args.output}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
@@ -267,6 +272,12 @@ def parser() -> argparse.ArgumentParser:
                          "containerd, skopeo; not Docker 20.10 or umoci) or none")
     pk.add_argument("--keep-setuid", action="store_true",
                     help="keep setuid/setgid bits (dropped by default)")
+    pk.add_argument("--with", dest="with_features", action="append", default=[],
+                    metavar="NAME", help="add files the program may need at run time: tzdata, "
+                    "shell, or force certs or gconv (repeatable)")
+    pk.add_argument("--without", dest="without_features", action="append", default=[],
+                    metavar="NAME", help="drop a rule that is on by default: libgcc_s, gconv, "
+                    "certs, openssl, nss, ld-cache (repeatable)")
     pk.set_defaults(run=cmd_pack)
     return top
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from slimmer import baseline
+from slimmer import baseline, runtime
 from slimmer.arch import Arch
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
 from slimmer.layer import Progress, write_layer
 from slimmer.ldcache import write_ldcache
 from slimmer.oci import ImageConfig, ImageResult, parse_reference, write_image
-from slimmer.resolve import Closure, Options, Resolver
+from slimmer.resolve import Closure, Library, Options, Resolver
 from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot, host_file
 from slimmer.sysroot import Link, Root, SysRoot, normalize
 
@@ -56,6 +56,8 @@ class PackOptions:
     compression: str = "gzip"
     keep_setuid: bool = False
     epoch: int = 0  # SOURCE_DATE_EPOCH: file mtimes and `created`
+    with_features: frozenset[str] = frozenset()  # runtime.py: rules to force or add
+    without_features: frozenset[str] = frozenset()  # rules to drop
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class PackResult:
     files: int
     content_bytes: int
     tree: FileTree
+    warnings: tuple[str, ...] = ()
 
 
 def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
@@ -81,10 +84,13 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
     baseline.add_to(tree)
     for closure in closures:
         add_closure(tree, root, closure, place, options.keep_setuid)
+    features = runtime.enabled(options.with_features, options.without_features)
+    warnings = add_runtime_needs(tree, root, resolver, closures, place, features, options)
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
         closures.extend(_add_elf_closures(tree, root, added, options))
-    add_ld_cache(tree, closures, place, arch)
+    if "ld-cache" in features:
+        add_ld_cache(tree, closures, place, arch)
 
     entrypoint = options.entrypoint or (place.image_path(options.programs[0]),)
     check_tree(tree, [place.image_path(p) for p in options.programs], options, arch)
@@ -110,7 +116,7 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
                 os.unlink(layer.path)
     except OSError as exc:
         raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
-    return PackResult(image, len(tree), tree.content_size(), tree)
+    return PackResult(image, len(tree), tree.content_size(), tree, warnings)
 
 
 # ---- placement ------------------------------------------------------------------------------
@@ -176,6 +182,66 @@ def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
     if not isinstance(root, SysRoot):
         raise SlimmerError(f"{real}: cannot copy from {root!r}")
     tree.add(place.image_path(real), host_file(root.host_path(real), keep_setuid), reason)
+
+
+# ---- runtime needs (runtime.py) ------------------------------------------------------------
+
+
+def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
+                      closures: list[Closure], place: Placement, features: frozenset[str],
+                      options: PackOptions) -> tuple[str, ...]:
+    """Libraries glibc dlopens and data files libraries read, as the runtime rules find them.
+    The closures of added libraries join `closures` (for the image's ld.so.cache)."""
+    needs = runtime.find_needs(root, closures, features, options.with_features)
+    warnings: list[str] = []
+    for soname, reason in needs.libraries:
+        path = resolver.dlopen_path(closures[0], soname)
+        if path is None:
+            warnings.append(f"{soname} not found in the root ({reason})")
+            continue
+        closure = resolver.closure(path)
+        _refuse_missing([closure])
+        opened = resolver.root.lookup(path)
+        assert opened is not None
+        add_resolved(tree, root, opened.real, opened.links, place, reason, options.keep_setuid)
+        add_closure(tree, root, closure, place, options.keep_setuid)
+        closures.append(_as_library_closure(closure, soname, path))
+    for path, reason in needs.paths:
+        add_root_path(tree, root, path, place, reason, options.keep_setuid)
+    for image_path, target, reason in needs.links:
+        tree.add(image_path, Symlink(target), reason)
+    return tuple(warnings)
+
+
+def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
+    """A dlopened library's closure with the library itself listed among its libraries."""
+    itself = Library(soname, path, closure.real, closure.links, "dlopen", "dlopen", (),
+                     closure.elf)
+    return replace(closure, libraries=(itself, *closure.libraries))
+
+
+def add_root_path(tree: FileTree, root: SysRoot, path: str, place: Placement, reason: str,
+                  keep_setuid: bool) -> None:
+    """A file or directory of the root (with the symlinks on the way); a directory with all it
+    holds, its symlinks kept as symlinks."""
+    found = root.lookup(path)
+    if found is None:
+        return
+    for link in found.links:
+        tree.add(place.image_path(link.path), Symlink(place.link_target(link)), reason)
+    if not found.is_dir:
+        if found.is_file:
+            tree.add(place.image_path(found.real),
+                     host_file(root.host_path(found.real), keep_setuid), reason)
+        return
+    host_top = root.host_path(found.real)
+    for top, dirnames, filenames in os.walk(host_top):
+        dirnames.sort()
+        rel = os.path.relpath(top, host_top)
+        image_dir = place.image_path(normalize(f"{found.real}/{rel}"))
+        tree.add(image_dir, baseline.DIR, reason)
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
+            _add_one(tree, f"{top}/{name}", f"{image_dir}/{name}", reason, keep_setuid, [])
 
 
 # ---- --add ----------------------------------------------------------------------------------

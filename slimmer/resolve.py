@@ -207,6 +207,23 @@ class Resolver:
                 self._templates[key] = template
         return template.closure_for(binary, found, elf)
 
+    def dlopen_path(self, closure: Closure, name: str) -> str | None:
+        """Where glibc's dlopen(name), called from libc, finds a library: libc's loader chain's
+        DT_RPATH (the program's), LD_LIBRARY_PATH, the cache, the default directories. None when
+        it finds none, or for a program that does not use glibc."""
+        libc = next((lib for lib in closure.libraries
+                     if (lib.elf.soname or lib.soname) == "libc.so.6"), None)
+        arch = closure.elf.arch
+        if libc is None or arch is None or closure.elf.is_musl:
+            return None
+        main = _Obj(closure.binary, closure.elf, None, os.path.dirname(closure.real))
+        state = _State(self, main, arch, (-1, -1))
+        try:
+            hit = state._search(_Obj(libc.path, libc.elf, main), name, [])
+        except LoadFailure:
+            return None
+        return hit[0] if hit is not None else None
+
     def _shared_key(self, elf: ElfInfo, real: str) -> tuple[object, ...]:
         """What a program's closure depends on besides the root and the options: programs that
         agree on all of it load the same libraries, so their closure is worked out once per

@@ -206,3 +206,69 @@ def test_long_and_non_ascii_names(docker: Docker, tmp_path: Path) -> None:
     out = docker_run(docker, tmp_path, ["/usr/bin/ls"], ["-1", f"/opt/x/{'d' * 60}/{'e' * 60}"],
                      extra=("--add", f"{extra}:/opt/x"))
     assert out.decode().splitlines() == sorted([*names, "l" * 110])
+
+
+# ---- runtime needs beyond DT_NEEDED (runtime.py) ----------------------------------------------
+
+CANCEL = """#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+static void *run(void *a) { (void)a; for (;;) pause(); return 0; }
+int main(void) {
+    pthread_t t; pthread_create(&t, 0, run, 0); pthread_cancel(t); pthread_join(t, 0);
+    puts("cancelled"); return 0;
+}
+"""
+
+ICONV = """#include <iconv.h>
+#include <stdio.h>
+#include <string.h>
+int main(void) {
+    iconv_t cd = iconv_open("UTF-16LE", "UTF-8");
+    if (cd == (iconv_t)-1) { perror("iconv_open"); return 1; }
+    char in[] = "h\\xc3\\xa9llo", out[64], *ip = in, *op = out;
+    size_t il = strlen(in), ol = sizeof out;
+    iconv(cd, &ip, &il, &op, &ol);
+    printf("%zu bytes\\n", sizeof out - ol); return 0;
+}
+"""
+
+
+def test_pthread_cancel_gets_libgcc_s(docker: Docker, tmp_path: Path, cc: Compile) -> None:
+    prog = cc("cancel", CANCEL, "-pthread")
+    assert docker_run(docker, tmp_path, [str(prog)], []) == b"cancelled\n"
+    archive, tag = pack(tmp_path, str(prog), "--without", "libgcc_s", name="nogcc")
+    docker.load(archive)
+    done = docker.run("run", "--rm", "--network", "none", tag, check=False)
+    docker.run("rmi", tag, check=False)
+    assert done.returncode != 0 and b"libgcc_s.so.1 must be installed" in done.stderr
+
+
+def test_iconv_gets_gconv_modules(docker: Docker, tmp_path: Path, cc: Compile) -> None:
+    prog = cc("conv", ICONV)
+    assert docker_run(docker, tmp_path, [str(prog)], []) == b"10 bytes\n"
+    archive, tag = pack(tmp_path, str(prog), "--without", "gconv", name="nogconv")
+    docker.load(archive)
+    done = docker.run("run", "--rm", "--network", "none", tag, check=False)
+    docker.run("rmi", tag, check=False)
+    assert done.returncode == 1 and b"iconv_open" in done.stderr
+
+
+def test_openssl_gets_certificates_config_and_providers(docker: Docker, tmp_path: Path) -> None:
+    out = docker_run(docker, tmp_path, ["/usr/bin/openssl"],
+                     ["x509", "-in", "/usr/lib/ssl/cert.pem", "-noout", "-subject"])
+    assert out.startswith(b"subject=")
+    out = docker_run(docker, tmp_path, ["/usr/bin/openssl"],
+                     ["list", "-providers", "-provider", "legacy", "-provider", "default"])
+    assert b"legacy" in out and b"active" in out
+
+
+def test_with_tzdata_and_shell(docker: Docker, tmp_path: Path) -> None:
+    out = docker_run(docker, tmp_path, ["/usr/bin/date"], ["+%Z"],
+                     extra=("--with", "tzdata", "--env", "TZ=Asia/Tokyo"))
+    assert out == b"JST\n"
+    out = docker_run(docker, tmp_path, ["/usr/bin/date"], ["+%Z"], extra=("--with", "tzdata"))
+    assert out == b"UTC\n"
+    out = docker_run(docker, tmp_path, ["/usr/bin/jq"], ["-c", "echo $((6*7))"],
+                     extra=("--with", "shell", "--entrypoint", "/bin/sh"))
+    assert out == b"42\n"
