@@ -21,6 +21,7 @@ from slimmer.ldcache import write_ldcache
 from slimmer.oci import ImageConfig, ImageResult, parse_reference, write_image
 from slimmer.resolve import Closure, Library, Options, Resolver
 from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot, host_file
+from slimmer.scripts import interpreters, read_shebang
 from slimmer.sysroot import Link, Root, SysRoot, normalize
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -74,14 +75,24 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
     output = _check_output(options.output)
     root = SysRoot(options.root)
     resolver = Resolver(root, Options(library_path=options.library_path, hwcaps=options.hwcaps))
-    closures = [resolver.closure(p) for p in options.programs]
+    env = _env(options.env)
+    path_dirs = _path_dirs(env)
+    scripts = {p: interpreters(root, p, path_dirs) for p in options.programs
+               if read_shebang(root, p) is not None}
+    elf_programs = list(dict.fromkeys(
+        q for p in options.programs for q in scripts.get(p, [p])))
+    closures = [resolver.closure(p) for p in elf_programs]
     _refuse_missing(closures)
     arch = _one_arch(closures)
     ref = parse_reference(options.tag or _default_tag(options.programs[0]))
-    place = Placement.plan(closures, relocate=root.root == "/")
+    place = Placement.plan(closures, relocate=root.root == "/", also=tuple(scripts))
 
     tree = FileTree()
     baseline.add_to(tree)
+    for script, needs in scripts.items():
+        found = root.require_file(script)
+        add_resolved(tree, root, found.real, found.links, place,
+                     f"script run by {' then '.join(needs)}", options.keep_setuid)
     for closure in closures:
         add_closure(tree, root, closure, place, options.keep_setuid)
     features = runtime.enabled(options.with_features, options.without_features)
@@ -93,13 +104,13 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
         add_ld_cache(tree, closures, place, arch)
 
     entrypoint = options.entrypoint or (place.image_path(options.programs[0]),)
-    check_tree(tree, [place.image_path(p) for p in options.programs], options, arch)
+    check_tree(tree, [place.image_path(p) for p in options.programs], options, arch, path_dirs)
     config = ImageConfig(
         architecture=arch.oci_arch,
         variant=arch.oci_variant,
         entrypoint=entrypoint,
         cmd=options.cmd,
-        env=_env(options.env),
+        env=env,
         workdir=options.workdir,
         user=baseline.user_spec(options.user),
         labels=dict(options.labels),
@@ -130,10 +141,10 @@ class Placement:
     base: str | None  # the host directory that becomes /app, or None
 
     @staticmethod
-    def plan(closures: Iterable[Closure], relocate: bool) -> Placement:
+    def plan(closures: Iterable[Closure], relocate: bool, also: tuple[str, ...] = ()) -> Placement:
         if not relocate:
             return Placement(None)
-        paths: list[str] = []
+        paths: list[str] = list(also)
         for c in closures:
             paths.extend([c.binary, c.real, *(link.path for link in c.links)])
             for lib in c.libraries:
@@ -143,7 +154,7 @@ class Placement:
             return Placement(None)
         dirs = [os.path.dirname(p) for p in outside]
         base = os.path.commonpath(dirs)
-        return Placement(base)
+        return Placement(base if base != "/" else None)
 
     def image_path(self, path: str) -> str:
         path = normalize(path)
@@ -330,12 +341,15 @@ def add_ld_cache(tree: FileTree, closures: Iterable[Closure], place: Placement,
 # ---- checks ---------------------------------------------------------------------------------
 
 
-def check_tree(tree: FileTree, programs: list[str], options: PackOptions, arch: Arch) -> None:
-    """Resolve each program again inside the assembled tree alone: refuse an image that would
-    fail with "no such file or directory"."""
-    resolver = Resolver(TreeRoot(tree), Options(library_path=options.library_path,
-                                                hwcaps=options.hwcaps))
-    for program in programs:
+def check_tree(tree: FileTree, programs: list[str], options: PackOptions, arch: Arch,
+               path_dirs: tuple[str, ...]) -> None:
+    """Resolve each program again inside the assembled tree alone (a script's interpreters in
+    its place): refuse an image that would fail with "no such file or directory"."""
+    view = TreeRoot(tree)
+    resolver = Resolver(view, Options(library_path=options.library_path, hwcaps=options.hwcaps))
+    starts = [q for p in programs
+              for q in (interpreters(view, p, path_dirs) if read_shebang(view, p) else [p])]
+    for program in dict.fromkeys(starts):
         closure = resolver.closure(program)
         if closure.missing:
             lines = "; ".join(f"{m.soname} needed by {m.needed_by}: {m.reason}"
@@ -378,6 +392,14 @@ def _default_tag(program: str) -> str:
     name = os.path.basename(program).lower()
     cleaned = "".join(c if c.isalnum() or c in "._-" else "-" for c in name).strip("._-")
     return f"{cleaned or 'image'}:latest"
+
+
+def _path_dirs(env: tuple[str, ...]) -> tuple[str, ...]:
+    """The PATH the image's programs get (env's `#!/usr/bin/env NAME` searches it)."""
+    for pair in env:
+        if pair.startswith("PATH="):
+            return tuple(d for d in pair[5:].split(":") if d)
+    return tuple(DEFAULT_PATH.split(":"))
 
 
 def _env(pairs: tuple[str, ...]) -> tuple[str, ...]:

@@ -272,3 +272,23 @@ def test_with_tzdata_and_shell(docker: Docker, tmp_path: Path) -> None:
     out = docker_run(docker, tmp_path, ["/usr/bin/jq"], ["-c", "echo $((6*7))"],
                      extra=("--with", "shell", "--entrypoint", "/bin/sh"))
     assert out == b"42\n"
+
+
+# ---- scripts ---------------------------------------------------------------------------------
+
+
+def test_shell_script_runs_with_its_interpreter(docker: Docker, tmp_path: Path) -> None:
+    script = tmp_path / "build" / "hello.sh"
+    script.parent.mkdir()
+    script.write_text('#!/bin/sh\necho "hello from $0 with $# args"\n')
+    script.chmod(0o755)
+    out = docker_run(docker, tmp_path, [str(script)], ["a", "b"])
+    assert out == b"hello from /app/hello.sh with 2 args\n"
+
+
+def test_env_script_finds_its_program_in_path(docker: Docker, tmp_path: Path) -> None:
+    script = tmp_path / "filter"
+    script.write_text("#!/usr/bin/env -S jq -f\n.a + .b\n")
+    script.chmod(0o755)
+    out = docker_run(docker, tmp_path, [str(script)], [], stdin=b'{"a": 40, "b": 2}')
+    assert out == b"42\n"

@@ -425,3 +425,26 @@ def test_image_has_its_own_ld_so_cache(tmp_path: Path, cc: Compile) -> None:
         run = subprocess.run(["chroot", str(unpacked), "/usr/bin/vprog"], capture_output=True,
                              text=True)
         assert run.stdout == "41\n", run.stderr
+
+
+def test_scripts_name_their_interpreters(tmp_path: Path) -> None:
+    from slimmer.scripts import read_shebang
+    from slimmer.sysroot import SysRoot
+
+    cases = {
+        b"#!/bin/sh\n": ("/bin/sh", "", None),
+        b"#! /usr/bin/env python3\n": ("/usr/bin/env", "python3", "python3"),
+        b"#!/usr/bin/env -S jq -f\n": ("/usr/bin/env", "-S jq -f", "jq"),
+        b"#!/usr/bin/perl -w -T \n": ("/usr/bin/perl", "-w -T", None),
+    }
+    for i, (line, (interp, arg, env)) in enumerate(cases.items()):
+        (tmp_path / f"s{i}").write_bytes(line + b"body\n")
+        bang = read_shebang(SysRoot("/"), str(tmp_path / f"s{i}"))
+        assert bang is not None
+        assert (bang.interpreter, bang.argument, bang.env_program) == (interp, arg, env)
+    (tmp_path / "rel").write_bytes(b"#!sh\n")
+    _one_line_error(slimmer("pack", str(tmp_path / "rel"), "-o", str(tmp_path / "x.tar")),
+                    "not an absolute path")
+    (tmp_path / "nope").write_bytes(b"#!/usr/bin/env no-such-program-here\n")
+    _one_line_error(slimmer("pack", str(tmp_path / "nope"), "-o", str(tmp_path / "x.tar")),
+                    "no-such-program-here", "not found in PATH")
