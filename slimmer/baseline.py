@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from slimmer.errors import SlimmerError
+from slimmer.recipe import Group, User
 from slimmer.rootfs import Dir, File, FileTree
 
 NONROOT = 65532
 DIR = Dir()
 
-PASSWD = (
-    "root:x:0:0:root:/root:/sbin/nologin\n"
-    f"nonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"
-)
-GROUP = f"root:x:0:\nnonroot:x:{NONROOT}:\n"
+USERS = (User("root", 0, 0, "/root", "/sbin/nologin"),
+         User("nonroot", NONROOT, NONROOT, "/home/nonroot", "/sbin/nologin"))
+GROUPS = (Group("root", 0), Group("nonroot", NONROOT))
 # glibc's defaults when the file is missing, written out so that every libc agrees.
 NSSWITCH = (
     "passwd: files\n"
@@ -25,7 +26,6 @@ NSSWITCH = (
     "ethers: files\n"
     "rpc: files\n"
 )
-USERS = {"root": "0:0", "nonroot": f"{NONROOT}:{NONROOT}"}
 
 
 def _text(content: str) -> File:
@@ -35,22 +35,60 @@ def _text(content: str) -> File:
 
 def add_to(tree: FileTree) -> None:
     reason = "baseline"
-    tree.add("/etc/passwd", _text(PASSWD), reason)
-    tree.add("/etc/group", _text(GROUP), reason)
     tree.add("/etc/nsswitch.conf", _text(NSSWITCH), reason)
     tree.add("/tmp", Dir(0o1777), reason)
     tree.add("/root", Dir(0o700), reason)
     tree.add("/home/nonroot", Dir(0o700, NONROOT, NONROOT), reason)
 
 
-def user_spec(user: str) -> str:
-    """The config's User: names of the baseline users become numbers (runAsNonRoot wants
-    numbers); uid[:gid] stays."""
+def accounts(extra_users: Iterable[User] = (),
+             extra_groups: Iterable[Group] = ()) -> tuple[tuple[User, ...], tuple[Group, ...]]:
+    """root and nonroot, then the recipes' users and groups; a name or id twice with different
+    values is an error."""
+    users = {u.name: u for u in USERS}
+    groups = {g.name: g for g in GROUPS}
+    for user in extra_users:
+        if users.setdefault(user.name, user) != user:
+            raise SlimmerError(f"user {user.name} is defined twice, differently")
+    for group in extra_groups:
+        if groups.setdefault(group.name, group) != group:
+            raise SlimmerError(f"group {group.name} is defined twice, differently")
+    return tuple(users.values()), tuple(groups.values())
+
+
+def add_accounts(tree: FileTree, users: tuple[User, ...], groups: tuple[Group, ...],
+                 reason: str = "baseline") -> None:
+    """/etc/passwd and /etc/group, in a fixed order (by id, then name)."""
+    passwd = "".join(f"{u.name}:x:{u.uid}:{u.gid}:{u.name}:{u.home}:{u.shell}\n"
+                     for u in sorted(users, key=lambda u: (u.uid, u.name)))
+    group = "".join(f"{g.name}:x:{g.gid}:\n" for g in sorted(groups, key=lambda g: (g.gid, g.name)))
+    tree.add("/etc/passwd", _text(passwd), reason)
+    tree.add("/etc/group", _text(group), reason)
+
+
+def user_spec(user: str, users: tuple[User, ...] = USERS) -> str:
+    """The config's User: a known name becomes uid:gid (runAsNonRoot wants numbers);
+    uid[:gid] stays."""
     if not user:
         return ""
-    if user in USERS:
-        return USERS[user]
+    for known in users:
+        if known.name == user:
+            return f"{known.uid}:{known.gid}"
     uid, _, gid = user.partition(":")
     if uid.isdigit() and (not gid or gid.isdigit()):
         return user
-    raise SlimmerError(f"--user {user}: unknown user (use root, nonroot or uid[:gid])")
+    names = ", ".join(u.name for u in users)
+    raise SlimmerError(f"--user {user}: unknown user (known: {names}; or uid[:gid])")
+
+
+def owner_ids(owner: str, group: str, users: tuple[User, ...],
+              groups: tuple[Group, ...]) -> tuple[int, int]:
+    uid = next((u.uid for u in users if u.name == owner), None)
+    gid = next((g.gid for g in groups if g.name == group), None)
+    if uid is None and owner.isdigit():
+        uid = int(owner)
+    if gid is None and group.isdigit():
+        gid = int(group)
+    if uid is None or gid is None:
+        raise SlimmerError(f"unknown owner {owner}:{group} (not a user or group of the image)")
+    return uid, gid

@@ -26,6 +26,10 @@ from slimmer.sysroot import SysRoot
 # Importing slimmer.layer's alias would load tarfile and zstandard for every command.
 Progress = Callable[[int, int], None]
 
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
+if TYPE_CHECKING:
+    from slimmer.recipe import Recipe
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -160,6 +164,24 @@ def cmd_deps(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
+    from slimmer.recipe import load_recipe
+
+    recipes = tuple(load_recipe(os.path.join(os.getcwd(), r)) for r in args.recipe)
+    return _pack(args, args.binaries, recipes)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from slimmer.recipe import find_recipe
+
+    given = args.recipe_name
+    recipe = find_recipe(os.path.join(os.getcwd(), given) if "/" in given else given)
+    if not recipe.programs:
+        raise SlimmerError(f"{recipe.source}: recipe {recipe.name} names no programs to build")
+    args.tag = args.tag or f"{recipe.name}:latest"
+    return _pack(args, list(recipe.programs), (recipe,))
+
+
+def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, ...]) -> int:
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
     from slimmer.packer import PackOptions
     from slimmer.packer import pack as run_pack
@@ -175,7 +197,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
             raise SlimmerError(f"--add {spec}: expected SRC:DEST")
         adds.append((os.path.join(cwd, src), dest))
     options = PackOptions(
-        programs=tuple(_program_path(sysroot, b, cwd) for b in args.binaries),
+        programs=tuple(_program_path(sysroot, b, cwd) for b in binaries),
         output=os.path.join(cwd, args.output),
         root=args.root,
         tag=args.tag,
@@ -194,6 +216,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
         epoch=epoch,
         with_features=check_features(args.with_features, "--with"),
         without_features=check_features(args.without_features, "--without"),
+        recipes=recipes,
+        builtin_recipes=not args.no_recipes,
     )
     result = run_pack(options, _progress())
     for warning in result.warnings:
@@ -250,6 +274,22 @@ def parser() -> argparse.ArgumentParser:
                     "inputs give the same bytes; SOURCE_DATE_EPOCH sets the timestamps "
                     "(default 0).")
     pk.add_argument("binaries", nargs="+", metavar="BIN")
+    pk.add_argument("--recipe", action="append", default=[], metavar="FILE",
+                    help="apply this recipe too (repeatable)")
+    _image_options(pk)
+    pk.set_defaults(run=cmd_pack)
+
+    bd = sub.add_parser(
+        "build", help="build an image from a recipe",
+        description="Build an image from a built-in recipe (by name) or a recipe file: its "
+                    "programs, files and defaults; the options override it.")
+    bd.add_argument("recipe_name", metavar="NAME|FILE")
+    _image_options(bd)
+    bd.set_defaults(run=cmd_build)
+    return top
+
+
+def _image_options(pk: argparse.ArgumentParser) -> None:
     pk.add_argument("-o", "--output", required=True, help="the image archive to write")
     pk.add_argument("--tag", help="NAME[:TAG] (default: the first program's name, tag latest)")
     pk.add_argument("--entrypoint", help="entrypoint as words or a JSON array (default: the "
@@ -278,8 +318,8 @@ def parser() -> argparse.ArgumentParser:
     pk.add_argument("--without", dest="without_features", action="append", default=[],
                     metavar="NAME", help="drop a rule that is on by default: libgcc_s, gconv, "
                     "certs, openssl, nss, ld-cache (repeatable)")
-    pk.set_defaults(run=cmd_pack)
-    return top
+    pk.add_argument("--no-recipes", action="store_true",
+                    help="do not apply the built-in recipes that match the programs")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,6 @@ write the layer and the archive.
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
@@ -19,21 +18,21 @@ from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
 from slimmer.layer import Progress, write_layer
 from slimmer.ldcache import write_ldcache
 from slimmer.oci import ImageConfig, ImageResult, parse_reference, write_image
+from slimmer.placing import (
+    Placement,
+    add_closure,
+    add_host_path,
+    add_resolved,
+    add_root_path,
+)
+from slimmer.recipe import Recipe
+from slimmer.recipes_apply import add_recipe_dirs, apply_recipe, merged_defaults, recipes_for
 from slimmer.resolve import Closure, Library, Options, Resolver
 from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot, host_file
 from slimmer.scripts import interpreters, read_shebang
-from slimmer.sysroot import Link, Root, SysRoot, normalize
+from slimmer.sysroot import SysRoot
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-APP_DIR = "/app"
-# Files under these keep their place in the image; anything else (a build tree, a home
-# directory, /tmp) is moved under /app.
-SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
-               "/var", "/nix")
-
-
-def is_system_path(path: str) -> bool:
-    return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS)
 VERSION = "0.1.0"
 
 
@@ -59,6 +58,8 @@ class PackOptions:
     epoch: int = 0  # SOURCE_DATE_EPOCH: file mtimes and `created`
     with_features: frozenset[str] = frozenset()  # runtime.py: rules to force or add
     without_features: frozenset[str] = frozenset()  # rules to drop
+    recipes: tuple[Recipe, ...] = ()  # applied to every program, besides the matching ones
+    builtin_recipes: bool = True  # apply the built-in recipes that match a program
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,8 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
     arch = _one_arch(closures)
     ref = parse_reference(options.tag or _default_tag(options.programs[0]))
     place = Placement.plan(closures, relocate=root.root == "/", also=tuple(scripts))
+    recipes = _recipes_for(closures, options)
+    image = merged_defaults(options, recipes)
 
     tree = FileTree()
     baseline.add_to(tree)
@@ -95,104 +98,52 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
                      f"script run by {' then '.join(needs)}", options.keep_setuid)
     for closure in closures:
         add_closure(tree, root, closure, place, options.keep_setuid)
-    features = runtime.enabled(options.with_features, options.without_features)
-    warnings = add_runtime_needs(tree, root, resolver, closures, place, features, options)
+    warnings: list[str] = []
+    for recipe, program in recipes:
+        closures.extend(apply_recipe(tree, root, resolver, recipe, program, arch.triplet, place,
+                                     options.keep_setuid, warnings))
+    users, groups = baseline.accounts([u for r, _ in recipes for u in r.users],
+                                      [g for r, _ in recipes for g in r.groups])
+    baseline.add_accounts(tree, users, groups)
+    for recipe, _ in recipes:
+        add_recipe_dirs(tree, recipe, users, groups)
+    with_features = options.with_features | {f for r, _ in recipes for f in r.with_features}
+    features = runtime.enabled(runtime.check_features(with_features, "with"),
+                               options.without_features)
+    warnings += add_runtime_needs(tree, root, resolver, closures, place, features, options,
+                                  with_features)
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
         closures.extend(_add_elf_closures(tree, root, added, options))
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
 
-    entrypoint = options.entrypoint or (place.image_path(options.programs[0]),)
+    entrypoint = image.entrypoint or (place.image_path(options.programs[0]),)
     check_tree(tree, [place.image_path(p) for p in options.programs], options, arch, path_dirs)
     config = ImageConfig(
         architecture=arch.oci_arch,
         variant=arch.oci_variant,
         entrypoint=entrypoint,
-        cmd=options.cmd,
-        env=env,
-        workdir=options.workdir,
-        user=baseline.user_spec(options.user),
+        cmd=image.cmd,
+        env=_env(image.env),
+        workdir=image.workdir,
+        user=baseline.user_spec(image.user, users),
         labels=dict(options.labels),
-        exposed_ports=tuple(_port(p) for p in options.expose),
+        exposed_ports=tuple(_port(p) for p in image.expose),
+        stop_signal=image.stop_signal,
     )
     try:
         layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
                             progress)
         try:
-            image = write_image(output, layer, config, ref, options.epoch,
-                                f"slimmer {VERSION}", options.annotations)
+            written = write_image(output, layer, config, ref, options.epoch,
+                                  f"slimmer {VERSION}", options.annotations)
         finally:
             if os.path.exists(layer.path):
                 os.unlink(layer.path)
     except OSError as exc:
         raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
-    return PackResult(image, len(tree), tree.content_size(), tree, warnings)
-
-
-# ---- placement ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    """Where host paths land in the image: system paths stay, a build tree moves under /app
-    as one block, so that $ORIGIN-relative layouts keep working."""
-
-    base: str | None  # the host directory that becomes /app, or None
-
-    @staticmethod
-    def plan(closures: Iterable[Closure], relocate: bool, also: tuple[str, ...] = ()) -> Placement:
-        if not relocate:
-            return Placement(None)
-        paths: list[str] = list(also)
-        for c in closures:
-            paths.extend([c.binary, c.real, *(link.path for link in c.links)])
-            for lib in c.libraries:
-                paths.extend([normalize(lib.path), lib.real, *(link.path for link in lib.links)])
-        outside = [p for p in paths if not is_system_path(p)]
-        if not outside:
-            return Placement(None)
-        dirs = [os.path.dirname(p) for p in outside]
-        base = os.path.commonpath(dirs)
-        return Placement(base if base != "/" else None)
-
-    def image_path(self, path: str) -> str:
-        path = normalize(path)
-        if self.base is None:
-            return path
-        if path == self.base or path.startswith(self.base.rstrip("/") + "/"):
-            return normalize(APP_DIR + "/" + path[len(self.base):])
-        return path
-
-    def link_target(self, link: Link) -> str:
-        if self.base is not None and link.target.startswith("/"):
-            return self.image_path(link.target)
-        return link.target
-
-
-def add_closure(tree: FileTree, root: Root, closure: Closure, place: Placement,
-                keep_setuid: bool) -> None:
-    """The program, its interpreter and libraries, each with the symlinks on the way."""
-    items: list[tuple[str, tuple[Link, ...], str, str]] = [
-        (closure.real, closure.links, closure.binary, "program")]
-    if closure.interpreter is not None:
-        interp = closure.interpreter
-        items.append((interp.real, interp.links, interp.path, f"interpreter of {closure.binary}"))
-    for lib in closure.libraries:
-        items.append((lib.real, lib.links, lib.path,
-                      f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})"))
-    for real, links, _opened, reason in items:
-        add_resolved(tree, root, real, links, place, reason, keep_setuid)
-
-
-def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
-                 place: Placement, reason: str, keep_setuid: bool) -> None:
-    for link in links:
-        tree.add(place.image_path(link.path), Symlink(place.link_target(link)),
-                 f"symlink on the way to {real}: {reason}")
-    if not isinstance(root, SysRoot):
-        raise SlimmerError(f"{real}: cannot copy from {root!r}")
-    tree.add(place.image_path(real), host_file(root.host_path(real), keep_setuid), reason)
+    return PackResult(written, len(tree), tree.content_size(), tree, tuple(warnings))
 
 
 # ---- runtime needs (runtime.py) ------------------------------------------------------------
@@ -200,10 +151,10 @@ def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
 
 def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
                       closures: list[Closure], place: Placement, features: frozenset[str],
-                      options: PackOptions) -> tuple[str, ...]:
+                      options: PackOptions, forced: frozenset[str]) -> list[str]:
     """Libraries glibc dlopens and data files libraries read, as the runtime rules find them.
     The closures of added libraries join `closures` (for the image's ld.so.cache)."""
-    needs = runtime.find_needs(root, closures, features, options.with_features)
+    needs = runtime.find_needs(root, closures, features, forced)
     warnings: list[str] = []
     for soname, reason in needs.libraries:
         path = resolver.dlopen_path(closures[0], soname)
@@ -221,7 +172,7 @@ def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
         add_root_path(tree, root, path, place, reason, options.keep_setuid)
     for image_path, target, reason in needs.links:
         tree.add(image_path, Symlink(target), reason)
-    return tuple(warnings)
+    return warnings
 
 
 def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
@@ -231,65 +182,7 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
     return replace(closure, libraries=(itself, *closure.libraries))
 
 
-def add_root_path(tree: FileTree, root: SysRoot, path: str, place: Placement, reason: str,
-                  keep_setuid: bool) -> None:
-    """A file or directory of the root (with the symlinks on the way); a directory with all it
-    holds, its symlinks kept as symlinks."""
-    found = root.lookup(path)
-    if found is None:
-        return
-    for link in found.links:
-        tree.add(place.image_path(link.path), Symlink(place.link_target(link)), reason)
-    if not found.is_dir:
-        if found.is_file:
-            tree.add(place.image_path(found.real),
-                     host_file(root.host_path(found.real), keep_setuid), reason)
-        return
-    host_top = root.host_path(found.real)
-    for top, dirnames, filenames in os.walk(host_top):
-        dirnames.sort()
-        rel = os.path.relpath(top, host_top)
-        image_dir = place.image_path(normalize(f"{found.real}/{rel}"))
-        tree.add(image_dir, baseline.DIR, reason)
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
-            _add_one(tree, f"{top}/{name}", f"{image_dir}/{name}", reason, keep_setuid, [])
-
-
-# ---- --add ----------------------------------------------------------------------------------
-
-
-def add_host_path(tree: FileTree, source: str, dest: str, keep_setuid: bool) -> list[str]:
-    """Copy a host file or directory into the image at `dest`; returns the image paths of the
-    regular files added."""
-    if not os.path.lexists(source):
-        raise FileProblem(f"{source}: no such file or directory (--add)")
-    if not dest.startswith("/"):
-        raise SlimmerError(f"--add {source}:{dest}: the destination must be an absolute path")
-    reason = f"--add {source}"
-    files: list[str] = []
-    if not os.path.isdir(source) or os.path.islink(source):
-        _add_one(tree, source, normalize(dest), reason, keep_setuid, files)
-        return files
-    for top, dirnames, filenames in os.walk(source):
-        dirnames.sort()
-        rel = os.path.relpath(top, source)
-        image_dir = normalize(f"{dest}/{rel}")
-        tree.add(image_dir, baseline.DIR, reason)
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
-            _add_one(tree, f"{top}/{name}", f"{image_dir}/{name}", reason, keep_setuid, files)
-    return files
-
-
-def _add_one(tree: FileTree, source: str, image: str, reason: str, keep_setuid: bool,
-             files: list[str]) -> None:
-    st = os.lstat(source)
-    if stat.S_ISLNK(st.st_mode):
-        tree.add(image, Symlink(os.readlink(source)), reason)
-    elif stat.S_ISREG(st.st_mode):
-        tree.add(image, host_file(source, keep_setuid), reason)
-        files.append(image)
-    elif not stat.S_ISDIR(st.st_mode):
-        raise FileProblem(f"{source}: not a regular file, directory or symlink (--add)")
+# ---- --add: ELF files among them ---------------------------------------------------------
 
 
 def _add_elf_closures(tree: FileTree, root: SysRoot, added: list[str],
@@ -376,6 +269,11 @@ def _one_arch(closures: list[Closure]) -> Arch:
         names = ", ".join(f"{c.binary} is {c.elf.arch_name}" for c in closures)
         raise SlimmerError(f"programs of different architectures cannot share an image ({names})")
     return first
+
+
+def _recipes_for(closures: list[Closure], options: PackOptions) -> list[tuple[Recipe, str]]:
+    return recipes_for([(c.binary, c.real) for c in closures], options.recipes,
+                       options.builtin_recipes)
 
 
 def _check_output(output: str) -> str:

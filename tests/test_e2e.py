@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -21,13 +22,14 @@ pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 
 
-def pack(tmp_path: Path, *args: str, name: str = "img") -> tuple[Path, str]:
-    """Pack with a unique nonce file and tag; returns the archive and its tag."""
+def pack(tmp_path: Path, *args: str, name: str = "img",
+         command: str = "pack") -> tuple[Path, str]:
+    """Pack (or build) with a unique nonce file and tag; returns the archive and its tag."""
     nonce = tmp_path / f"nonce-{uuid.uuid4().hex}"
     nonce.write_text(nonce.name)
     tag = f"slimmer-e2e/{name}:{uuid.uuid4().hex[:12]}"
     out = tmp_path / f"{name}.tar"
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", *args, "-o", str(out),
+    done = subprocess.run([sys.executable, "-m", "slimmer", command, *args, "-o", str(out),
                            "--tag", tag, "--add", f"{nonce}:/etc/slimmer-nonce"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -292,3 +294,68 @@ def test_env_script_finds_its_program_in_path(docker: Docker, tmp_path: Path) ->
     script.chmod(0o755)
     out = docker_run(docker, tmp_path, [str(script)], [], stdin=b'{"a": 40, "b": 2}')
     assert out == b"42\n"
+
+
+# ---- built-in recipes --------------------------------------------------------------------------
+
+PYTHON_CHECK = (
+    "import ssl, sqlite3, decimal, zoneinfo, lzma, bz2, ctypes, ctypes.util, datetime; "
+    "print(ssl.OPENSSL_VERSION.split()[0], sqlite3.connect(':memory:').execute('select 6*7')"
+    ".fetchone()[0], decimal.Decimal('1.1') + decimal.Decimal('2.2'), "
+    "datetime.datetime(2020, 1, 1, tzinfo=zoneinfo.ZoneInfo('Asia/Tokyo')).utcoffset(), "
+    "lzma.decompress(lzma.compress(b'x')), "
+    "bz2.decompress(bz2.compress(b'y')), ctypes.util.find_library('c'), "
+    "ctypes.CDLL(ctypes.util.find_library('c')).abs(-5))"
+)
+
+
+def test_python3_recipe(docker: Docker, tmp_path: Path) -> None:
+    out = docker_run(docker, tmp_path, ["/usr/bin/python3"], ["-c", PYTHON_CHECK])
+    assert out == b"OpenSSL 42 3.3 9:00:00 b'x' b'y' libc.so.6 5\n"
+
+
+def test_nginx_recipe_tests_its_configuration(docker: Docker, tmp_path: Path) -> None:
+    archive, tag = pack(tmp_path, "/usr/sbin/nginx", name="nginx")
+    docker.load(archive)
+    try:
+        done = docker.run("run", "--rm", "--network", "none", tag, "-t", check=False)
+        assert done.returncode == 0, done.stderr
+        assert b"test is successful" in done.stderr
+        config = json.loads(docker.run("image", "inspect", tag).stdout)[0]["Config"]
+        assert config["Entrypoint"] == ["/usr/sbin/nginx", "-g", "daemon off;"]
+        assert config["ExposedPorts"] == {"80/tcp": {}}
+    finally:
+        docker.run("rmi", tag, check=False)
+
+
+def test_git_recipe_init_commit_clone(docker: Docker, tmp_path: Path) -> None:
+    script = ("cd /tmp && git init -q r && cd r && echo x > f && git add f && "
+              "git -c user.name=a -c user.email=a@b commit -qm first && "
+              "git clone -q /tmp/r /tmp/c && git -C /tmp/c log --format=%s")
+    out = docker_run(docker, tmp_path, ["/usr/bin/git"], ["-c", script],
+                     extra=("--entrypoint", "/bin/sh"))
+    assert out == b"first\n"
+
+
+def test_perl_recipe(docker: Docker, tmp_path: Path) -> None:
+    out = docker_run(docker, tmp_path, ["/usr/bin/perl"],
+                     ["-MPOSIX", "-MList::Util=sum", "-e", "print sum(1..10), floor(2.5), qq(\\n)"])
+    assert out == b"552\n"
+
+
+def test_redis_recipe_serves(docker: Docker, tmp_path: Path) -> None:
+    archive, tag = pack(tmp_path, "redis", name="redis", command="build")
+    docker.load(archive)
+    container = docker.run("run", "-d", "--network", "none", tag).stdout.decode().strip()
+    try:
+        for _ in range(50):
+            ping = docker.run("exec", container, "/usr/bin/redis-cli", "ping", check=False)
+            if ping.stdout == b"PONG\n":
+                break
+            time.sleep(0.2)
+        assert ping.stdout == b"PONG\n", ping.stderr
+        docker.run("exec", container, "/usr/bin/redis-cli", "set", "k", "v")
+        assert docker.run("exec", container, "/usr/bin/redis-cli", "get", "k").stdout == b"v\n"
+    finally:
+        docker.run("rm", "-f", container, check=False)
+        docker.run("rmi", tag, check=False)

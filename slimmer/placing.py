@@ -1,0 +1,172 @@
+"""Placing files from a root (or the host, for --add) into the image's FileTree: where each lands
+(system paths stay, a build tree moves under /app), with the symlinks on the way."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from slimmer.errors import FileProblem, SlimmerError
+from slimmer.resolve import Closure
+from slimmer.rootfs import Dir, FileTree, Symlink, host_file
+from slimmer.sysroot import Link, Root, SysRoot, normalize
+
+APP_DIR = "/app"
+# Files under these keep their place in the image; anything else (a build tree, a home
+# directory, /tmp) is moved under /app.
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt",
+               "/var", "/nix")
+
+
+def is_system_path(path: str) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in SYSTEM_DIRS)
+
+
+# ---- placement ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where host paths land in the image: system paths stay, a build tree moves under /app
+    as one block, so that $ORIGIN-relative layouts keep working."""
+
+    base: str | None  # the host directory that becomes /app, or None
+
+    @staticmethod
+    def plan(closures: Iterable[Closure], relocate: bool, also: tuple[str, ...] = ()) -> Placement:
+        if not relocate:
+            return Placement(None)
+        paths: list[str] = list(also)
+        for c in closures:
+            paths.extend([c.binary, c.real, *(link.path for link in c.links)])
+            for lib in c.libraries:
+                paths.extend([normalize(lib.path), lib.real, *(link.path for link in lib.links)])
+        outside = [p for p in paths if not is_system_path(p)]
+        if not outside:
+            return Placement(None)
+        dirs = [os.path.dirname(p) for p in outside]
+        base = os.path.commonpath(dirs)
+        return Placement(base if base != "/" else None)
+
+    def image_path(self, path: str) -> str:
+        path = normalize(path)
+        if self.base is None:
+            return path
+        if path == self.base or path.startswith(self.base.rstrip("/") + "/"):
+            return normalize(APP_DIR + "/" + path[len(self.base):])
+        return path
+
+    def link_target(self, link: Link) -> str:
+        if self.base is not None and link.target.startswith("/"):
+            return self.image_path(link.target)
+        return link.target
+
+
+def add_closure(tree: FileTree, root: Root, closure: Closure, place: Placement,
+                keep_setuid: bool) -> None:
+    """The program, its interpreter and libraries, each with the symlinks on the way."""
+    items: list[tuple[str, tuple[Link, ...], str, str]] = [
+        (closure.real, closure.links, closure.binary, "program")]
+    if closure.interpreter is not None:
+        interp = closure.interpreter
+        items.append((interp.real, interp.links, interp.path, f"interpreter of {closure.binary}"))
+    for lib in closure.libraries:
+        items.append((lib.real, lib.links, lib.path,
+                      f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})"))
+    for real, links, _opened, reason in items:
+        add_resolved(tree, root, real, links, place, reason, keep_setuid)
+
+
+def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
+                 place: Placement, reason: str, keep_setuid: bool) -> None:
+    for link in links:
+        tree.add(place.image_path(link.path), Symlink(place.link_target(link)),
+                 f"symlink on the way to {real}: {reason}")
+    if not isinstance(root, SysRoot):
+        raise SlimmerError(f"{real}: cannot copy from {root!r}")
+    tree.add(place.image_path(real), host_file(root.host_path(real), keep_setuid), reason)
+
+
+Skip = Callable[[str], bool]  # in-root path -> leave it out
+
+
+def add_root_path(tree: FileTree, root: SysRoot, path: str, place: Placement, reason: str,
+                  keep_setuid: bool, skip: Skip | None = None) -> list[str]:
+    """A file or directory of the root (with the symlinks on the way); a directory with all it
+    holds, its symlinks kept as symlinks, less what `skip` says (matched against the path as
+    asked for, below `path`). Returns the in-root paths of the regular files added."""
+    found = root.lookup(path)
+    if found is None:
+        return []
+    for link in found.links:
+        tree.add(place.image_path(link.path), Symlink(place.link_target(link)), reason)
+    if not found.is_dir:
+        return add_tree_entry(tree, root, path, found.real, place, reason, keep_setuid)
+    files: list[str] = []
+    host_top = root.host_path(found.real)
+    for top, dirnames, filenames in os.walk(host_top):
+        rel = os.path.relpath(top, host_top)
+        asked = path if rel == "." else f"{path.rstrip('/')}/{rel}"
+        real = found.real if rel == "." else f"{found.real.rstrip('/')}/{rel}"
+        dirnames[:] = sorted(d for d in dirnames if not (skip and skip(f"{asked}/{d}")))
+        tree.add(place.image_path(real), Dir(), reason)
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
+            if skip is None or not skip(f"{asked}/{name}"):
+                files += add_tree_entry(tree, root, f"{asked}/{name}", f"{real}/{name}", place,
+                                        reason, keep_setuid)
+    return files
+
+
+def add_tree_entry(tree: FileTree, root: SysRoot, asked: str, real: str, place: Placement,
+                   reason: str, keep_setuid: bool) -> list[str]:
+    """One entry of the root as it is (a symlink stays a symlink; special files are left out).
+    Returns [real] for a regular file, else []."""
+    st = os.lstat(root.host_path(real))
+    image = place.image_path(real)
+    if stat.S_ISLNK(st.st_mode):
+        tree.add(image, Symlink(os.readlink(root.host_path(real))), reason)
+    elif stat.S_ISDIR(st.st_mode):
+        tree.add(image, Dir(), reason)
+    elif stat.S_ISREG(st.st_mode):
+        tree.add(image, host_file(root.host_path(real), keep_setuid), reason)
+        return [real]
+    return []
+
+
+# ---- --add ----------------------------------------------------------------------------------
+
+
+def add_host_path(tree: FileTree, source: str, dest: str, keep_setuid: bool) -> list[str]:
+    """Copy a host file or directory into the image at `dest`; returns the image paths of the
+    regular files added."""
+    if not os.path.lexists(source):
+        raise FileProblem(f"{source}: no such file or directory (--add)")
+    if not dest.startswith("/"):
+        raise SlimmerError(f"--add {source}:{dest}: the destination must be an absolute path")
+    reason = f"--add {source}"
+    files: list[str] = []
+    if not os.path.isdir(source) or os.path.islink(source):
+        _add_one(tree, source, normalize(dest), reason, keep_setuid, files)
+        return files
+    for top, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        rel = os.path.relpath(top, source)
+        image_dir = normalize(f"{dest}/{rel}")
+        tree.add(image_dir, Dir(), reason)
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
+            _add_one(tree, f"{top}/{name}", f"{image_dir}/{name}", reason, keep_setuid, files)
+    return files
+
+
+def _add_one(tree: FileTree, source: str, image: str, reason: str, keep_setuid: bool,
+             files: list[str]) -> None:
+    st = os.lstat(source)
+    if stat.S_ISLNK(st.st_mode):
+        tree.add(image, Symlink(os.readlink(source)), reason)
+    elif stat.S_ISREG(st.st_mode):
+        tree.add(image, host_file(source, keep_setuid), reason)
+        files.append(image)
+    elif not stat.S_ISDIR(st.st_mode):
+        raise FileProblem(f"{source}: not a regular file, directory or symlink (--add)")
