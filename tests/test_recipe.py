@@ -11,6 +11,7 @@ import pytest
 from slimmer.errors import SlimmerError
 from slimmer.packer import PackOptions, pack
 from slimmer.recipe import builtin_recipes, find_recipe, glob_regex, load_recipe
+from slimmer.rootfs import Dir, File
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -105,9 +106,9 @@ user = "svc"
     assert f"{data}/share/tool/keep.txt" in tree
     assert f"{data}/share/tool/drop.log" not in tree
     entry = tree.get("/var/lib/tool")
-    assert entry is not None and (entry.mode, entry.uid, entry.gid) == (0o750, 1000, 1000)
+    assert isinstance(entry, Dir) and (entry.mode, entry.uid, entry.gid) == (0o750, 1000, 1000)
     passwd = tree.get("/etc/passwd")
-    assert passwd is not None and b"svc:x:1000:1000:" in (passwd.data or b"")
+    assert isinstance(passwd, File) and b"svc:x:1000:1000:" in (passwd.data or b"")
     assert "recipe tool" in tree.reasons[f"{data}/share/tool/keep.txt"]
 
 
