@@ -29,6 +29,7 @@ Progress = Callable[[int, int], None]
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
     from slimmer.recipe import Recipe
+    from slimmer.rootfs import FileTree
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -170,6 +171,42 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return _pack(args, args.binaries, recipes)
 
 
+def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
+    """The file tree of an image archive, or of the image `pack` would make of a program."""
+    import tarfile
+
+    from slimmer.explain import read_image
+    from slimmer.packer import PackOptions, assemble
+
+    cwd = os.getcwd()
+    host = os.path.join(cwd, target)
+    if os.path.isfile(host) and tarfile.is_tarfile(host):
+        return read_image(host).tree
+    sysroot = SysRoot(args.root)
+    options = PackOptions(programs=(_program_path(sysroot, target, cwd),), output="",
+                          root=args.root, library_path=_split_paths(args.library_path))
+    return assemble(options).tree
+
+
+def cmd_why(args: argparse.Namespace) -> int:
+    from slimmer.explain import format_why, why
+
+    tree = _image_or_program(args, args.target)
+    print("\n".join(format_why(why(tree, args.path))))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from slimmer.explain import format_inventory, inventory
+
+    doc = inventory(_image_or_program(args, args.target))
+    if args.json:
+        print(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
+    else:
+        print("\n".join(format_inventory(doc)))
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from slimmer.recipe import find_recipe
 
@@ -286,6 +323,26 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("recipe_name", metavar="NAME|FILE")
     _image_options(bd)
     bd.set_defaults(run=cmd_build)
+
+    wy = sub.add_parser(
+        "why", help="say why a path is in an image",
+        description="Print the chain that put PATH in the image: needed by whom, through "
+                    "which search step, or which rule or recipe added it. TARGET is an image "
+                    "archive slimmer wrote, or a program (the image pack would make of it).")
+    wy.add_argument("target", metavar="IMAGE.tar|BIN")
+    wy.add_argument("path", metavar="PATH")
+    _common_options(wy)
+    wy.set_defaults(run=cmd_why)
+
+    ins = sub.add_parser(
+        "inspect", help="list the files of an image, largest first, with reasons",
+        description="List an image's files with sizes and reasons, largest first, with "
+                    "totals. TARGET is an image archive (any tool's; reasons only for "
+                    "slimmer's) or a program.")
+    ins.add_argument("target", metavar="IMAGE.tar|BIN")
+    ins.add_argument("--json", action="store_true", help="print a JSON document")
+    _common_options(ins)
+    ins.set_defaults(run=cmd_inspect)
     return top
 
 

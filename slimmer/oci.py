@@ -139,10 +139,16 @@ def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
             "size": len(data)}
 
 
+CONTENTS = "slimmer.json"  # beside index.json: why each file is in the image (not in the image)
+
+
 def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, created: int,
-                created_by: str, annotations: dict[str, str] | None = None) -> ImageResult:
+                created_by: str, annotations: dict[str, str] | None = None,
+                contents: bytes | None = None) -> ImageResult:
     """Write the combined OCI + docker archive to `output` through a temporary file in the same
-    directory, renamed into place only when complete."""
+    directory, renamed into place only when complete. `contents` (the reasons, for `slimmer
+    why` and `inspect`) goes in as slimmer.json: an extra file of the layout, which every loader
+    passes over, so that it changes no digest of the image."""
     config = config_json(cfg, [layer.diff_id], created, created_by)
     config_desc = _descriptor(OCI_CONFIG, config)
     manifest_doc: dict[str, Any] = {
@@ -180,7 +186,7 @@ def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, crea
     fd, tmp = tempfile.mkstemp(prefix=".slimmer-image-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
-            _archive(out, blobs, small, layer, index, docker_manifest, created)
+            _archive(out, blobs, small, layer, index, docker_manifest, created, contents)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     except BaseException:
@@ -192,7 +198,7 @@ def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, crea
 
 
 def _archive(out: Any, blobs: list[str], small: dict[str, bytes], layer: Blob, index: bytes,
-             docker_manifest: bytes, mtime: int) -> None:
+             docker_manifest: bytes, mtime: int, contents: bytes | None) -> None:
     def put(name: str, data: bytes) -> None:
         out.write(tar_header(name, File(0o644, len(data), data=data), mtime))
         out.write(data + b"\0" * (-len(data) % 512))
@@ -211,4 +217,6 @@ def _archive(out: Any, blobs: list[str], small: dict[str, bytes], layer: Blob, i
     put("index.json", index)
     put("manifest.json", docker_manifest)
     put("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
+    if contents is not None:
+        put(CONTENTS, contents)
     out.write(b"\0" * 1024)

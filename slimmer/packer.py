@@ -17,7 +17,14 @@ from slimmer.arch import Arch
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
 from slimmer.layer import Progress, write_layer
 from slimmer.ldcache import write_ldcache
-from slimmer.oci import ImageConfig, ImageResult, parse_reference, write_image
+from slimmer.oci import (
+    ImageConfig,
+    ImageResult,
+    Reference,
+    canonical_json,
+    parse_reference,
+    write_image,
+)
 from slimmer.placing import (
     Placement,
     add_closure,
@@ -71,9 +78,39 @@ class PackResult:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    """An image before it is written: its file tree, config and name."""
+
+    tree: FileTree
+    config: ImageConfig
+    reference: Reference
+    warnings: tuple[str, ...]
+
+
 def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
     """Build the image archive described by `options`."""
     output = _check_output(options.output)
+    built = assemble(options)
+    tree = built.tree
+    try:
+        layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
+                            progress)
+        try:
+            written = write_image(output, layer, built.config, built.reference, options.epoch,
+                                  f"slimmer {VERSION}", options.annotations,
+                                  contents_json(tree))
+        finally:
+            if os.path.exists(layer.path):
+                os.unlink(layer.path)
+    except OSError as exc:
+        raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
+    return PackResult(written, len(tree), tree.content_size(), tree, built.warnings)
+
+
+def assemble(options: PackOptions) -> Assembled:
+    """Everything `pack` does but writing: resolve, place, add what the rules and recipes ask
+    for, and check the tree on its own."""
     root = SysRoot(options.root)
     resolver = Resolver(root, Options(library_path=options.library_path, hwcaps=options.hwcaps))
     env = _env(options.env)
@@ -95,7 +132,7 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
     for script, needs in scripts.items():
         found = root.require_file(script)
         add_resolved(tree, root, found.real, found.links, place,
-                     f"script run by {' then '.join(needs)}", options.keep_setuid)
+                     f"script, run by {' then '.join(needs)}", options.keep_setuid)
     for closure in closures:
         add_closure(tree, root, closure, place, options.keep_setuid)
     warnings: list[str] = []
@@ -132,18 +169,7 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
         exposed_ports=tuple(_port(p) for p in image.expose),
         stop_signal=image.stop_signal,
     )
-    try:
-        layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
-                            progress)
-        try:
-            written = write_image(output, layer, config, ref, options.epoch,
-                                  f"slimmer {VERSION}", options.annotations)
-        finally:
-            if os.path.exists(layer.path):
-                os.unlink(layer.path)
-    except OSError as exc:
-        raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
-    return PackResult(written, len(tree), tree.content_size(), tree, tuple(warnings))
+    return Assembled(tree, config, ref, tuple(warnings))
 
 
 # ---- runtime needs (runtime.py) ------------------------------------------------------------
@@ -154,7 +180,7 @@ def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
                       options: PackOptions, forced: frozenset[str]) -> list[str]:
     """Libraries glibc dlopens and data files libraries read, as the runtime rules find them.
     The closures of added libraries join `closures` (for the image's ld.so.cache)."""
-    needs = runtime.find_needs(root, closures, features, forced)
+    needs = runtime.find_needs(root, closures, features, forced, place.image_path)
     warnings: list[str] = []
     for soname, reason in needs.libraries:
         path = resolver.dlopen_path(closures[0], soname)
@@ -163,10 +189,7 @@ def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
             continue
         closure = resolver.closure(path)
         _refuse_missing([closure])
-        opened = resolver.root.lookup(path)
-        assert opened is not None
-        add_resolved(tree, root, opened.real, opened.links, place, reason, options.keep_setuid)
-        add_closure(tree, root, closure, place, options.keep_setuid)
+        add_closure(tree, root, closure, place, options.keep_setuid, reason)
         closures.append(_as_library_closure(closure, soname, path))
     for path, reason in needs.paths:
         add_root_path(tree, root, path, place, reason, options.keep_setuid)
@@ -204,9 +227,10 @@ def _add_elf_closures(tree: FileTree, root: SysRoot, added: list[str],
                 continue
             for link in lib.links:
                 if link.path not in tree:
-                    tree.add(link.path, Symlink(link.target), f"symlink on the way to {lib.real}")
+                    tree.add(link.path, Symlink(link.target), f"symlink on the way to {lib.real}",
+                             lib.real)
             tree.add(lib.real, host_file(root.host_path(lib.real), options.keep_setuid),
-                     f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})")
+                     f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})", lib.needed_by)
     return closures
 
 
@@ -269,6 +293,17 @@ def _one_arch(closures: list[Closure]) -> Arch:
         names = ", ".join(f"{c.binary} is {c.elf.arch_name}" for c in closures)
         raise SlimmerError(f"programs of different architectures cannot share an image ({names})")
     return first
+
+
+def contents_json(tree: FileTree) -> bytes:
+    """Why each entry is in the image, and what brought it in: slimmer.json of the archive."""
+    files = []
+    for path, _entry in tree.items():
+        item: dict[str, object] = {"path": path, "reason": tree.reasons.get(path, "")}
+        if path in tree.parents:
+            item["parent"] = tree.parents[path]
+        files.append(item)
+    return canonical_json({"slimmer": 1, "files": files})
 
 
 def _recipes_for(closures: list[Closure], options: PackOptions) -> list[tuple[Recipe, str]]:

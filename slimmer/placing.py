@@ -65,28 +65,37 @@ class Placement:
 
 
 def add_closure(tree: FileTree, root: Root, closure: Closure, place: Placement,
-                keep_setuid: bool) -> None:
-    """The program, its interpreter and libraries, each with the symlinks on the way."""
-    items: list[tuple[str, tuple[Link, ...], str, str]] = [
-        (closure.real, closure.links, closure.binary, "program")]
+                keep_setuid: bool, reason: str = "program") -> None:
+    """The program, its interpreter and libraries, each with the symlinks on the way. Reasons
+    name image paths only (never a host path, so they are the same wherever a tree sits), and
+    each library's parent is the object that needed it."""
+    show = place.image_path
+    program = show(closure.binary)
+    items: list[tuple[str, tuple[Link, ...], str, str | None]] = [
+        (closure.real, closure.links, reason, None)]
     if closure.interpreter is not None:
         interp = closure.interpreter
-        items.append((interp.real, interp.links, interp.path, f"interpreter of {closure.binary}"))
+        items.append((interp.real, interp.links, f"interpreter of {program}", program))
     for lib in closure.libraries:
-        items.append((lib.real, lib.links, lib.path,
-                      f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})"))
-    for real, links, _opened, reason in items:
-        add_resolved(tree, root, real, links, place, reason, keep_setuid)
+        needer = show(lib.needed_by)
+        items.append((lib.real, lib.links, f"{lib.soname} needed by {needer} ({lib.found_via})",
+                      needer))
+    for real, links, why, parent in items:
+        add_resolved(tree, root, real, links, place, why, keep_setuid, parent)
 
 
 def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
-                 place: Placement, reason: str, keep_setuid: bool) -> None:
+                 place: Placement, reason: str, keep_setuid: bool,
+                 parent: str | None = None) -> None:
+    """A file of the root at its place, with the symlinks that lead to it (whose parent is the
+    file)."""
+    target = place.image_path(real)
     for link in links:
         tree.add(place.image_path(link.path), Symlink(place.link_target(link)),
-                 f"symlink on the way to {real}: {reason}")
+                 f"symlink on the way to {target}", target)
     if not isinstance(root, SysRoot):
         raise SlimmerError(f"{real}: cannot copy from {root!r}")
-    tree.add(place.image_path(real), host_file(root.host_path(real), keep_setuid), reason)
+    tree.add(target, host_file(root.host_path(real), keep_setuid), reason, parent)
 
 
 Skip = Callable[[str], bool]  # in-root path -> leave it out
@@ -145,7 +154,7 @@ def add_host_path(tree: FileTree, source: str, dest: str, keep_setuid: bool) -> 
         raise FileProblem(f"{source}: no such file or directory (--add)")
     if not dest.startswith("/"):
         raise SlimmerError(f"--add {source}:{dest}: the destination must be an absolute path")
-    reason = f"--add {source}"
+    reason = f"--add to {normalize(dest)}"
     files: list[str] = []
     if not os.path.isdir(source) or os.path.islink(source):
         _add_one(tree, source, normalize(dest), reason, keep_setuid, files)

@@ -77,7 +77,7 @@ def apply_recipe(tree: FileTree, root: SysRoot, resolver: Resolver, recipe: Reci
                  warnings: list[str]) -> list[Closure]:
     """Add a recipe's files; return the closures of the ELF files among them (their libraries
     are added; one that cannot be loaded gives a warning, not a failure: it is optional)."""
-    reason = f"recipe {recipe.name} ({recipe.source})"
+    reason = f"recipe {recipe.name}"
     excludes = [glob_regex(expand(p, program, triplet)) for p in recipe.exclude]
     excludes += [glob_regex(expand(p[:-3], program, triplet)) for p in recipe.exclude
                  if p.endswith("/**")]

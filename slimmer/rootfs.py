@@ -61,6 +61,7 @@ class FileTree:
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {"/": Dir()}
         self.reasons: dict[str, str] = {}
+        self.parents: dict[str, str] = {}  # path -> the image path that brought it in
 
     def __contains__(self, path: str) -> bool:
         return path in self._entries
@@ -71,9 +72,10 @@ class FileTree:
     def get(self, path: str) -> Entry | None:
         return self._entries.get(path)
 
-    def add(self, path: str, entry: Entry, reason: str) -> None:
+    def add(self, path: str, entry: Entry, reason: str, parent: str | None = None) -> None:
         """Add an entry (and its parent directories). The same entry twice is fine; a
-        different one at the same path is a TreeConflict."""
+        different one at the same path is a TreeConflict. The first reason (and parent: the
+        image path that needed this one) given for a path is kept."""
         path = normalize(path)
         if path == "/":
             raise TreeConflict("cannot replace the image's root directory")
@@ -88,6 +90,8 @@ class FileTree:
                                f"({_describe(old)} and {_describe(entry)})")
         self._entries[path] = entry
         self.reasons.setdefault(path, reason)
+        if parent is not None and parent != path:
+            self.parents.setdefault(path, parent)
 
     def _parents(self, path: str) -> None:
         parts = path.strip("/").split("/")[:-1]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from slimmer.elf import read_imports
@@ -62,16 +62,18 @@ def enabled(with_: frozenset[str], without: frozenset[str]) -> frozenset[str]:
 
 
 def find_needs(root: SysRoot, closures: list[Closure], features: frozenset[str],
-               forced: frozenset[str] = frozenset()) -> Needs:
+               forced: frozenset[str] = frozenset(),
+               show: Callable[[str], str] = str) -> Needs:
     """Apply every enabled rule to the programs' closures; `forced` (from --with) adds certs or
-    gconv even where no library asks for them."""
+    gconv even where no library asks for them. `show` turns a path into the one reasons name
+    (its place in the image)."""
     libraries: list[tuple[str, str]] = []
     paths: list[tuple[str, str]] = []
     links: list[tuple[str, str, str]] = []
     objects = [(c.real, c.binary) for c in closures] + [
         (lib.real, lib.path) for c in closures for lib in c.libraries]
     sonames = {lib.elf.soname or lib.soname for c in closures for lib in c.libraries}
-    imports = _imports(root, objects) if features & {"libgcc_s", "gconv"} else {}
+    imports = _imports(root, objects, show) if features & {"libgcc_s", "gconv"} else {}
 
     if "libgcc_s" in features and "libgcc_s.so.1" not in sonames:
         users = sorted(p for p, names in imports.items() if names & CANCEL_SYMBOLS)
@@ -120,11 +122,12 @@ def find_needs(root: SysRoot, closures: list[Closure], features: frozenset[str],
     return Needs(tuple(libraries), tuple(paths), tuple(links))
 
 
-def _imports(root: SysRoot, objects: list[tuple[str, str]]) -> dict[str, frozenset[str]]:
+def _imports(root: SysRoot, objects: list[tuple[str, str]],
+             show: Callable[[str], str]) -> dict[str, frozenset[str]]:
     seen: dict[str, frozenset[str]] = {}
     for real, shown in objects:
-        if shown not in seen:
-            seen[shown] = read_imports(root.host_path(real), shown)
+        if show(shown) not in seen:
+            seen[show(shown)] = read_imports(root.host_path(real), shown)
     return seen
 
 

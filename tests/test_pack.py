@@ -89,7 +89,13 @@ def test_jq_image_layout(tmp_path: Path) -> None:
     names = [m.name for m in a.outer.getmembers()]
     assert names[:2] == ["blobs", "blobs/sha256"]  # tarfile drops the trailing slash
     assert a.path.read_bytes()[:6] == b"blobs/"
-    assert names[-3:] == ["index.json", "manifest.json", "oci-layout"]
+    assert names[-4:] == ["index.json", "manifest.json", "oci-layout", "slimmer.json"]
+    contents = json.loads(a.read("slimmer.json"))
+    reasons = {f["path"]: f for f in contents["files"]}
+    assert reasons["/usr/lib/x86_64-linux-gnu/libonig.so.5.3.0"] == {
+        "path": "/usr/lib/x86_64-linux-gnu/libonig.so.5.3.0",
+        "reason": "libonig.so.5 needed by /lib/x86_64-linux-gnu/libjq.so.1 (cache)",
+        "parent": "/lib/x86_64-linux-gnu/libjq.so.1"}
     assert json.loads(a.read("oci-layout")) == {"imageLayoutVersion": "1.0.0"}
     desc = a.index["manifests"][0]
     assert desc["annotations"] == {"io.containerd.image.name": "docker.io/library/jq:latest",
