@@ -28,6 +28,10 @@ NSSWITCH = (
 )
 
 
+def add_nsswitch(tree: FileTree, content: str = NSSWITCH, reason: str = "baseline") -> None:
+    tree.add("/etc/nsswitch.conf", _text(content), reason)
+
+
 def _text(content: str) -> File:
     data = content.encode()
     return File(0o644, len(data), data=data)
@@ -35,7 +39,6 @@ def _text(content: str) -> File:
 
 def add_to(tree: FileTree) -> None:
     reason = "baseline"
-    tree.add("/etc/nsswitch.conf", _text(NSSWITCH), reason)
     tree.add("/tmp", Dir(0o1777), reason)
     tree.add("/root", Dir(0o700), reason)
     tree.add("/home/nonroot", Dir(0o700, NONROOT, NONROOT), reason)

@@ -255,6 +255,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
         without_features=check_features(args.without_features, "--without"),
         recipes=recipes,
         builtin_recipes=not args.no_recipes,
+        gconv_charsets=tuple(c for v in args.gconv_charsets for c in v.split(",") if c),
     )
     result = run_pack(options, _progress())
     for warning in result.warnings:
@@ -371,10 +372,13 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
                     help="keep setuid/setgid bits (dropped by default)")
     pk.add_argument("--with", dest="with_features", action="append", default=[],
                     metavar="NAME", help="add files the program may need at run time: tzdata, "
-                    "shell, or force certs or gconv (repeatable)")
+                    "locales, shell, or force certs or gconv (repeatable)")
     pk.add_argument("--without", dest="without_features", action="append", default=[],
                     metavar="NAME", help="drop a rule that is on by default: libgcc_s, gconv, "
                     "certs, openssl, nss, ld-cache (repeatable)")
+    pk.add_argument("--gconv-charsets", action="append", default=[], metavar="LIST",
+                    help="keep only the iconv modules for these charsets (comma-separated, "
+                         "e.g. UTF-16,ISO-8859-1; default: all the root has)")
     pk.add_argument("--no-recipes", action="store_true",
                     help="do not apply the built-in recipes that match the programs")
 

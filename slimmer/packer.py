@@ -65,6 +65,7 @@ class PackOptions:
     epoch: int = 0  # SOURCE_DATE_EPOCH: file mtimes and `created`
     with_features: frozenset[str] = frozenset()  # runtime.py: rules to force or add
     without_features: frozenset[str] = frozenset()  # rules to drop
+    gconv_charsets: tuple[str, ...] = ()  # keep only these iconv charsets (default: all)
     recipes: tuple[Recipe, ...] = ()  # applied to every program, besides the matching ones
     builtin_recipes: bool = True  # apply the built-in recipes that match a program
 
@@ -180,7 +181,10 @@ def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
                       options: PackOptions, forced: frozenset[str]) -> list[str]:
     """Libraries glibc dlopens and data files libraries read, as the runtime rules find them.
     The closures of added libraries join `closures` (for the image's ld.so.cache)."""
-    needs = runtime.find_needs(root, closures, features, forced, place.image_path)
+    needs = runtime.find_needs(root, closures, features, forced, place.image_path,
+                               options.gconv_charsets)
+    reason = "baseline" if needs.nsswitch == baseline.NSSWITCH else "matches the NSS modules"
+    baseline.add_nsswitch(tree, needs.nsswitch, reason)
     warnings: list[str] = []
     for soname, reason in needs.libraries:
         path = resolver.dlopen_path(closures[0], soname)

@@ -4,12 +4,15 @@ import) and names what to add from the root, and why. See ../shared/reference/ru
 
 Rules on by default (each can be dropped with --without NAME):
   libgcc_s  libgcc_s.so.1 when an object imports pthread_cancel/pthread_exit or the closure is C++
-  gconv     the root's gconv modules when an object imports iconv_open
+  gconv     the root's gconv modules when an object imports iconv_open (or only named charsets)
   certs     the CA bundle when the closure has a TLS library
   openssl   openssl.cnf and the providers (ossl-modules) when libcrypto is in the closure
-  nss       libnss_files, libnss_dns and libresolv for glibc before 2.34
-On request (--with NAME): tzdata (zoneinfo, /etc/localtime = UTC), shell (/bin/sh), and certs or
-gconv forced on.
+  nss       libnss_files, libnss_dns and libresolv for glibc before 2.34; for a program that looks
+            up users, groups or hosts, the modules the root's nsswitch.conf names for them, and
+            an nsswitch.conf that matches what the image holds
+  ld-cache  the image's own /etc/ld.so.cache (packer.py)
+On request (--with NAME): tzdata (zoneinfo, /etc/localtime = UTC), locales (C.UTF-8), shell
+(/bin/sh), and certs or gconv forced on.
 """
 
 from __future__ import annotations
@@ -17,18 +20,27 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from slimmer.baseline import NSSWITCH
 from slimmer.elf import read_imports
 from slimmer.errors import SlimmerError
 from slimmer.resolve import Closure
 from slimmer.sysroot import SysRoot
 
 DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache")
-ON_REQUEST = ("tzdata", "shell")
+ON_REQUEST = ("tzdata", "locales", "shell")
 FEATURES = DEFAULT_ON + ON_REQUEST
 
 CANCEL_SYMBOLS = frozenset({"pthread_cancel", "pthread_exit"})
+NSS_SYMBOLS = frozenset({
+    "getpwnam", "getpwnam_r", "getpwuid", "getpwuid_r", "getpwent", "getgrnam", "getgrnam_r",
+    "getgrgid", "getgrgid_r", "getgrent", "getgrouplist", "initgroups", "getaddrinfo",
+    "gethostbyname", "gethostbyname_r", "gethostbyname2", "gethostbyname2_r", "gethostbyaddr",
+    "gethostbyaddr_r", "getnameinfo", "getspnam",
+})
+NSS_DATABASES = ("passwd", "group", "hosts")
+NSS_BUILTIN = frozenset({"files", "dns"})  # inside libc since glibc 2.34
 TLS_LIBRARIES = ("libssl.so", "libgnutls.so", "libnss3.so", "libcurl.so", "libcurl-gnutls.so")
 # Where each TLS stack looks for CA certificates on Debian (and the paths Go probes elsewhere).
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
@@ -36,13 +48,35 @@ CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundl
 CA_LINKS = ("/usr/lib/ssl/cert.pem", "/usr/lib/ssl/certs")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Needs:
-    """What the rules ask for: libraries to load as dlopen would, paths to copy from the root."""
+    """What the rules ask for: libraries to load as dlopen would, paths to copy from the root,
+    symlinks to make, and the image's nsswitch.conf."""
 
-    libraries: tuple[tuple[str, str], ...] = ()  # (soname, reason)
-    paths: tuple[tuple[str, str], ...] = ()  # (in-root path, reason); directories recursively
-    links: tuple[tuple[str, str, str], ...] = ()  # (image path, target, reason)
+    libraries: list[tuple[str, str]] = field(default_factory=list)  # (soname, reason)
+    paths: list[tuple[str, str]] = field(default_factory=list)  # (in-root path, reason)
+    links: list[tuple[str, str, str]] = field(default_factory=list)  # (path, target, reason)
+    nsswitch: str = NSSWITCH
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What the rules look at."""
+
+    root: SysRoot
+    closures: list[Closure]
+    features: frozenset[str]
+    forced: frozenset[str]  # named with --with
+    imports: dict[str, frozenset[str]]  # shown path -> imported symbols
+    sonames: frozenset[str]
+    libc: str | None  # real path of libc.so.6
+    gconv_charsets: tuple[str, ...]
+    programs: frozenset[str]  # the programs, as `show` names them
+
+    def users_of(self, symbols: frozenset[str]) -> list[str]:
+        """The objects importing any of `symbols`: programs first, then libraries, by path."""
+        return sorted((p for p, names in self.imports.items() if names & symbols),
+                      key=lambda p: (p not in self.programs, p))
 
 
 def check_features(names: Iterable[str], option: str) -> frozenset[str]:
@@ -62,64 +96,190 @@ def enabled(with_: frozenset[str], without: frozenset[str]) -> frozenset[str]:
 
 
 def find_needs(root: SysRoot, closures: list[Closure], features: frozenset[str],
-               forced: frozenset[str] = frozenset(),
-               show: Callable[[str], str] = str) -> Needs:
+               forced: frozenset[str] = frozenset(), show: Callable[[str], str] = str,
+               gconv_charsets: tuple[str, ...] = ()) -> Needs:
     """Apply every enabled rule to the programs' closures; `forced` (from --with) adds certs or
     gconv even where no library asks for them. `show` turns a path into the one reasons name
     (its place in the image)."""
-    libraries: list[tuple[str, str]] = []
-    paths: list[tuple[str, str]] = []
-    links: list[tuple[str, str, str]] = []
     objects = [(c.real, c.binary) for c in closures] + [
         (lib.real, lib.path) for c in closures for lib in c.libraries]
-    sonames = {lib.elf.soname or lib.soname for c in closures for lib in c.libraries}
-    imports = _imports(root, objects, show) if features & {"libgcc_s", "gconv"} else {}
+    wants_imports = features & {"libgcc_s", "gconv", "nss"}
+    facts = Facts(root, closures, features, forced,
+                  _imports(root, objects, show) if wants_imports else {},
+                  frozenset(lib.elf.soname or lib.soname for c in closures for lib in c.libraries),
+                  _libc(closures), gconv_charsets, frozenset(show(c.binary) for c in closures))
+    needs = Needs()
+    for name, rule in RULES:
+        if name in features:
+            rule(facts, needs)
+    return needs
 
-    if "libgcc_s" in features and "libgcc_s.so.1" not in sonames:
-        users = sorted(p for p, names in imports.items() if names & CANCEL_SYMBOLS)
-        if users:
-            libraries.append(("libgcc_s.so.1", f"glibc dlopens it for pthread_cancel/"
-                                               f"pthread_exit, used by {users[0]}"))
-        elif any(s.startswith("libstdc++.so") for s in sonames):
-            libraries.append(("libgcc_s.so.1", "C++ exceptions unwind through it"))
-    if "gconv" in features:
-        users = sorted(p for p, names in imports.items() if "iconv_open" in names)
-        if "gconv" in forced:
-            users = users or ["--with gconv"]
-        libc = _libc(closures)
-        if users and libc is not None:
-            gconv = f"{os.path.dirname(libc)}/gconv"
-            if root.is_dir(gconv):
-                paths.append((gconv, f"iconv modules: {users[0]} calls iconv_open"))
-    tls = sorted(s for s in sonames if s.startswith(TLS_LIBRARIES))
-    if "certs" in features and (tls or "certs" in forced):
-        reason = f"CA certificates for {tls[0]}" if tls else "--with certs"
-        paths.extend((p, reason) for p in CA_BUNDLES if root.lookup(p))
-        for p in CA_LINKS:  # the links only: the directory behind them holds just the bundle
-            found = root.lookup(p)
-            if found is not None:
-                links.extend((link.path, link.target, reason) for link in found.links)
-    crypto = sorted(s for s in sonames if s.startswith("libcrypto.so"))
-    if "openssl" in features and crypto:
-        libc = _libc(closures)
-        reason = f"OpenSSL configuration and providers for {crypto[0]}"
-        for path in ("/usr/lib/ssl/openssl.cnf", "/etc/ssl/openssl.cnf"):
-            if root.lookup(path):
-                paths.append((path, reason))
-        if libc is not None and root.is_dir(f"{os.path.dirname(libc)}/ossl-modules"):
-            paths.append((f"{os.path.dirname(libc)}/ossl-modules", reason))
-    if "nss" in features:
-        version = _glibc_version(root, closures)
-        if version is not None and version < (2, 34):
-            for soname in ("libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"):
-                libraries.append((soname, f"glibc {version[0]}.{version[1]} loads it for "
-                                          "user, group and host lookups"))
-    if "tzdata" in features and root.is_dir("/usr/share/zoneinfo"):
-        paths.append(("/usr/share/zoneinfo", "--with tzdata"))
-        links.append(("/etc/localtime", "/usr/share/zoneinfo/UTC", "--with tzdata: UTC"))
-    if "shell" in features:
-        paths.append(("/bin/sh", "--with shell"))
-    return Needs(tuple(libraries), tuple(paths), tuple(links))
+
+# ---- the rules -----------------------------------------------------------------------------
+
+
+def _libgcc_s(facts: Facts, needs: Needs) -> None:
+    if "libgcc_s.so.1" in facts.sonames:
+        return
+    users = facts.users_of(CANCEL_SYMBOLS)
+    if users:
+        needs.libraries.append(("libgcc_s.so.1", "glibc dlopens it for pthread_cancel/"
+                                                 f"pthread_exit, used by {users[0]}"))
+    elif any(s.startswith("libstdc++.so") for s in facts.sonames):
+        needs.libraries.append(("libgcc_s.so.1", "C++ exceptions unwind through it"))
+
+
+def _gconv(facts: Facts, needs: Needs) -> None:
+    users = facts.users_of(frozenset({"iconv_open"}))
+    if (not users and "gconv" not in facts.forced) or facts.libc is None:
+        return
+    gconv = f"{os.path.dirname(facts.libc)}/gconv"
+    if not facts.root.is_dir(gconv):
+        return
+    reason = f"iconv modules: {users[0]} calls iconv_open" if users else "--with gconv"
+    if not facts.gconv_charsets:
+        needs.paths.append((gconv, reason))
+        return
+    files = charset_modules(facts.root, gconv, facts.gconv_charsets)
+    needs.paths += [(f"{gconv}/{name}", f"{reason} (charsets "
+                     f"{', '.join(facts.gconv_charsets)})") for name in files]
+
+
+def _certs(facts: Facts, needs: Needs) -> None:
+    tls = sorted(s for s in facts.sonames if s.startswith(TLS_LIBRARIES))
+    if not tls and "certs" not in facts.forced:
+        return
+    reason = f"CA certificates for {tls[0]}" if tls else "--with certs"
+    needs.paths += [(p, reason) for p in CA_BUNDLES if facts.root.lookup(p)]
+    for p in CA_LINKS:  # the links only: the directory behind them holds just the bundle
+        found = facts.root.lookup(p)
+        if found is not None:
+            needs.links += [(link.path, link.target, reason) for link in found.links]
+
+
+def _openssl(facts: Facts, needs: Needs) -> None:
+    crypto = sorted(s for s in facts.sonames if s.startswith("libcrypto.so"))
+    if not crypto:
+        return
+    reason = f"OpenSSL configuration and providers for {crypto[0]}"
+    needs.paths += [(p, reason) for p in ("/usr/lib/ssl/openssl.cnf", "/etc/ssl/openssl.cnf")
+                    if facts.root.lookup(p)]
+    if facts.libc is not None and facts.root.is_dir(f"{os.path.dirname(facts.libc)}/ossl-modules"):
+        needs.paths.append((f"{os.path.dirname(facts.libc)}/ossl-modules", reason))
+
+
+def _nss(facts: Facts, needs: Needs) -> None:
+    version = _glibc_version(facts.root, facts.libc)
+    old = version is not None and version < (2, 34)
+    if old:
+        assert version is not None
+        for soname in ("libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"):
+            needs.libraries.append((soname, f"glibc {version[0]}.{version[1]} loads it for "
+                                            "user, group and host lookups"))
+    users = facts.users_of(NSS_SYMBOLS)
+    config = facts.root.read_bytes("/etc/nsswitch.conf")
+    if not users or config is None:
+        return
+    services = parse_nsswitch(config.decode("utf-8", "replace"))
+    chosen: dict[str, list[str]] = {}
+    modules: dict[str, str] = {}  # soname -> reason
+    for database in NSS_DATABASES:
+        kept = []
+        for service in services.get(database, []):
+            soname = f"libnss_{service}.so.2"
+            if service in NSS_BUILTIN and not old:
+                kept.append(service)
+            elif _in_root(facts.root, facts.libc, soname):
+                modules.setdefault(soname, f"{database}: {service} in the root's nsswitch.conf, "
+                                           f"for {users[0]}")
+                kept.append(service)
+        if kept:
+            chosen[database] = kept
+    have = {soname for soname, _ in needs.libraries}
+    needs.libraries += [(s, why) for s, why in modules.items() if s not in have]
+    needs.nsswitch = matching_nsswitch(chosen)
+
+
+def _tzdata(facts: Facts, needs: Needs) -> None:
+    if facts.root.is_dir("/usr/share/zoneinfo"):
+        needs.paths.append(("/usr/share/zoneinfo", "--with tzdata"))
+        needs.links.append(("/etc/localtime", "/usr/share/zoneinfo/UTC", "--with tzdata: UTC"))
+
+
+def _locales(facts: Facts, needs: Needs) -> None:
+    for path in ("/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"):
+        if facts.root.lookup(path):
+            needs.paths.append((path, "--with locales: C.UTF-8"))
+
+
+def _shell(facts: Facts, needs: Needs) -> None:
+    needs.paths.append(("/bin/sh", "--with shell"))
+
+
+RULES: tuple[tuple[str, Callable[[Facts, Needs], None]], ...] = (
+    ("libgcc_s", _libgcc_s), ("gconv", _gconv), ("certs", _certs), ("openssl", _openssl),
+    ("nss", _nss), ("tzdata", _tzdata), ("locales", _locales), ("shell", _shell),
+)
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def parse_nsswitch(text: str) -> dict[str, list[str]]:
+    """database -> services, as nsswitch.conf lists them ([...] actions left out)."""
+    out: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if ":" not in line:
+            continue
+        database, _, rest = line.partition(":")
+        rest = re.sub(r"\[[^]]*\]", " ", rest)
+        out[database.strip()] = rest.split()
+    return out
+
+
+def matching_nsswitch(chosen: dict[str, list[str]]) -> str:
+    """The baseline nsswitch.conf with the lines for passwd, group and hosts replaced."""
+    lines = []
+    for line in NSSWITCH.splitlines():
+        database = line.split(":", 1)[0]
+        if database in chosen:
+            line = f"{database}: {' '.join(chosen[database])}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def charset_modules(root: SysRoot, gconv: str, charsets: tuple[str, ...]) -> list[str]:
+    """The gconv configuration files, and the module files that convert the named charsets
+    (through their aliases), read from gconv-modules and gconv-modules.d."""
+    texts = [root.read_bytes(f"{gconv}/gconv-modules")]
+    conf_d = f"{gconv}/gconv-modules.d"
+    texts += [root.read_bytes(f"{conf_d}/{n}") for n in root.listdir(conf_d) if n.endswith(".conf")]
+    aliases: dict[str, str] = {}
+    modules: dict[str, set[str]] = {}
+    for text in texts:
+        for raw in (text or b"").decode("utf-8", "replace").splitlines():
+            words = raw.split("#", 1)[0].split()
+            if len(words) >= 3 and words[0] == "alias":
+                aliases[words[1].upper().rstrip("/")] = words[2].upper().rstrip("/")
+            elif len(words) >= 4 and words[0] == "module":
+                for name in (words[1], words[2]):
+                    modules.setdefault(name.upper().rstrip("/"), set()).add(words[3])
+    wanted: set[str] = set()
+    for charset in charsets:
+        name = charset.upper().rstrip("/")
+        name = aliases.get(name, name)
+        if name not in modules:
+            raise SlimmerError(f"--gconv-charsets: no gconv module converts {charset} in "
+                               f"{gconv}")
+        wanted |= {f if f.endswith(".so") else f"{f}.so" for f in modules[name]}
+    configs = ["gconv-modules", "gconv-modules.cache", "gconv-modules.d"]
+    return [c for c in configs if root.lookup(f"{gconv}/{c}")] + sorted(wanted)
+
+
+def _in_root(root: SysRoot, libc: str | None, soname: str) -> bool:
+    """Whether a module sits beside libc (where glibc's dlopen finds it on Debian and Fedora)."""
+    return libc is not None and root.lookup(f"{os.path.dirname(libc)}/{soname}") is not None
 
 
 def _imports(root: SysRoot, objects: list[tuple[str, str]],
@@ -143,9 +303,8 @@ def _libc(closures: list[Closure]) -> str | None:
 _VERSION = re.compile(rb"release version (\d+)\.(\d+)")
 
 
-def _glibc_version(root: SysRoot, closures: list[Closure]) -> tuple[int, int] | None:
+def _glibc_version(root: SysRoot, libc: str | None) -> tuple[int, int] | None:
     """glibc's version, from the banner libc.so.6 prints when it is run."""
-    libc = _libc(closures)
     data = root.read_bytes(libc) if libc else None
     match = _VERSION.search(data) if data else None
     return (int(match.group(1)), int(match.group(2))) if match else None

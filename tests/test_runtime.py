@@ -12,6 +12,7 @@ import pytest
 
 from slimmer.errors import SlimmerError
 from slimmer.packer import PackOptions, pack
+from slimmer.rootfs import File
 from slimmer.runtime import check_features, enabled
 from tests.conftest import Compile, main_source
 
@@ -50,9 +51,10 @@ def test_old_glibc_gets_its_nss_modules(tmp_path: Path, cc: Compile) -> None:
     assert "/usr/lib/x86_64-linux-gnu/libnss_files.so.2" not in without.tree
 
 
-def test_a_current_glibc_needs_no_nss_module(tmp_path: Path) -> None:
+def test_a_current_glibc_needs_no_files_or_dns_module(tmp_path: Path) -> None:
     result = pack(PackOptions(programs=("/usr/bin/jq",), output=str(tmp_path / "j.tar")))
-    assert not any("libnss" in p for p, _ in result.tree.items())
+    names = {p.rsplit("/", 1)[1] for p, _ in result.tree.items()}
+    assert not names & {"libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"}
 
 
 def test_reasons_say_why(tmp_path: Path, cc: Compile) -> None:
@@ -80,3 +82,47 @@ def test_cli_rejects_an_unknown_feature(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.startswith("error: --without nothing: unknown feature")
+
+
+def test_nss_modules_named_by_the_roots_nsswitch(tmp_path: Path, cc: Compile) -> None:
+    root = old_glibc_root(tmp_path, cc)
+    # a current glibc this time: the banner as it is
+    gnu = root / "usr/lib/x86_64-linux-gnu"
+    shutil.copy(os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6"), gnu / "libc.so.6")
+    cc(gnu / "libnss_mymod.so.2", "int _nss_mymod_getpwnam_r(void) { return 0; }\n", "-shared",
+       "-fPIC", "-Wl,-soname,libnss_mymod.so.2")
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/nsswitch.conf").write_text(
+        "passwd: files mymod [NOTFOUND=return] gone\ngroup: files\nhosts: files dns\n")
+    cc(root / "usr/bin/who", "#include <pwd.h>\n#include <stdio.h>\nint main(void) { "
+       "struct passwd *p = getpwnam(\"root\"); puts(p ? p->pw_dir : \"none\"); return 0; }\n")
+    result = pack(PackOptions(programs=("/usr/bin/who",), output=str(tmp_path / "w.tar"),
+                              root=str(root)))
+    tree = result.tree
+    assert "/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2" in tree
+    conf = tree.get("/etc/nsswitch.conf")
+    assert isinstance(conf, File) and conf.data is not None
+    lines = conf.data.decode().splitlines()
+    assert "passwd: files mymod" in lines and "hosts: files dns" in lines
+    assert result.tree.reasons["/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2"] == (
+        "passwd: mymod in the root's nsswitch.conf, for /usr/bin/who")
+    # a program that looks nothing up gets the baseline file
+    plain = pack(PackOptions(programs=("/usr/bin/prog",), output=str(tmp_path / "p.tar"),
+                             root=str(root)))
+    assert "/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2" not in plain.tree
+    assert plain.tree.reasons["/etc/nsswitch.conf"] == "baseline"
+
+
+def test_gconv_charsets_and_locales(tmp_path: Path, cc: Compile) -> None:
+    prog = cc("conv", "#include <iconv.h>\nint main(void) { "
+              "return iconv_open(\"UTF-16\", \"UTF-8\") == (iconv_t)-1; }\n")
+    result = pack(PackOptions(programs=(str(prog),), output=str(tmp_path / "g.tar"),
+                              gconv_charsets=("utf-16", "latin1"),
+                              with_features=frozenset({"locales"})))
+    gconv = sorted(p.rsplit("/", 1)[1] for p, _ in result.tree.items()
+                   if "/gconv/" in p and p.endswith(".so"))
+    assert gconv == ["ISO8859-1.so", "UTF-16.so"]
+    assert "/usr/lib/locale/C.utf8/LC_CTYPE" in result.tree
+    with pytest.raises(SlimmerError, match="no gconv module converts KLINGON"):
+        pack(PackOptions(programs=(str(prog),), output=str(tmp_path / "k.tar"),
+                         gconv_charsets=("KLINGON",)))
