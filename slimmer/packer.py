@@ -28,6 +28,7 @@ from slimmer.oci import (
 from slimmer.placing import (
     Placement,
     add_closure,
+    add_elf_closures,
     add_host_path,
     add_resolved,
     add_root_path,
@@ -196,7 +197,9 @@ def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
         add_closure(tree, root, closure, place, options.keep_setuid, reason)
         closures.append(_as_library_closure(closure, soname, path))
     for path, reason in needs.paths:
-        add_root_path(tree, root, path, place, reason, options.keep_setuid)
+        added = add_root_path(tree, root, path, place, reason, options.keep_setuid)
+        closures += add_elf_closures(tree, root, resolver, added, place, options.keep_setuid,
+                                     warnings, reason)
     for image_path, target, reason in needs.links:
         tree.add(image_path, Symlink(target), reason)
     return warnings

@@ -8,8 +8,8 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from slimmer.errors import FileProblem, SlimmerError
-from slimmer.resolve import Closure
+from slimmer.errors import FileProblem, SlimmerError, UnsupportedElf
+from slimmer.resolve import Closure, Resolver
 from slimmer.rootfs import Dir, FileTree, Symlink, host_file
 from slimmer.sysroot import Link, Root, SysRoot, normalize
 
@@ -96,6 +96,32 @@ def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
     if not isinstance(root, SysRoot):
         raise SlimmerError(f"{real}: cannot copy from {root!r}")
     tree.add(target, host_file(root.host_path(real), keep_setuid), reason, parent)
+
+
+def add_elf_closures(tree: FileTree, root: SysRoot, resolver: Resolver, paths: Iterable[str],
+                     place: Placement, keep_setuid: bool, warnings: list[str],
+                     source: str) -> list[Closure]:
+    """The libraries of the ELF programs and libraries among files added from the root. One
+    that cannot be loaded gives a warning, not a failure: such files are optional (a module
+    nobody imports)."""
+    closures = []
+    for path in dict.fromkeys(paths):
+        if root.read_bytes(path, 4) != b"\x7fELF":
+            continue
+        try:
+            closure = resolver.closure(path)
+        except UnsupportedElf:
+            continue  # object files, core files: data as far as loading goes
+        except SlimmerError as exc:
+            warnings.append(f"{exc.message} ({source})")
+            continue
+        if closure.missing:
+            miss = closure.missing[0]
+            warnings.append(f"{path} ({source}) cannot be loaded: {miss.soname} {miss.reason}")
+            continue
+        add_closure(tree, root, closure, place, keep_setuid)
+        closures.append(closure)
+    return closures
 
 
 Skip = Callable[[str], bool]  # in-root path -> leave it out

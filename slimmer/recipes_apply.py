@@ -10,8 +10,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from slimmer import baseline
-from slimmer.errors import SlimmerError, UnsupportedElf
-from slimmer.placing import Placement, Skip, add_closure, add_root_path, add_tree_entry
+from slimmer.placing import (
+    Placement,
+    Skip,
+    add_elf_closures,
+    add_root_path,
+    add_tree_entry,
+)
 from slimmer.recipe import (
     Group,
     Recipe,
@@ -93,25 +98,8 @@ def apply_recipe(tree: FileTree, root: SysRoot, resolver: Resolver, recipe: Reci
                 added += add_root_path(tree, root, pattern, place, reason, keep_setuid, skip)
             continue
         added += _add_matches(tree, root, pattern, place, reason, keep_setuid, skip)
-    closures = []
-    for path in dict.fromkeys(added):
-        if root.read_bytes(path, 4) != b"\x7fELF":
-            continue
-        try:
-            closure = resolver.closure(path)
-        except UnsupportedElf:
-            continue  # object files, core files: data as far as loading goes
-        except SlimmerError as exc:
-            warnings.append(f"{exc.message} (recipe {recipe.name})")
-            continue
-        if closure.missing:
-            miss = closure.missing[0]
-            warnings.append(f"{path} (recipe {recipe.name}) cannot be loaded: {miss.soname} "
-                            f"{miss.reason}")
-            continue
-        add_closure(tree, root, closure, place, keep_setuid)
-        closures.append(closure)
-    return closures
+    return add_elf_closures(tree, root, resolver, added, place, keep_setuid, warnings,
+                            f"recipe {recipe.name}")
 
 
 def _add_matches(tree: FileTree, root: SysRoot, pattern: str, place: Placement, reason: str,

@@ -359,3 +359,11 @@ def test_redis_recipe_serves(docker: Docker, tmp_path: Path) -> None:
     finally:
         docker.run("rm", "-f", container, check=False)
         docker.run("rmi", tag, check=False)
+
+
+def test_with_shell_brings_the_shells_libraries(docker: Docker, tmp_path: Path,
+                                                cc: Compile) -> None:
+    prog = cc("st", main_source(), "-static")  # nothing of its own needs libc.so.6
+    out = docker_run(docker, tmp_path, [str(prog)], ["-c", "echo $((40 + 2))"],
+                     extra=("--with", "shell", "--entrypoint", "/bin/sh"))
+    assert out == b"42\n"
