@@ -367,3 +367,13 @@ def test_with_shell_brings_the_shells_libraries(docker: Docker, tmp_path: Path,
     out = docker_run(docker, tmp_path, [str(prog)], ["-c", "echo $((40 + 2))"],
                      extra=("--with", "shell", "--entrypoint", "/bin/sh"))
     assert out == b"42\n"
+
+
+def test_python_script_gets_the_interpreters_recipe(docker: Docker, tmp_path: Path) -> None:
+    script = tmp_path / "app" / "main.py"
+    script.parent.mkdir()
+    script.write_text("#!/usr/bin/env python3\nimport json, sys\n"
+                      "print(json.dumps({'args': sys.argv[1:]}))\n")
+    script.chmod(0o755)
+    out = docker_run(docker, tmp_path, [str(script)], ["x"])
+    assert out == b'{"args": ["x"]}\n'
