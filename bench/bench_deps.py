@@ -461,10 +461,10 @@ def tree_lines(t: TreeResult) -> list[str]:
         "",
         "| contender | median (ms) | libraries (incl. interpreter) |",
         "|---|---|---|",
-        f"| `python -m slimmer deps {TREE_TARGET}` | {ms['cli']:.0f} | {t.slimmer_libs} |",
+        f"| `slimmer deps {TREE_TARGET}` | {ms['cli']:.0f} | {t.slimmer_libs} |",
         f"| `{t.lddtree} {TREE_TARGET}` | {ms['lddtree']:.0f} | {t.lddtree_libs} |",
         f"| `Resolver.closure` in-process (no start-up) | {ms['in-process']:.0f} | - |",
-        f"| `python -m slimmer deps {STARTUP_TARGET}` (start-up floor) | {ms['start-up']:.0f} "
+        f"| `slimmer deps {STARTUP_TARGET}` (start-up floor) | {ms['start-up']:.0f} "
         "| - |",
         "",
         f"Same set of resolved files: {'yes' if t.same_files else 'NO'}. `slimmer deps` vs "

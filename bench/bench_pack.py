@@ -1,9 +1,10 @@
 """Benchmark: `slimmer pack /usr/bin/ffmpeg` against `tar -cf - FILES | gzip -6` of the same files.
 
-Both sides run as separate processes, interleaved, several rounds; medians and ratios come from the
-same run. The tar side gets the real files (the ones the image holds, symlinks resolved), so it
-compresses the same bytes. Peak memory is the child's maximum resident set (wait4's ru_maxrss).
-zstd (level 3, as slimmer) and no compression are measured the same way.
+Both sides run as separate processes, interleaved, several rounds; medians and ratios come from
+the same run. The tar side gets the image's regular files (from `slimmer inspect --json`), so it
+compresses the same bytes, less a few generated ones (passwd, group, ld.so.cache). Peak memory
+is the child's maximum resident set (wait4's ru_maxrss). zstd (level 3, as slimmer) and no
+compression are measured the same way.
 
     python -m bench.bench_pack [--quick] [--program PATH] [--out FILE]
 """
@@ -11,6 +12,7 @@ zstd (level 3, as slimmer) and no compression are measured the same way.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -53,9 +55,12 @@ def slimmer_script() -> str:
 
 
 def files_of(program: str) -> list[str]:
-    listed = subprocess.run([slimmer_script(), "deps", "--list", program], capture_output=True,
-                            text=True, check=True).stdout.split()
-    return sorted({os.path.realpath(p) for p in listed})
+    """The regular files of the image slimmer makes of `program` (loader closure, runtime
+    rules, recipe), as `slimmer inspect` lists them: the tar side gets the same bytes."""
+    listed = json.loads(subprocess.run([slimmer_script(), "inspect", "--json", program],
+                                       capture_output=True, text=True, check=True).stdout)
+    return sorted(f["path"] for f in listed["files"]
+                  if f["type"] == "file" and os.path.isfile(f["path"]))
 
 
 def contenders(program: str, files_list: str, work: str) -> dict[str, tuple[list[str], str]]:
