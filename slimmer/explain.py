@@ -98,8 +98,7 @@ def _read_layer(tree: FileTree, fh: IO[bytes]) -> None:
                 entry = File(m.mode, m.size, data=b"")
             else:
                 continue
-            if path in tree:
-                tree._entries.pop(path)  # a later layer replaces an earlier one
+            tree.remove(path)  # a later layer replaces an earlier one
             tree.add(path, entry, "")
 
 

@@ -23,7 +23,6 @@ class SearchDefaults:
 
     dirs: tuple[str, ...]  # without trailing slash
     lib_token: str
-    from_loader: bool  # True when read from the loader itself, False when from the arch table
 
 
 def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDefaults:
@@ -39,11 +38,11 @@ def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDef
                 dirs = tuple(d.decode().rstrip("/") or "/"
                              for d in match.group().split(b"\0") if d)
                 if all("lib" in d for d in dirs):
-                    return SearchDefaults(dirs, dirs[0].lstrip("/"), True)
+                    return SearchDefaults(dirs, dirs[0].lstrip("/"))
                 pos = match.end()
             pos = data.find(b"/\0/", pos + 1)
     multiarch = root.is_dir(f"/usr/lib/{arch.triplet}") or root.is_dir(f"/lib/{arch.triplet}")
-    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch), False)
+    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch))
 
 
 _TOKEN = re.compile(r"\$(\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")

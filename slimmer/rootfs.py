@@ -106,6 +106,15 @@ class FileTree:
                 raise TreeConflict(f"{cur}: is a {_describe(old)} in the image, but "
                                    f"{path} needs it to be a directory")
 
+    def remove(self, path: str) -> None:
+        """Take an entry out (a later layer replacing an earlier one's)."""
+        self._entries.pop(path, None)
+        self.reasons.pop(path, None)
+        self.parents.pop(path, None)
+
+    def paths(self) -> Iterator[str]:
+        return iter(self._entries)
+
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every entry but the root, parents before children, in a fixed order: sorted by
         path components (so "a/b" comes before "a-b", which byte order would not give)."""
@@ -131,7 +140,7 @@ class TreeRoot(Root):
     def __init__(self, tree: FileTree) -> None:
         super().__init__()
         self.tree = tree
-        self._inodes = {path: i for i, path in enumerate(tree._entries)}
+        self._inodes = {path: i for i, path in enumerate(tree.paths())}
 
     def describe(self, path: str) -> str:
         return f"{path} (in the image)"
@@ -163,7 +172,7 @@ class TreeRoot(Root):
 
     def listdir_real(self, real: str) -> list[str]:
         prefix = real.rstrip("/") + "/"
-        return [p[len(prefix):] for p in self.tree._entries
+        return [p[len(prefix):] for p in self.tree.paths()
                 if p.startswith(prefix) and "/" not in p[len(prefix):] and p != prefix]
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
