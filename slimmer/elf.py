@@ -352,30 +352,38 @@ def read_imports(host_path: str, shown: str | None = None) -> frozenset[str]:
     except OSError as exc:
         raise FileProblem(f"{name}: cannot open ({exc.strerror})") from None
     try:
-        src = _Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size)
-        lay = _layout(src, name)
-        if DT_SYMTAB not in lay.tags or DT_STRTAB not in lay.tags:
-            return frozenset()
-        count = _symbol_count(src, lay, name)
-        sym, default_size = _SYM[(lay.ei_class, lay.order)]
-        size = lay.tags.get(DT_SYMENT, default_size)
-        at = _vaddr_to_offset(lay.loads, lay.tags[DT_SYMTAB], name)
-        table = src.read(at, count * size) if size >= sym.size else None
-        strtab = _vaddr_to_offset(lay.loads, lay.tags[DT_STRTAB], name)
-        strings = src.read(strtab, min(lay.tags.get(DT_STRSZ, 0), src.size - strtab))
-        if table is None or strings is None:
-            raise CorruptElf(f"{name}: dynamic symbol table lies outside the file")
-        names = set()
-        for i in range(count):
-            st_name, _info, _other, shndx = sym.unpack_from(table, i * size)
-            if shndx == SHN_UNDEF and st_name:
-                end = strings.find(b"\0", st_name)
-                if end < 0:
-                    raise CorruptElf(f"{name}: unterminated symbol name at {st_name:#x}")
-                names.add(strings[st_name:end].decode("utf-8", "surrogateescape"))
-        return frozenset(names)
+        return _imports(_Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size), name)
     finally:
         os.close(fd)
+
+
+def parse_imports(data: bytes, name: str) -> frozenset[str]:
+    """read_imports for a buffer holding the whole file."""
+    return _imports(_Source(None, bytes(data), len(data)), name)
+
+
+def _imports(src: _Source, name: str) -> frozenset[str]:
+    lay = _layout(src, name)
+    if DT_SYMTAB not in lay.tags or DT_STRTAB not in lay.tags:
+        return frozenset()
+    count = _symbol_count(src, lay, name)
+    sym, default_size = _SYM[(lay.ei_class, lay.order)]
+    size = lay.tags.get(DT_SYMENT, default_size)
+    at = _vaddr_to_offset(lay.loads, lay.tags[DT_SYMTAB], name)
+    table = src.read(at, count * size) if size >= sym.size else None
+    strtab = _vaddr_to_offset(lay.loads, lay.tags[DT_STRTAB], name)
+    strings = src.read(strtab, min(lay.tags.get(DT_STRSZ, 0), src.size - strtab))
+    if table is None or strings is None:
+        raise CorruptElf(f"{name}: dynamic symbol table lies outside the file")
+    names = set()
+    for i in range(count):
+        st_name, _info, _other, shndx = sym.unpack_from(table, i * size)
+        if shndx == SHN_UNDEF and st_name:
+            end = strings.find(b"\0", st_name)
+            if end < 0:
+                raise CorruptElf(f"{name}: unterminated symbol name at {st_name:#x}")
+            names.add(strings[st_name:end].decode("utf-8", "surrogateescape"))
+    return frozenset(names)
 
 
 def _symbol_count(src: _Source, lay: _Layout, name: str) -> int:

@@ -36,9 +36,9 @@ from slimmer.placing import (
 from slimmer.recipe import Recipe
 from slimmer.recipes_apply import add_recipe_dirs, apply_recipe, merged_defaults, recipes_for
 from slimmer.resolve import Closure, Library, Options, Resolver
-from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot, host_file
+from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot
 from slimmer.scripts import interpreters, read_shebang
-from slimmer.sysroot import SysRoot
+from slimmer.sysroot import Root, SysRoot
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION = "0.1.0"
@@ -90,10 +90,11 @@ class Assembled:
     warnings: tuple[str, ...]
 
 
-def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
-    """Build the image archive described by `options`."""
+def pack(options: PackOptions, progress: Progress | None = None,
+         root: Root | None = None) -> PackResult:
+    """Build the image archive described by `options` (from `root`, see `assemble`)."""
     output = _check_output(options.output)
-    built = assemble(options)
+    built = assemble(options, root)
     tree = built.tree
     try:
         layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
@@ -110,10 +111,12 @@ def pack(options: PackOptions, progress: Progress | None = None) -> PackResult:
     return PackResult(written, len(tree), tree.content_size(), tree, built.warnings)
 
 
-def assemble(options: PackOptions) -> Assembled:
+def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     """Everything `pack` does but writing: resolve, place, add what the rules and recipes ask
-    for, and check the tree on its own."""
-    root = SysRoot(options.root)
+    for, and check the tree on its own. The files come from `root` when given (an image being
+    slimmed), else from the directory options.root."""
+    if root is None:
+        root = SysRoot(options.root)
     resolver = Resolver(root, Options(library_path=options.library_path, hwcaps=options.hwcaps))
     env = _env(options.env)
     path_dirs = _path_dirs(env)
@@ -125,7 +128,8 @@ def assemble(options: PackOptions) -> Assembled:
     _refuse_missing(closures)
     arch = _one_arch(closures)
     ref = parse_reference(options.tag or _default_tag(options.programs[0]))
-    place = Placement.plan(closures, relocate=root.root == "/", also=tuple(scripts))
+    relocate = isinstance(root, SysRoot) and root.root == "/"
+    place = Placement.plan(closures, relocate=relocate, also=tuple(scripts))
     recipes = _recipes_for(closures, options)
     image = merged_defaults(options, recipes)
 
@@ -177,7 +181,7 @@ def assemble(options: PackOptions) -> Assembled:
 # ---- runtime needs (runtime.py) ------------------------------------------------------------
 
 
-def add_runtime_needs(tree: FileTree, root: SysRoot, resolver: Resolver,
+def add_runtime_needs(tree: FileTree, root: Root, resolver: Resolver,
                       closures: list[Closure], place: Placement, features: frozenset[str],
                       options: PackOptions, forced: frozenset[str]) -> list[str]:
     """Libraries glibc dlopens and data files libraries read, as the runtime rules find them.
@@ -215,7 +219,7 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
 # ---- --add: ELF files among them ---------------------------------------------------------
 
 
-def _add_elf_closures(tree: FileTree, root: SysRoot, added: list[str],
+def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
                       options: PackOptions) -> list[Closure]:
     """ELF programs and libraries among added files get their libraries too, found in the
     image first and then in the root."""
@@ -236,7 +240,7 @@ def _add_elf_closures(tree: FileTree, root: SysRoot, added: list[str],
                 if link.path not in tree:
                     tree.add(link.path, Symlink(link.target), f"symlink on the way to {lib.real}",
                              lib.real)
-            tree.add(lib.real, host_file(root.host_path(lib.real), options.keep_setuid),
+            tree.add(lib.real, root.file_entry(lib.real, options.keep_setuid),
                      f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})", lib.needed_by)
     return closures
 

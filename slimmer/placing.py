@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from slimmer.errors import FileProblem, SlimmerError, UnsupportedElf
 from slimmer.resolve import Closure, Resolver
 from slimmer.rootfs import Dir, FileTree, Symlink, host_file
-from slimmer.sysroot import Link, Root, SysRoot, normalize
+from slimmer.sysroot import Link, Root, normalize
 
 APP_DIR = "/app"
 # Files under these keep their place in the image; anything else (a build tree, a home
@@ -93,12 +93,10 @@ def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
     for link in links:
         tree.add(place.image_path(link.path), Symlink(place.link_target(link)),
                  f"symlink on the way to {target}", target)
-    if not isinstance(root, SysRoot):
-        raise SlimmerError(f"{real}: cannot copy from {root!r}")
-    tree.add(target, host_file(root.host_path(real), keep_setuid), reason, parent)
+    tree.add(target, root.file_entry(real, keep_setuid), reason, parent)
 
 
-def add_elf_closures(tree: FileTree, root: SysRoot, resolver: Resolver, paths: Iterable[str],
+def add_elf_closures(tree: FileTree, root: Root, resolver: Resolver, paths: Iterable[str],
                      place: Placement, keep_setuid: bool, warnings: list[str],
                      source: str) -> list[Closure]:
     """The libraries of the ELF programs and libraries among files added from the root. One
@@ -127,7 +125,7 @@ def add_elf_closures(tree: FileTree, root: SysRoot, resolver: Resolver, paths: I
 Skip = Callable[[str], bool]  # in-root path -> leave it out
 
 
-def add_root_path(tree: FileTree, root: SysRoot, path: str, place: Placement, reason: str,
+def add_root_path(tree: FileTree, root: Root, path: str, place: Placement, reason: str,
                   keep_setuid: bool, skip: Skip | None = None) -> list[str]:
     """A file or directory of the root (with the symlinks on the way); a directory with all it
     holds, its symlinks kept as symlinks, less what `skip` says (matched against the path as
@@ -140,32 +138,33 @@ def add_root_path(tree: FileTree, root: SysRoot, path: str, place: Placement, re
     if not found.is_dir:
         return add_tree_entry(tree, root, path, found.real, place, reason, keep_setuid)
     files: list[str] = []
-    host_top = root.host_path(found.real)
-    for top, dirnames, filenames in os.walk(host_top):
-        rel = os.path.relpath(top, host_top)
-        asked = path if rel == "." else f"{path.rstrip('/')}/{rel}"
-        real = found.real if rel == "." else f"{found.real.rstrip('/')}/{rel}"
-        dirnames[:] = sorted(d for d in dirnames if not (skip and skip(f"{asked}/{d}")))
+    for real, dirnames, others in root.walk(found.real):
+        rel = real[len(found.real):].lstrip("/")
+        asked = f"{path.rstrip('/')}/{rel}" if rel else path
+        dirnames[:] = [d for d in dirnames if not (skip and skip(f"{asked}/{d}"))]
         tree.add(place.image_path(real), Dir(), reason)
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
+        for name in others:
             if skip is None or not skip(f"{asked}/{name}"):
-                files += add_tree_entry(tree, root, f"{asked}/{name}", f"{real}/{name}", place,
-                                        reason, keep_setuid)
+                files += add_tree_entry(tree, root, f"{asked}/{name}",
+                                        f"{real.rstrip('/')}/{name}", place, reason,
+                                        keep_setuid)
     return files
 
 
-def add_tree_entry(tree: FileTree, root: SysRoot, asked: str, real: str, place: Placement,
+def add_tree_entry(tree: FileTree, root: Root, asked: str, real: str, place: Placement,
                    reason: str, keep_setuid: bool) -> list[str]:
     """One entry of the root as it is (a symlink stays a symlink; special files are left out).
     Returns [real] for a regular file, else []."""
-    st = os.lstat(root.host_path(real))
+    st = root.stat_real(real)
     image = place.image_path(real)
-    if stat.S_ISLNK(st.st_mode):
-        tree.add(image, Symlink(os.readlink(root.host_path(real))), reason)
-    elif stat.S_ISDIR(st.st_mode):
+    if st is None:
+        return []
+    if stat.S_ISLNK(st.mode):
+        tree.add(image, Symlink(root.readlink_real(real)), reason)
+    elif stat.S_ISDIR(st.mode):
         tree.add(image, Dir(), reason)
-    elif stat.S_ISREG(st.st_mode):
-        tree.add(image, host_file(root.host_path(real), keep_setuid), reason)
+    elif stat.S_ISREG(st.mode):
+        tree.add(image, root.file_entry(real, keep_setuid), reason)
         return [real]
     return []
 

@@ -3,7 +3,6 @@ directories, and image defaults merged under the command line's options."""
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from slimmer.recipe import (
 )
 from slimmer.resolve import Closure, Resolver
 from slimmer.rootfs import Dir, FileTree, Symlink
-from slimmer.sysroot import SysRoot
+from slimmer.sysroot import Root
 
 if TYPE_CHECKING:
     from slimmer.packer import PackOptions
@@ -77,7 +76,7 @@ def merged_defaults(options: PackOptions, recipes: list[tuple[Recipe, str]]) -> 
     )
 
 
-def apply_recipe(tree: FileTree, root: SysRoot, resolver: Resolver, recipe: Recipe,
+def apply_recipe(tree: FileTree, root: Root, resolver: Resolver, recipe: Recipe,
                  program: str, triplet: str, place: Placement, keep_setuid: bool,
                  warnings: list[str]) -> list[Closure]:
     """Add a recipe's files; return the closures of the ELF files among them (their libraries
@@ -102,7 +101,7 @@ def apply_recipe(tree: FileTree, root: SysRoot, resolver: Resolver, recipe: Reci
                             f"recipe {recipe.name}")
 
 
-def _add_matches(tree: FileTree, root: SysRoot, pattern: str, place: Placement, reason: str,
+def _add_matches(tree: FileTree, root: Root, pattern: str, place: Placement, reason: str,
                  keep_setuid: bool, skip: Skip) -> list[str]:
     """Every entry below the pattern's fixed directories that the pattern matches (`dir/**`
     for a whole tree: a directory matched alone comes without what it holds)."""
@@ -113,14 +112,12 @@ def _add_matches(tree: FileTree, root: SysRoot, pattern: str, place: Placement, 
     for link in top.links:
         tree.add(place.image_path(link.path), Symlink(place.link_target(link)), reason)
     regex = glob_regex(pattern)
-    host_top = root.host_path(top.real)
     files: list[str] = []
-    for current, dirnames, filenames in os.walk(host_top):
-        rel = os.path.relpath(current, host_top)
-        asked = prefix if rel == "." else f"{prefix.rstrip('/')}/{rel}"
-        real = top.real if rel == "." else f"{top.real.rstrip('/')}/{rel}"
-        dirnames[:] = sorted(d for d in dirnames if not skip(f"{asked}/{d}"))
-        for name in sorted(filenames) + dirnames:
+    for real, dirnames, others in root.walk(top.real):
+        rel = real[len(top.real):].lstrip("/")
+        asked = f"{prefix.rstrip('/')}/{rel}" if rel else prefix
+        dirnames[:] = [d for d in dirnames if not skip(f"{asked}/{d}")]
+        for name in sorted(others + dirnames):
             path = f"{asked.rstrip('/')}/{name}"
             if regex.fullmatch(path) and not skip(path):
                 files += add_tree_entry(tree, root, path, f"{real.rstrip('/')}/{name}", place,

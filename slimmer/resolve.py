@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from slimmer.arch import Arch
 from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
 from slimmer.errors import (
+    CorruptCache,
     CorruptElf,
     FileProblem,
     NotElf,
@@ -169,7 +170,10 @@ class Resolver:
     def ld_cache(self) -> LdCache | None:
         if not self._cache_read:
             data = self.root.read_bytes("/etc/ld.so.cache")
-            self._cache = parse_ldcache(data) if data is not None else None
+            try:
+                self._cache = parse_ldcache(data) if data is not None else None
+            except CorruptCache:
+                self._cache = None  # glibc's loader passes over a cache it cannot read
             self._cache_read = True
         return self._cache
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from slimmer.elf import ElfInfo, parse_elf, read_elf
+from slimmer.elf import ElfInfo, parse_elf, parse_imports, read_elf, read_imports
 from slimmer.errors import SlimmerError
 from slimmer.sysroot import Root, Stat, normalize
 
@@ -176,12 +176,27 @@ class TreeRoot(Root):
                 if p.startswith(prefix) and "/" not in p[len(prefix):] and p != prefix]
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
-        entry = self.tree.get(real)
-        assert isinstance(entry, File)
+        entry = self._file(real)
         if entry.data is not None:
             return parse_elf(entry.data, shown)
         assert entry.source is not None
         return read_elf(entry.source, shown)
+
+    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+        entry = self._file(real)
+        if entry.data is not None:
+            return parse_imports(entry.data, shown)
+        assert entry.source is not None
+        return read_imports(entry.source, shown)
+
+    def file_entry(self, real: str, keep_setuid: bool) -> File:
+        entry = self._file(real)
+        return replace(entry, mode=normal_mode(entry.mode, keep_setuid), uid=0, gid=0)
+
+    def _file(self, real: str) -> File:
+        entry = self.tree.get(real)
+        assert isinstance(entry, File), real
+        return entry
 
 
 def host_file(path: str, keep_setuid: bool = False) -> File:
@@ -222,3 +237,9 @@ class OverlayRoot(Root):
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         return self._layer(real).elf_real(real, shown)
+
+    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+        return self._layer(real).imports_real(real, shown)
+
+    def file_entry(self, real: str, keep_setuid: bool) -> File:
+        return self._layer(real).file_entry(real, keep_setuid)

@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from slimmer.baseline import NSSWITCH
-from slimmer.elf import read_imports
 from slimmer.errors import SlimmerError
 from slimmer.resolve import Closure
-from slimmer.sysroot import SysRoot
+from slimmer.sysroot import Root
 
 DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache")
 ON_REQUEST = ("tzdata", "locales", "shell")
@@ -63,7 +62,7 @@ class Needs:
 class Facts:
     """What the rules look at."""
 
-    root: SysRoot
+    root: Root
     closures: list[Closure]
     features: frozenset[str]
     forced: frozenset[str]  # named with --with
@@ -95,7 +94,7 @@ def enabled(with_: frozenset[str], without: frozenset[str]) -> frozenset[str]:
     return (frozenset(DEFAULT_ON) | with_) - without
 
 
-def find_needs(root: SysRoot, closures: list[Closure], features: frozenset[str],
+def find_needs(root: Root, closures: list[Closure], features: frozenset[str],
                forced: frozenset[str] = frozenset(), show: Callable[[str], str] = str,
                gconv_charsets: tuple[str, ...] = ()) -> Needs:
     """Apply every enabled rule to the programs' closures; `forced` (from --with) adds certs or
@@ -249,7 +248,7 @@ def matching_nsswitch(chosen: dict[str, list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def charset_modules(root: SysRoot, gconv: str, charsets: tuple[str, ...]) -> list[str]:
+def charset_modules(root: Root, gconv: str, charsets: tuple[str, ...]) -> list[str]:
     """The gconv configuration files, and the module files that convert the named charsets
     (through their aliases), read from gconv-modules and gconv-modules.d."""
     texts = [root.read_bytes(f"{gconv}/gconv-modules")]
@@ -277,17 +276,17 @@ def charset_modules(root: SysRoot, gconv: str, charsets: tuple[str, ...]) -> lis
     return [c for c in configs if root.lookup(f"{gconv}/{c}")] + sorted(wanted)
 
 
-def _in_root(root: SysRoot, libc: str | None, soname: str) -> bool:
+def _in_root(root: Root, libc: str | None, soname: str) -> bool:
     """Whether a module sits beside libc (where glibc's dlopen finds it on Debian and Fedora)."""
     return libc is not None and root.lookup(f"{os.path.dirname(libc)}/{soname}") is not None
 
 
-def _imports(root: SysRoot, objects: list[tuple[str, str]],
+def _imports(root: Root, objects: list[tuple[str, str]],
              show: Callable[[str], str]) -> dict[str, frozenset[str]]:
     seen: dict[str, frozenset[str]] = {}
     for real, shown in objects:
         if show(shown) not in seen:
-            seen[show(shown)] = read_imports(root.host_path(real), shown)
+            seen[show(shown)] = root.imports_real(real, shown)
     return seen
 
 
@@ -303,7 +302,7 @@ def _libc(closures: list[Closure]) -> str | None:
 _VERSION = re.compile(rb"release version (\d+)\.(\d+)")
 
 
-def _glibc_version(root: SysRoot, libc: str | None) -> tuple[int, int] | None:
+def _glibc_version(root: Root, libc: str | None) -> tuple[int, int] | None:
     """glibc's version, from the banner libc.so.6 prints when it is run."""
     data = root.read_bytes(libc) if libc else None
     match = _VERSION.search(data) if data else None

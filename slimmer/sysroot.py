@@ -12,10 +12,15 @@ import os
 import stat
 from abc import ABC, abstractmethod
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from slimmer.elf import ElfInfo, read_elf
+from slimmer.elf import ElfInfo, read_elf, read_imports
 from slimmer.errors import FileProblem, SymlinkLoop
+
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
+if TYPE_CHECKING:
+    from slimmer.rootfs import File
 
 # Linux gives up after 40 symbolic links in one resolution (MAXSYMLINKS, ELOOP).
 MAX_SYMLINKS = 40
@@ -99,6 +104,27 @@ class Root(ABC):
     @abstractmethod
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         """The ELF facts of a regular file (raises SlimmerError for bad files)."""
+
+    @abstractmethod
+    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+        """The dynamic symbols an ELF file imports."""
+
+    @abstractmethod
+    def file_entry(self, real: str, keep_setuid: bool) -> File:
+        """A regular file of this root as an image entry (its mode normalised)."""
+
+    def walk(self, top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        """Like os.walk over a real directory of the root, top-down, never following a
+        symlink: (directory, subdirectories, everything else). Prune by editing the list of
+        subdirectories in place."""
+        dirs: list[str] = []
+        others: list[str] = []
+        for name in sorted(self.listdir_real(top)):
+            st = self.stat_real(f"{top.rstrip('/')}/{name}")
+            (dirs if st is not None and stat.S_ISDIR(st.mode) else others).append(name)
+        yield top, dirs, others
+        for name in dirs:
+            yield from self.walk(f"{top.rstrip('/')}/{name}")
 
     def lookup(self, path: str, _depth: int = 0) -> Resolved | None:
         """Resolve an absolute in-root path; None when it does not exist. Raises SymlinkLoop."""
@@ -251,3 +277,11 @@ class SysRoot(Root):
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         return read_elf(self.host_path(real), shown)
+
+    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+        return read_imports(self.host_path(real), shown)
+
+    def file_entry(self, real: str, keep_setuid: bool) -> File:
+        from slimmer.rootfs import host_file  # rootfs builds on this module
+
+        return host_file(self.host_path(real), keep_setuid)
