@@ -7,18 +7,16 @@ also works on archives other tools made (their reasons are unknown).
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
+import os
 import tarfile
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
-import zstandard
-
-from slimmer.errors import FileProblem, SlimmerError
+from slimmer.errors import SlimmerError
+from slimmer.image_in import open_image
 from slimmer.oci import CONTENTS
-from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink, TreeRoot
+from slimmer.rootfs import File, FileTree, Symlink, TreeRoot
 from slimmer.sysroot import normalize
 
 
@@ -30,76 +28,31 @@ class ImageView:
     known: bool  # slimmer.json was there
 
 
-def _member(outer: tarfile.TarFile, name: str, archive: str) -> bytes:
-    try:
-        found = outer.extractfile(name)
-    except KeyError:
-        raise FileProblem(f"{archive}: no {name} in the archive") from None
-    if found is None:
-        raise FileProblem(f"{archive}: {name} is not a file")
-    return found.read()
-
-
 def read_image(archive: str) -> ImageView:
-    """Read an OCI layout or docker archive tar: its layers' entries, in order, and
-    slimmer.json if present."""
-    try:
-        outer = tarfile.open(archive)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise FileProblem(f"{archive}: no such file") from None
-    except (tarfile.TarError, IsADirectoryError) as exc:
-        raise FileProblem(f"{archive}: not an image archive ({exc})") from None
-    with outer:
-        names = set(outer.getnames())
-        if "manifest.json" in names:
-            layers = json.loads(_member(outer, "manifest.json", archive))[0]["Layers"]
-        elif "index.json" in names:
-            index = json.loads(_member(outer, "index.json", archive))
-            digest = index["manifests"][0]["digest"].split(":")[1]
-            manifest = json.loads(_member(outer, f"blobs/sha256/{digest}", archive))
-            layers = [f"blobs/sha256/{d['digest'].split(':')[1]}" for d in manifest["layers"]]
-        else:
-            raise FileProblem(f"{archive}: neither manifest.json nor index.json: not an image")
-        tree = FileTree()
-        for layer in layers:
-            fh = outer.extractfile(layer)
-            if fh is None:
-                raise FileProblem(f"{archive}: layer {layer} missing")
-            _read_layer(tree, fh)
-        known = CONTENTS in names
-        if known:
-            contents = json.loads(_member(outer, CONTENTS, archive))
-            for item in contents["files"]:
-                tree.reasons[item["path"]] = item["reason"]
-                if "parent" in item:
-                    tree.parents[item["path"]] = item["parent"]
-    return ImageView(tree, known)
+    """Any tool's image archive or layout: its merged layers, and slimmer.json if present."""
+    with open_image(archive) as image:
+        tree = image.tree  # the entries stay; the spilled contents are not needed here
+    contents = _contents(archive)
+    for item in contents.get("files", []):
+        tree.reasons[item["path"]] = item["reason"]
+        if "parent" in item:
+            tree.parents[item["path"]] = item["parent"]
+    return ImageView(tree, bool(contents))
 
 
-def _read_layer(tree: FileTree, fh: IO[bytes]) -> None:
-    buffered = fh if isinstance(fh, io.BufferedReader) else io.BufferedReader(fh)  # type: ignore[type-var]
-    head = buffered.peek(4)[:4]  # look at the magic without consuming it
-    stream: Any = buffered
-    if head[:2] == b"\x1f\x8b":
-        stream = gzip.GzipFile(fileobj=buffered)
-    elif head == b"\x28\xb5\x2f\xfd":
-        stream = zstandard.ZstdDecompressor().stream_reader(buffered)
-    with tarfile.open(fileobj=stream, mode="r|") as layer:
-        for m in layer:
-            path = normalize("/" + m.name)
-            if path == "/" or "/.wh." in path:
-                continue  # whiteouts belong to multi-layer images: not read here
-            entry: Entry
-            if m.isdir():
-                entry = Dir(m.mode, m.uid, m.gid)
-            elif m.issym():
-                entry = Symlink(m.linkname)
-            elif m.isfile():
-                entry = File(m.mode, m.size, data=b"")
-            else:
-                continue
-            tree.remove(path)  # a later layer replaces an earlier one
-            tree.add(path, entry, "")
+def _contents(archive: str) -> dict[str, Any]:
+    if os.path.isdir(archive):
+        path = os.path.join(archive, CONTENTS)
+        if not os.path.isfile(path):
+            return {}
+        with open(path, "rb") as fh:
+            return dict(json.load(fh))
+    with tarfile.open(archive) as outer:
+        try:
+            member = outer.extractfile(CONTENTS)
+        except KeyError:
+            return {}
+        return dict(json.load(member)) if member is not None else {}
 
 
 # ---- why -----------------------------------------------------------------------------------

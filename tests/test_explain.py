@@ -70,8 +70,10 @@ def test_inspect_an_archive_from_another_tool(tmp_path: Path, cc: Compile) -> No
     image = tmp_path / "other.tar"
     (tmp_path / "manifest.json").write_text(json.dumps(
         [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["layer.tar"]}]))
+    (tmp_path / "c.json").write_text('{"architecture": "amd64", "os": "linux"}')
     with tarfile.open(image, "w") as t:
         t.add(tmp_path / "manifest.json", arcname="manifest.json")
+        t.add(tmp_path / "c.json", arcname="c.json")
         t.add(layer, arcname="layer.tar")
     done = slimmer("inspect", str(image))
     assert done.returncode == 0, done.stderr

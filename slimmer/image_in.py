@@ -1,0 +1,323 @@
+"""Reading a container image (docker-archive tar, OCI archive tar, or OCI layout directory) into
+a merged view of its root, without extracting anything onto the host.
+
+The layers are read in order into one FileTree: whiteouts (`.wh.NAME`) delete what lower layers
+put at NAME, an opaque marker (`.wh..wh..opq`) empties a directory of what lower layers put in
+it, and a later entry replaces an earlier one. File contents are spilled into numbered files in
+a private temporary directory (never under a name from the archive), so the view is a Root like
+any other: the resolver, the recipes and the writer read it as they read a directory.
+
+Hostile archives are refused with the member named: names with `..` or absolute names, a
+hardlink to anything that is not a file of the image, a file written through a symlink. Device
+files and FIFOs are left out. Nothing is ever read or written outside the image's own root and
+the temporary directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import zstandard
+
+from slimmer.errors import FileProblem, SlimmerError
+from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink, TreeConflict, TreeRoot
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+class HostileArchive(SlimmerError):
+    """An image archive that tries to reach outside its root."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSource:
+    """One image of an input: its config and its layers, base first."""
+
+    config: dict[str, Any]
+    layers: tuple[str, ...]  # member names (tar) or paths (layout directory)
+    reference: str  # the name it carried, if any
+
+
+@dataclass(slots=True)
+class Image:
+    """A merged image root and what it came with. Use within `open_image`."""
+
+    source: ImageSource
+    tree: FileTree
+    root: TreeRoot
+    notes: list[str] = field(default_factory=list)
+
+    def content_size(self) -> int:
+        return self.tree.content_size()
+
+    def file_count(self) -> int:
+        return sum(1 for _, e in self.tree.items() if isinstance(e, File))
+
+
+@contextmanager
+def open_image(path: str, image: str | None = None) -> Iterator[Image]:
+    """Read the image at `path` (choosing `image` among several) into a merged view; its
+    spilled contents live as long as the `with` block."""
+    spill = tempfile.mkdtemp(prefix="slimmer-image-")
+    try:
+        with _Input(path) as source_input:
+            source = source_input.choose(image)
+            merged = _Merger(spill)
+            for layer in source.layers:
+                with source_input.open(layer) as raw:
+                    merged.read_layer(_decompressed(raw), layer)
+            yield Image(source, merged.tree, TreeRoot(merged.tree), merged.notes)
+    finally:
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+# ---- the input formats ---------------------------------------------------------------------
+
+
+class _Input:
+    """A tar archive or a layout directory, read by member name."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.tar: tarfile.TarFile | None = None
+
+    def __enter__(self) -> _Input:
+        if os.path.isdir(self.path):
+            return self
+        if not os.path.exists(self.path):
+            raise FileProblem(f"{self.path}: no such file or directory")
+        try:
+            self.tar = tarfile.open(self.path)
+        except tarfile.TarError as exc:
+            raise FileProblem(f"{self.path}: not an image archive ({exc})") from None
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.tar is not None:
+            self.tar.close()
+
+    def names(self) -> set[str]:
+        if self.tar is not None:
+            return {n.removeprefix("./") for n in self.tar.getnames()}
+        out = set()
+        for top, _, files in os.walk(self.path):
+            out |= {os.path.relpath(os.path.join(top, f), self.path) for f in files}
+        return out
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        if self.tar is None:
+            full = os.path.join(self.path, name)
+            if os.path.islink(full) or not os.path.isfile(full):
+                raise FileProblem(f"{self.path}: {name} is not a file of the layout")
+            with open(full, "rb") as fh:
+                yield fh
+            return
+        member = None
+        for candidate in (name, f"./{name}"):
+            try:
+                member = self.tar.getmember(candidate)
+                break
+            except KeyError:
+                continue
+        found = self.tar.extractfile(member) if member is not None else None
+        if found is None:
+            raise FileProblem(f"{self.path}: {name} is missing from the archive")
+        with found:
+            yield found
+
+    def read_json(self, name: str) -> Any:
+        with self.open(name) as fh:
+            try:
+                return json.load(fh)
+            except json.JSONDecodeError as exc:
+                raise FileProblem(f"{self.path}: {name} is not valid JSON ({exc.msg})") from None
+
+    def choose(self, wanted: str | None) -> ImageSource:
+        names = self.names()
+        if "manifest.json" in names:
+            return self._docker(wanted)
+        if "index.json" in names:
+            return self._oci(wanted)
+        raise FileProblem(f"{self.path}: neither manifest.json nor index.json: not an image "
+                          "archive or layout")
+
+    def _docker(self, wanted: str | None) -> ImageSource:
+        entries = self.read_json("manifest.json")
+        tags = [", ".join(e.get("RepoTags") or []) or "(untagged)" for e in entries]
+        if wanted is not None:
+            entries = [e for e in entries if _matches(wanted, e.get("RepoTags") or [])]
+        entry = _one(entries, wanted, tags, self.path)
+        config = self.read_json(entry["Config"])
+        refs = entry.get("RepoTags") or [""]
+        return ImageSource(config, tuple(entry["Layers"]), refs[0])
+
+    def _oci(self, wanted: str | None) -> ImageSource:
+        index = self.read_json("index.json")
+        manifests = _flatten(self, index.get("manifests", []))
+        tags = [_oci_name(m) or "(untagged)" for m in manifests]
+        if wanted is not None:
+            manifests = [m for m in manifests if _matches(wanted, [_oci_name(m)])]
+        desc = _one(manifests, wanted, tags, self.path)
+        manifest = self.read_json(_blob(desc["digest"]))
+        config = self.read_json(_blob(manifest["config"]["digest"]))
+        layers = tuple(_blob(layer["digest"]) for layer in manifest["layers"])
+        return ImageSource(config, layers, _oci_name(desc))
+
+
+def _blob(digest: str) -> str:
+    algorithm, _, value = digest.partition(":")
+    if not value or "/" in value or algorithm not in ("sha256", "sha512"):
+        raise HostileArchive(f"descriptor digest {digest!r} is not a digest")
+    return f"blobs/{algorithm}/{value}"
+
+
+def _flatten(source: _Input, descriptors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Manifests, with nested indexes opened; for a multi-platform index every platform."""
+    out = []
+    for desc in descriptors:
+        if desc.get("mediaType", "").endswith("image.index.v1+json"):
+            inner = source.read_json(_blob(desc["digest"]))
+            for m in _flatten(source, inner.get("manifests", [])):
+                m = dict(m)
+                m.setdefault("annotations", desc.get("annotations", {}))
+                out.append(m)
+        else:
+            out.append(desc)
+    return out
+
+
+def _oci_name(desc: dict[str, Any]) -> str:
+    notes = desc.get("annotations") or {}
+    return str(notes.get("io.containerd.image.name") or notes.get(
+        "org.opencontainers.image.ref.name") or "")
+
+
+def _matches(wanted: str, names: list[str]) -> bool:
+    full = wanted if ":" in wanted.rsplit("/", 1)[-1] else f"{wanted}:latest"
+    return any(n in (wanted, full) or n.endswith(("/" + wanted, "/" + full)) for n in names)
+
+
+def _one(entries: list[dict[str, Any]], wanted: str | None, tags: list[str],
+         path: str) -> dict[str, Any]:
+    if len(entries) == 1:
+        return entries[0]
+    if not entries:
+        raise SlimmerError(f"{path}: no image {wanted} (it holds: {'; '.join(tags)})")
+    raise SlimmerError(f"{path}: holds {len(entries)} images ({'; '.join(tags)}): choose one "
+                       "with --image")
+
+
+def _decompressed(raw: IO[bytes]) -> IO[bytes]:
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
+    head = buffered.peek(4)[:4]
+    if head[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
+    if head == b"\x28\xb5\x2f\xfd":
+        return zstandard.ZstdDecompressor().stream_reader(buffered)
+    return buffered
+
+
+# ---- merging layers ------------------------------------------------------------------------
+
+
+class _Merger:
+    def __init__(self, spill: str) -> None:
+        self.spill = spill
+        self.tree = FileTree()
+        self.count = 0
+        self.notes: list[str] = []
+
+    def read_layer(self, stream: IO[bytes], layer: str) -> None:
+        added: set[str] = set()
+        opaque: list[str] = []
+        try:
+            tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
+        except tarfile.TarError as exc:
+            raise FileProblem(f"layer {layer}: not a tar stream ({exc})") from None
+        with tar:
+            for member in tar:
+                path = _safe_name(member.name, layer)
+                if path is None:
+                    continue
+                parent, _, base = path.rpartition("/")
+                if base == OPAQUE:
+                    opaque.append(parent or "/")
+                    continue
+                if base.startswith(WHITEOUT):
+                    self._remove(f"{parent}/{base[len(WHITEOUT):]}")
+                    continue
+                entry = self._entry(tar, member, path, layer)
+                if entry is None:
+                    continue
+                self._place(path, entry, layer)
+                added.add(path)
+        for directory in opaque:
+            prefix = directory.rstrip("/") + "/"
+            for path in [p for p in self.tree.paths() if p.startswith(prefix)]:
+                if path not in added and not any(a.startswith(path + "/") for a in added):
+                    self.tree.remove(path)
+
+    def _remove(self, path: str) -> None:
+        prefix = path + "/"
+        for p in [p for p in self.tree.paths() if p == path or p.startswith(prefix)]:
+            self.tree.remove(p)
+
+    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str,
+               layer: str) -> Entry | None:
+        mode = member.mode & 0o7777
+        if member.isdir():
+            return Dir(mode, member.uid, member.gid)
+        if member.issym():
+            return Symlink(member.linkname)
+        if member.islnk():
+            target = _safe_name(member.linkname, layer)
+            existing = self.tree.get(target) if target else None
+            if not isinstance(existing, File):
+                raise HostileArchive(f"layer {layer}: {member.name} is a hard link to "
+                                     f"{member.linkname!r}, which is no file of the image")
+            return existing
+        if member.isfile():
+            self.count += 1
+            spilled = os.path.join(self.spill, str(self.count))
+            data = tar.extractfile(member)
+            assert data is not None
+            with data, open(spilled, "wb") as out:
+                shutil.copyfileobj(data, out, 1 << 20)
+            return File(mode, member.size, source=spilled, uid=member.uid, gid=member.gid)
+        self.notes.append(f"layer {layer}: {member.name}: device or FIFO left out")
+        return None
+
+    def _place(self, path: str, entry: Entry, layer: str) -> None:
+        old = self.tree.get(path)
+        if old is not None and not (isinstance(old, Dir) and isinstance(entry, Dir)):
+            self._remove(path)
+        elif isinstance(old, Dir) and isinstance(entry, Dir):
+            self.tree.remove(path)  # keep the children, take the new mode and owner
+        try:
+            self.tree.add(path, entry, "")
+        except TreeConflict:
+            raise HostileArchive(f"layer {layer}: {path} would be written through a symlink "
+                                 "or under a file (refused: it could lead outside the "
+                                 "image)") from None
+
+
+def _safe_name(name: str, layer: str) -> str | None:
+    """The in-image path of a member name; None for the root itself. Refuses what climbs."""
+    if name.startswith("/"):
+        raise HostileArchive(f"layer {layer}: member {name!r} has an absolute name")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise HostileArchive(f"layer {layer}: member {name!r} climbs out with '..'")
+    return "/" + "/".join(parts) if parts else None
