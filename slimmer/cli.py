@@ -28,6 +28,7 @@ Progress = Callable[[int, int], None]
 
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
+    from slimmer.packer import PackOptions, PackResult
     from slimmer.recipe import Recipe
     from slimmer.rootfs import FileTree
 
@@ -220,12 +221,52 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, ...]) -> int:
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
-    from slimmer.packer import PackOptions
     from slimmer.packer import pack as run_pack
+
+    sysroot = SysRoot(args.root)
+    cwd = os.getcwd()
+    options = _pack_options(args, tuple(_program_path(sysroot, b, cwd) for b in binaries),
+                            recipes)
+    result = run_pack(options, _progress())
+    _print_result(result)
+    return 0
+
+
+def cmd_slim(args: argparse.Namespace) -> int:
+    from slimmer.slim import SlimOptions, slim
+
+    options = SlimOptions(_pack_options(args, (), ()), image=args.image, keep=tuple(args.keep))
+    result = slim(os.path.join(os.getcwd(), args.input), options, _progress())
+    report = result.report()
+    if args.report == "json":
+        print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
+        return 0
+    _print_result(result.packed)
+    before, after = report["before"], report["after"]
+    share = after["bytes"] / before["bytes"] if before["bytes"] else 0.0
+    print(f"slimmed {result.reference or args.input} (entry {result.program}): "
+          f"{before['files']} files, {before['bytes'] / 1e6:.1f} MB -> {after['files']} files, "
+          f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
+    return 0
+
+
+def _print_result(result: PackResult) -> None:
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    image = result.image
+    print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
+          f"{result.content_bytes / 1e6:.1f} MB of files, "
+          f"archive {image.archive_size / 1e6:.1f} MB")
+    print(f"image id {image.config_digest}")
+    print(f"manifest {image.manifest_digest}")
+
+
+def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
+                  recipes: tuple[Recipe, ...]) -> PackOptions:
+    from slimmer.packer import PackOptions
     from slimmer.runtime import check_features
 
     epoch = source_date_epoch(os.environ)
-    sysroot = SysRoot(args.root)
     cwd = os.getcwd()
     adds = []
     for spec in args.add:
@@ -233,8 +274,8 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
         if not sep or not src or not dest:
             raise SlimmerError(f"--add {spec}: expected SRC:DEST")
         adds.append((os.path.join(cwd, src), dest))
-    options = PackOptions(
-        programs=tuple(_program_path(sysroot, b, cwd) for b in binaries),
+    return PackOptions(
+        programs=programs,
         output=os.path.join(cwd, args.output),
         root=args.root,
         tag=args.tag,
@@ -257,16 +298,6 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
         builtin_recipes=not args.no_recipes,
         gconv_charsets=tuple(c for v in args.gconv_charsets for c in v.split(",") if c),
     )
-    result = run_pack(options, _progress())
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    image = result.image
-    print(f"wrote {args.output}: {image.reference.short}, {result.files} entries, "
-          f"{result.content_bytes / 1e6:.1f} MB of files, "
-          f"archive {image.archive_size / 1e6:.1f} MB")
-    print(f"image id {image.config_digest}")
-    print(f"manifest {image.manifest_digest}")
-    return 0
 
 
 # ---- the parser ----------------------------------------------------------------------------
@@ -324,6 +355,22 @@ def parser() -> argparse.ArgumentParser:
     bd.add_argument("recipe_name", metavar="NAME|FILE")
     _image_options(bd)
     bd.set_defaults(run=cmd_build)
+
+    sl = sub.add_parser(
+        "slim", help="turn a fat image into a slim one that still runs",
+        description="Read a docker-archive tar, an OCI archive tar or an OCI layout directory "
+                    "(layers gzip, zstd or plain), find the entry program from its Entrypoint "
+                    "and Cmd, and write the image with just what that program needs. Nothing "
+                    "runs and no daemon is needed. The output keeps the input's Env, "
+                    "WorkingDir, User, Entrypoint, Cmd, ExposedPorts, Labels and StopSignal.")
+    sl.add_argument("input", metavar="IN")
+    sl.add_argument("--image", metavar="REF", help="which image of an archive holding several")
+    sl.add_argument("--keep", action="append", default=[], metavar="PATH_OR_GLOB",
+                    help="also keep this path of the image (repeatable)")
+    sl.add_argument("--report", choices=("text", "json"), default="text",
+                    help="json: a report for machines instead of the summary")
+    _image_options(sl)
+    sl.set_defaults(run=cmd_slim)
 
     wy = sub.add_parser(
         "why", help="say why a path is in an image",

@@ -62,7 +62,7 @@ class Image:
         return self.tree.content_size()
 
     def file_count(self) -> int:
-        return sum(1 for _, e in self.tree.items() if isinstance(e, File))
+        return self.tree.file_count()
 
 
 @contextmanager

@@ -67,6 +67,7 @@ class PackOptions:
     with_features: frozenset[str] = frozenset()  # runtime.py: rules to force or add
     without_features: frozenset[str] = frozenset()  # rules to drop
     gconv_charsets: tuple[str, ...] = ()  # keep only these iconv charsets (default: all)
+    stop_signal: str = ""
     recipes: tuple[Recipe, ...] = ()  # applied to every program, besides the matching ones
     builtin_recipes: bool = True  # apply the built-in recipes that match a program
 
@@ -161,7 +162,9 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
 
-    entrypoint = image.entrypoint or (place.image_path(options.programs[0]),)
+    # None: the first program; () for no entrypoint at all (an image that runs its Cmd).
+    entrypoint = (image.entrypoint if image.entrypoint is not None
+                  else (place.image_path(options.programs[0]),))
     check_tree(tree, [place.image_path(p) for p in options.programs], options, arch, path_dirs)
     config = ImageConfig(
         architecture=arch.oci_arch,

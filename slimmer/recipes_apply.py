@@ -66,13 +66,14 @@ def merged_defaults(options: PackOptions, recipes: list[tuple[Recipe, str]]) -> 
     env = [f"{k}={v}" for r, _ in recipes for k, v in r.image.env]
     expose = [p for r, _ in recipes for p in r.image.expose]
     return Defaults(
-        entrypoint=options.entrypoint or (first.entrypoint if first else None),
+        entrypoint=(options.entrypoint if options.entrypoint is not None
+                    else first.entrypoint if first else None),
         cmd=options.cmd if options.cmd is not None else (first.cmd if first else None),
         env=(*env, *options.env),
         workdir=options.workdir or (first.workdir if first else ""),
         user=options.user or (first.user if first else ""),
         expose=tuple(dict.fromkeys((*expose, *options.expose))),
-        stop_signal=first.stop_signal if first else "",
+        stop_signal=options.stop_signal or (first.stop_signal if first else ""),
     )
 
 

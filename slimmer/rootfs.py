@@ -122,6 +122,9 @@ class FileTree:
             if path != "/":
                 yield path, self._entries[path]
 
+    def file_count(self) -> int:
+        return sum(1 for e in self._entries.values() if isinstance(e, File))
+
     def content_size(self) -> int:
         return sum(e.size for e in self._entries.values() if isinstance(e, File))
 
