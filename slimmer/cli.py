@@ -189,6 +189,21 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
     return assemble(options).tree
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from slimmer.verify import verify
+
+    found = verify(os.path.join(os.getcwd(), args.archive))
+    for problem in found.problems:
+        print(f"problem: {problem}")
+    for note in found.notes:
+        print(f"note: {note}")
+    if found.ok:
+        print(f"ok: {args.archive}: {found.checked} blobs and {found.layers} layers checked; "
+              "digests, sizes, diff_ids and manifests agree")
+        return 0
+    return 1
+
+
 def cmd_why(args: argparse.Namespace) -> int:
     from slimmer.explain import format_why, why
 
@@ -371,6 +386,15 @@ def parser() -> argparse.ArgumentParser:
                     help="json: a report for machines instead of the summary")
     _image_options(sl)
     sl.set_defaults(run=cmd_slim)
+
+    vf = sub.add_parser(
+        "verify", help="check an image archive's digests, sizes and manifests, offline",
+        description="Check every blob's digest and size, the layers' diff_ids, and that "
+                    "config, manifest, index.json and manifest.json agree. Exit 1 with each "
+                    "problem named. Works on archives made by other tools too.")
+    vf.add_argument("archive", metavar="IMAGE.tar")
+    _common_options(vf)
+    vf.set_defaults(run=cmd_verify)
 
     wy = sub.add_parser(
         "why", help="say why a path is in an image",

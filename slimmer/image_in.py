@@ -76,7 +76,7 @@ def open_image(path: str, image: str | None = None) -> Iterator[Image]:
             merged = _Merger(spill)
             for layer in source.layers:
                 with source_input.open(layer) as raw:
-                    merged.read_layer(_decompressed(raw), layer)
+                    merged.read_layer(decompressed(raw), layer)
             yield Image(source, merged.tree, TreeRoot(merged.tree), merged.notes)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
@@ -219,7 +219,8 @@ def _one(entries: list[dict[str, Any]], wanted: str | None, tags: list[str],
                        "with --image")
 
 
-def _decompressed(raw: IO[bytes]) -> IO[bytes]:
+def decompressed(raw: IO[bytes]) -> IO[bytes]:
+    """A layer stream, uncompressed whatever it was (gzip, zstd or none), by its magic."""
     buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
     head = buffered.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":

@@ -1,0 +1,100 @@
+"""`slimmer verify` finds what is wrong in an archive, and passes archives that are right."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from slimmer.verify import verify
+from tests.test_image_in import docker_archive
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("verify") / "jq.tar"
+    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "/usr/bin/jq", "-o",
+                           str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def rewrite(source: Path, target: Path, change: Callable[[str, bytes], bytes | None]) -> Path:
+    """Copy an archive member by member; `change` returns new content, or None to drop it."""
+    with tarfile.open(source) as old, tarfile.open(target, "w") as new:
+        for member in old.getmembers():
+            if not member.isfile():
+                new.addfile(member)
+                continue
+            data = old.extractfile(member).read()  # type: ignore[union-attr]
+            changed = change(member.name, data)
+            if changed is None:
+                continue
+            member.size = len(changed)
+            new.addfile(member, io.BytesIO(changed))
+    return target
+
+
+def layer_of(archive: Path) -> str:
+    with tarfile.open(archive) as t:
+        return str(json.load(t.extractfile("manifest.json"))[0]["Layers"][0])  # type: ignore[arg-type]
+
+
+def test_a_good_archive_passes(good: Path) -> None:
+    found = verify(str(good))
+    assert found.ok and found.checked == 3 and found.layers == 1, found.problems
+    done = subprocess.run([sys.executable, "-m", "slimmer", "verify", str(good)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("ok: ")
+
+
+def test_corrupted_blob(good: Path, tmp_path: Path) -> None:
+    layer = layer_of(good)
+
+    def flip(name: str, data: bytes) -> bytes:
+        return data[:100] + bytes([data[100] ^ 1]) + data[101:] if name == layer else data
+
+    bad = rewrite(good, tmp_path / "bad.tar", flip)
+    found = verify(str(bad))
+    assert any(p.startswith(f"{layer}: content hashes to sha256:") for p in found.problems)
+    done = subprocess.run([sys.executable, "-m", "slimmer", "verify", str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "problem: " in done.stdout
+
+
+def test_wrong_size(good: Path, tmp_path: Path) -> None:
+    def grow(name: str, data: bytes) -> bytes:
+        if name != "index.json":
+            return data
+        index = json.loads(data)
+        index["manifests"][0]["size"] += 7
+        return json.dumps(index).encode()
+
+    found = verify(str(rewrite(good, tmp_path / "size.tar", grow)))
+    assert any("in the descriptor" in p and "in the blob" in p for p in found.problems)
+
+
+def test_wrong_diff_id(tmp_path: Path) -> None:
+    archive = docker_archive(tmp_path / "d.tar", [[("file", "a", b"a")]], config={
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}})
+    found = verify(str(archive))
+    assert any("is not the config's diff_id sha256:000" in p for p in found.problems)
+
+
+def test_manifest_json_pointing_at_nothing(good: Path, tmp_path: Path) -> None:
+    def retarget(name: str, data: bytes) -> bytes:
+        if name != "manifest.json":
+            return data
+        doc = json.loads(data)
+        doc[0]["Layers"] = ["blobs/sha256/" + "f" * 64]
+        return json.dumps(doc).encode()
+
+    found = verify(str(rewrite(good, tmp_path / "m.tar", retarget)))
+    assert f"manifest.json: points at blobs/sha256/{'f' * 64}, which is missing" in found.problems
