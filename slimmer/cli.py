@@ -17,6 +17,7 @@ import os
 import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from slimmer.errors import SlimmerError
 from slimmer.report import closures_json, file_list, missing_message, tree
@@ -204,6 +205,18 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from slimmer.diff import diff
+
+    cwd = os.getcwd()
+    found = diff(os.path.join(cwd, args.a), os.path.join(cwd, args.b))
+    for item in found:
+        print(item.line)
+    if not found:
+        print(f"same: {args.a} and {args.b} hold the same files and config")
+    return 1 if found else 0
+
+
 def cmd_why(args: argparse.Namespace) -> int:
     from slimmer.explain import format_why, why
 
@@ -244,14 +257,57 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
                             recipes)
     result = run_pack(options, _progress())
     _print_result(result)
+    if args.check_reproducible:
+        _check_reproducible(options.output, lambda out: run_pack(replace(options, output=out)))
     return 0
+
+
+def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
+    """Build again in another directory, with another umask and time zone, and fail with the
+    differences if the bytes are not the same."""
+    import tempfile
+    import time
+
+    from slimmer.diff import diff
+
+    with tempfile.TemporaryDirectory(prefix="slimmer-again-") as other:
+        again = os.path.join(other, "again.tar")
+        umask = os.umask(0o077)
+        zone = os.environ.get("TZ")
+        os.environ["TZ"] = "Pacific/Kiritimati"
+        time.tzset()
+        try:
+            build(again)
+        finally:
+            os.umask(umask)
+            if zone is None:
+                os.environ.pop("TZ", None)
+            else:
+                os.environ["TZ"] = zone
+            time.tzset()
+        with open(output, "rb") as a, open(again, "rb") as b:
+            same = a.read() == b.read()
+        if same:
+            print("reproducible: a second build (other directory, umask 077, TZ "
+                  "Pacific/Kiritimati) gave the same bytes")
+            return
+        lines = [d.line for d in diff(output, again)] or ["(same files and config: the "
+                                                         "archive bytes differ)"]
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+        raise SlimmerError(f"{output}: not reproducible: {len(lines)} differences with a "
+                           f"second build (listed above)")
 
 
 def cmd_slim(args: argparse.Namespace) -> int:
     from slimmer.slim import SlimOptions, slim
 
     options = SlimOptions(_pack_options(args, (), ()), image=args.image, keep=tuple(args.keep))
-    result = slim(os.path.join(os.getcwd(), args.input), options, _progress())
+    source = os.path.join(os.getcwd(), args.input)
+    result = slim(source, options, _progress())
+    if args.check_reproducible:
+        _check_reproducible(options.pack.output, lambda out: slim(
+            source, replace(options, pack=replace(options.pack, output=out))))
     report = result.report()
     if args.report == "json":
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
@@ -396,6 +452,15 @@ def parser() -> argparse.ArgumentParser:
     _common_options(vf)
     vf.set_defaults(run=cmd_verify)
 
+    df = sub.add_parser(
+        "diff", help="what differs between two images",
+        description="Files added, removed, changed in content, link, mode, owner or mtime, "
+                    "and config fields, most useful first. Exit 1 when they differ.")
+    df.add_argument("a", metavar="A")
+    df.add_argument("b", metavar="B")
+    _common_options(df)
+    df.set_defaults(run=cmd_diff)
+
     wy = sub.add_parser(
         "why", help="say why a path is in an image",
         description="Print the chain that put PATH in the image: needed by whom, through "
@@ -450,6 +515,9 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
     pk.add_argument("--gconv-charsets", action="append", default=[], metavar="LIST",
                     help="keep only the iconv modules for these charsets (comma-separated, "
                          "e.g. UTF-16,ISO-8859-1; default: all the root has)")
+    pk.add_argument("--check-reproducible", action="store_true",
+                    help="build a second time (other directory, umask, time zone) and fail "
+                         "with the differences if the bytes are not the same")
     pk.add_argument("--no-recipes", action="store_true",
                     help="do not apply the built-in recipes that match the programs")
 

@@ -57,6 +57,7 @@ class Image:
     tree: FileTree
     root: TreeRoot
     notes: list[str] = field(default_factory=list)
+    mtimes: dict[str, int] = field(default_factory=dict)  # path -> mtime, as the layers say
 
     def content_size(self) -> int:
         return self.tree.content_size()
@@ -77,7 +78,8 @@ def open_image(path: str, image: str | None = None) -> Iterator[Image]:
             for layer in source.layers:
                 with source_input.open(layer) as raw:
                     merged.read_layer(decompressed(raw), layer)
-            yield Image(source, merged.tree, TreeRoot(merged.tree), merged.notes)
+            yield Image(source, merged.tree, TreeRoot(merged.tree), merged.notes,
+                        merged.mtimes)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
 
@@ -239,6 +241,7 @@ class _Merger:
         self.tree = FileTree()
         self.count = 0
         self.notes: list[str] = []
+        self.mtimes: dict[str, int] = {}
 
     def read_layer(self, stream: IO[bytes], layer: str) -> None:
         added: set[str] = set()
@@ -263,6 +266,7 @@ class _Merger:
                 if entry is None:
                     continue
                 self._place(path, entry, layer)
+                self.mtimes[path] = int(member.mtime)
                 added.add(path)
         for directory in opaque:
             prefix = directory.rstrip("/") + "/"
