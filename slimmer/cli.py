@@ -368,6 +368,9 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         recipes=recipes,
         builtin_recipes=not args.no_recipes,
         gconv_charsets=tuple(c for v in args.gconv_charsets for c in v.split(",") if c),
+        sbom=os.path.join(cwd, args.sbom) if args.sbom else None,
+        lock=os.path.join(cwd, args.lock) if args.lock else None,
+        locked=os.path.join(cwd, args.locked) if args.locked else None,
     )
 
 
@@ -511,10 +514,17 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
                     "locales, shell, or force certs or gconv (repeatable)")
     pk.add_argument("--without", dest="without_features", action="append", default=[],
                     metavar="NAME", help="drop a rule that is on by default: libgcc_s, gconv, "
-                    "certs, openssl, nss, ld-cache (repeatable)")
+                    "certs, openssl, nss, ld-cache, dpkg-status (repeatable)")
     pk.add_argument("--gconv-charsets", action="append", default=[], metavar="LIST",
                     help="keep only the iconv modules for these charsets (comma-separated, "
                          "e.g. UTF-16,ISO-8859-1; default: all the root has)")
+    pk.add_argument("--sbom", metavar="FILE", help="write an SPDX 2.3 JSON document: the "
+                    "Debian packages files came from (name, version, purl, license) and every "
+                    "file with its checksums")
+    pk.add_argument("--lock", metavar="FILE", help="write every input (path, sha256, size, "
+                    "Debian package and version), sorted, to FILE")
+    pk.add_argument("--locked", metavar="FILE", help="refuse to build when the inputs no "
+                    "longer match this lock file, naming what changed")
     pk.add_argument("--check-reproducible", action="store_true",
                     help="build a second time (other directory, umask, time zone) and fail "
                          "with the differences if the bytes are not the same")

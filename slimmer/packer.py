@@ -23,6 +23,7 @@ from slimmer.oci import (
     Reference,
     canonical_json,
     parse_reference,
+    rfc3339,
     write_image,
 )
 from slimmer.placing import (
@@ -32,6 +33,15 @@ from slimmer.placing import (
     add_host_path,
     add_resolved,
     add_root_path,
+)
+from slimmer.provenance import (
+    Dpkg,
+    add_dpkg_status,
+    check_lock,
+    inputs,
+    lock_text,
+    spdx,
+    write_atomically,
 )
 from slimmer.recipe import Recipe
 from slimmer.recipes_apply import add_recipe_dirs, apply_recipe, merged_defaults, recipes_for
@@ -68,6 +78,9 @@ class PackOptions:
     without_features: frozenset[str] = frozenset()  # rules to drop
     gconv_charsets: tuple[str, ...] = ()  # keep only these iconv charsets (default: all)
     stop_signal: str = ""
+    sbom: str | None = None  # write an SPDX 2.3 document here
+    lock: str | None = None  # write a lock file of every input here
+    locked: str | None = None  # refuse to build when the inputs differ from this lock file
     recipes: tuple[Recipe, ...] = ()  # applied to every program, besides the matching ones
     builtin_recipes: bool = True  # apply the built-in recipes that match a program
 
@@ -89,6 +102,7 @@ class Assembled:
     config: ImageConfig
     reference: Reference
     warnings: tuple[str, ...]
+    dpkg: Dpkg | None  # the root's package database, when provenance was asked for
 
 
 def pack(options: PackOptions, progress: Progress | None = None,
@@ -97,6 +111,13 @@ def pack(options: PackOptions, progress: Progress | None = None,
     output = _check_output(options.output)
     built = assemble(options, root)
     tree = built.tree
+    items = inputs(tree, built.dpkg) if options.lock or options.locked or options.sbom else []
+    if options.locked:
+        try:
+            with open(options.locked, encoding="utf-8") as fh:
+                check_lock(fh.read(), items, options.locked)
+        except OSError as exc:
+            raise FileProblem(f"{options.locked}: cannot read ({exc.strerror})") from None
     try:
         layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
                             progress)
@@ -109,6 +130,11 @@ def pack(options: PackOptions, progress: Progress | None = None,
                 os.unlink(layer.path)
     except OSError as exc:
         raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
+    if options.lock:
+        write_atomically(options.lock, lock_text(items).encode())
+    if options.sbom:
+        write_atomically(options.sbom, spdx(items, built.reference.short,
+                                            rfc3339(options.epoch), f"slimmer-{VERSION}"))
     return PackResult(written, len(tree), tree.content_size(), tree, built.warnings)
 
 
@@ -161,6 +187,10 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
         closures.extend(_add_elf_closures(tree, root, added, options))
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
+    wants_dpkg = "dpkg-status" in features or options.sbom or options.lock or options.locked
+    dpkg = Dpkg(root) if wants_dpkg else None
+    if dpkg is not None and "dpkg-status" in features:
+        add_dpkg_status(tree, dpkg)
 
     # None: the first program; () for no entrypoint at all (an image that runs its Cmd).
     entrypoint = (image.entrypoint if image.entrypoint is not None
@@ -178,7 +208,7 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
         exposed_ports=tuple(_port(p) for p in image.expose),
         stop_signal=image.stop_signal,
     )
-    return Assembled(tree, config, ref, tuple(warnings))
+    return Assembled(tree, config, ref, tuple(warnings), dpkg)
 
 
 # ---- runtime needs (runtime.py) ------------------------------------------------------------

@@ -11,6 +11,7 @@ Rules on by default (each can be dropped with --without NAME):
             up users, groups or hosts, the modules the root's nsswitch.conf names for them, and
             an nsswitch.conf that matches what the image holds
   ld-cache  the image's own /etc/ld.so.cache (packer.py)
+  dpkg-status  /var/lib/dpkg/status.d entries for the packages files came from (provenance.py)
 On request (--with NAME): tzdata (zoneinfo, /etc/localtime = UTC), locales (C.UTF-8), shell
 (/bin/sh), and certs or gconv forced on.
 """
@@ -27,7 +28,7 @@ from slimmer.errors import SlimmerError
 from slimmer.resolve import Closure
 from slimmer.sysroot import Root
 
-DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache")
+DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache", "dpkg-status")
 ON_REQUEST = ("tzdata", "locales", "shell")
 FEATURES = DEFAULT_ON + ON_REQUEST
 

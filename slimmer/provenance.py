@@ -1,0 +1,264 @@
+"""Where an image's files come from: the root's dpkg database, and what is made of it: dpkg
+status entries in the image (as distroless has them, so scanners recognise the packages), an
+SPDX 2.3 SBOM, and lock files that pin every input.
+
+Everything here is deterministic: sorted, ids derived from content, created = the build epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from slimmer.errors import SlimmerError
+from slimmer.rootfs import File, FileTree
+from slimmer.sysroot import Root, normalize
+
+STATUS_DIR = "/var/lib/dpkg/status.d"
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    name: str
+    version: str
+    architecture: str
+    stanza: str  # its entry of /var/lib/dpkg/status, as written there
+    license: str  # an SPDX expression, or NOASSERTION
+
+    @property
+    def purl(self) -> str:
+        """pkg:deb/debian/NAME@VERSION?arch=ARCH, a Debian epoch as the `epoch` qualifier."""
+        epoch, _, version = self.version.rpartition(":")
+        extra = f"&epoch={epoch}" if epoch else ""
+        return f"pkg:deb/debian/{self.name}@{version}?arch={self.architecture}{extra}"
+
+
+class Dpkg:
+    """The root's dpkg database: which package owns each (real) path."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+        self.packages: dict[str, Package] = {}
+        self.owner: dict[str, str] = {}  # real path -> package name
+        status = root.read_bytes("/var/lib/dpkg/status")
+        if status is None:
+            return
+        for stanza in status.decode("utf-8", "replace").split("\n\n"):
+            fields = _fields(stanza)
+            if "install ok installed" not in fields.get("Status", ""):
+                continue
+            name, arch = fields.get("Package", ""), fields.get("Architecture", "")
+            if not name:
+                continue
+            self.packages[name] = Package(name, fields.get("Version", ""), arch,
+                                          stanza.strip() + "\n", _license(root, name))
+            self._read_list(name, arch)
+
+    def _read_list(self, name: str, arch: str) -> None:
+        data = None
+        for candidate in (f"{name}:{arch}.list", f"{name}.list"):
+            data = self.root.read_bytes(f"/var/lib/dpkg/info/{candidate}")
+            if data is not None:
+                break
+        for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
+            if not line.startswith("/"):
+                continue
+            # Resolve the directory (remembered by the root) and keep the name: dpkg lists
+            # /lib/... for files that live in /usr/lib on merged-/usr systems.
+            directory, _, base = line.rpartition("/")
+            found = self.root.lookup(directory or "/")
+            real = f"{found.real.rstrip('/')}/{base}" if found is not None else line
+            self.owner.setdefault(real, name)
+            self.owner.setdefault(normalize(line), name)
+
+    def package_of(self, path: str) -> Package | None:
+        name = self.owner.get(path)
+        return self.packages.get(name) if name else None
+
+
+def _fields(stanza: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in stanza.splitlines():
+        if line and not line[0].isspace() and ":" in line:
+            key, _, value = line.partition(":")
+            out[key] = value.strip()
+    return out
+
+
+# DEP-5 short names -> SPDX identifiers, for the common ones; anything else is NOASSERTION.
+_SPDX = {
+    "gpl-2+": "GPL-2.0-or-later", "gpl-2": "GPL-2.0-only", "gpl-3+": "GPL-3.0-or-later",
+    "gpl-3": "GPL-3.0-only", "lgpl-2.1+": "LGPL-2.1-or-later", "lgpl-2.1": "LGPL-2.1-only",
+    "lgpl-2+": "LGPL-2.0-or-later", "lgpl-3+": "LGPL-3.0-or-later", "mit": "MIT",
+    "expat": "MIT", "bsd-2-clause": "BSD-2-Clause", "bsd-3-clause": "BSD-3-Clause",
+    "apache-2.0": "Apache-2.0", "zlib": "Zlib", "isc": "ISC", "public-domain": "NOASSERTION",
+    "mpl-2.0": "MPL-2.0", "openssl": "OpenSSL", "curl": "curl", "psf-2": "PSF-2.0",
+}
+
+
+def _license(root: Root, name: str) -> str:
+    """The license of the `Files: *` paragraph of a machine-readable copyright file."""
+    data = root.read_bytes(f"/usr/share/doc/{name}/copyright", 1 << 16)
+    if data is None or not data.startswith(b"Format: http"):
+        return "NOASSERTION"
+    text = data.decode("utf-8", "replace")
+    match = re.search(r"^Files:\s*\*\s*$.*?^License:\s*(\S[^\n]*)$", text, re.M | re.S)
+    if match is None:
+        return "NOASSERTION"
+    names = [n.strip().lower() for n in re.split(r"\s+or\s+", match.group(1), flags=re.I)]
+    mapped = [_SPDX.get(n) for n in names]
+    if any(m is None or m == "NOASSERTION" for m in mapped):
+        return "NOASSERTION"
+    return " OR ".join(m for m in mapped if m)
+
+
+# ---- what the image holds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One file of the image: where it is, its content, and the package it came from."""
+
+    path: str
+    sha256: str
+    sha1: str
+    size: int
+    package: Package | None
+
+
+def inputs(tree: FileTree, dpkg: Dpkg | None) -> list[Input]:
+    out = []
+    for path, entry in tree.items():
+        if not isinstance(entry, File):
+            continue
+        sha256, sha1 = _digests(entry)
+        out.append(Input(path, sha256, sha1, entry.size,
+                         dpkg.package_of(path) if dpkg is not None else None))
+    return out
+
+
+def _digests(entry: File) -> tuple[str, str]:
+    a, b = hashlib.sha256(), hashlib.sha1()
+    if entry.data is not None:
+        a.update(entry.data)
+        b.update(entry.data)
+    elif entry.source is not None:
+        with open(entry.source, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                a.update(chunk)
+                b.update(chunk)
+    return a.hexdigest(), b.hexdigest()
+
+
+def add_dpkg_status(tree: FileTree, dpkg: Dpkg) -> None:
+    """/var/lib/dpkg/status.d/NAME for each package the image took files from."""
+    used = sorted({p.name for p in (dpkg.package_of(path) for path, e in tree.items()
+                                    if isinstance(e, File)) if p is not None})
+    for name in used:
+        stanza = dpkg.packages[name].stanza.encode()
+        tree.add(f"{STATUS_DIR}/{name}", File(0o644, len(stanza), data=stanza),
+                 f"dpkg status of {name}, for vulnerability scanners")
+
+
+# ---- lock files -----------------------------------------------------------------------------
+
+LOCK_HEADER = "# slimmer lock 1: path, sha256, size, Debian package and version\n"
+
+
+def lock_text(items: list[Input]) -> str:
+    lines = [LOCK_HEADER]
+    for item in sorted(items, key=lambda i: i.path):
+        owner = f"{item.package.name} {item.package.version}" if item.package else "-"
+        lines.append(f"{item.path}\tsha256:{item.sha256}\t{item.size}\t{owner}\n")
+    return "".join(lines)
+
+
+def check_lock(text: str, items: list[Input], name: str) -> None:
+    """Refuse when the inputs are no longer what the lock file says, naming each change."""
+    if not text.startswith(LOCK_HEADER):
+        raise SlimmerError(f"{name}: not a slimmer lock file")
+    want = {line.split("\t", 1)[0]: line for line in text.splitlines()[1:] if line}
+    have = {line.split("\t", 1)[0]: line for line in lock_text(items).splitlines()[1:] if line}
+    changes = [f"added {p}" for p in sorted(set(have) - set(want))]
+    changes += [f"removed {p}" for p in sorted(set(want) - set(have))]
+    changes += [f"changed {p}" for p in sorted(set(want) & set(have)) if want[p] != have[p]]
+    if changes:
+        raise SlimmerError(f"{name}: the root no longer matches the lock: {'; '.join(changes)}")
+
+
+# ---- SPDX 2.3 -------------------------------------------------------------------------------
+
+
+def spdx(items: list[Input], image_name: str, created: str, tool: str) -> bytes:
+    """An SPDX 2.3 JSON document: one package per Debian package that contributed files, every
+    file with its checksums, CONTAINS relationships; ids and namespace from the content."""
+    def ident(kind: str, text: str) -> str:
+        return f"SPDXRef-{kind}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    packages = sorted({i.package.name: i.package for i in items if i.package}.values(),
+                      key=lambda p: p.name)
+    files = sorted(items, key=lambda i: i.path)
+    content = "\n".join(f"{i.path} {i.sha256}" for i in files)
+    namespace = ("https://slimmer.invalid/spdx/"
+                 + hashlib.sha256(f"{image_name}\n{content}".encode()).hexdigest())
+    doc = {
+        "spdxVersion": "SPDX-2.3",
+        "dataLicense": "CC0-1.0",
+        "SPDXID": "SPDXRef-DOCUMENT",
+        "name": f"slimmer image {image_name}",
+        "documentNamespace": namespace,
+        "creationInfo": {"created": created, "creators": [f"Tool: {tool}"]},
+        "packages": [{
+            "SPDXID": ident("Package", f"{p.name}@{p.version}"),
+            "name": p.name,
+            "versionInfo": p.version,
+            "downloadLocation": "NOASSERTION",
+            "filesAnalyzed": True,
+            "packageVerificationCode": {"packageVerificationCodeValue": _verification_code(
+                [i.sha1 for i in files if i.package and i.package.name == p.name])},
+            "licenseConcluded": "NOASSERTION",
+            "licenseDeclared": p.license,
+            "copyrightText": "NOASSERTION",
+            "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER",
+                              "referenceType": "purl", "referenceLocator": p.purl}],
+        } for p in packages],
+        "files": [{
+            "SPDXID": ident("File", i.path),
+            "fileName": "." + i.path,
+            "checksums": [{"algorithm": "SHA1", "checksumValue": i.sha1},
+                          {"algorithm": "SHA256", "checksumValue": i.sha256}],
+            "licenseConcluded": "NOASSERTION",
+            "copyrightText": "NOASSERTION",
+            **({} if i.package else {"comment": "belongs to no Debian package"}),
+        } for i in files],
+        "relationships": [
+            *({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
+               "relatedSpdxElement": ident("Package", f"{p.name}@{p.version}")}
+              for p in packages),
+            *({"spdxElementId": ident("Package", f"{i.package.name}@{i.package.version}"),
+               "relationshipType": "CONTAINS", "relatedSpdxElement": ident("File", i.path)}
+              for i in files if i.package),
+            *({"spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES",
+               "relatedSpdxElement": ident("File", i.path)} for i in files if not i.package),
+        ],
+    }
+    return (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _verification_code(sha1s: list[str]) -> str:
+    """SPDX's package verification code: the SHA1 of the sorted SHA1s of its files."""
+    return hashlib.sha1("".join(sorted(sha1s)).encode()).hexdigest()
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write beside `path` and rename into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise SlimmerError(f"{path}: directory {directory} does not exist")
+    tmp = f"{path}.slimmer-tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
