@@ -4,12 +4,12 @@ for when a rebuild is not identical."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from slimmer.image_in import Image, open_image
+from slimmer.provenance import file_digests
 from slimmer.rootfs import Dir, Entry, File, Symlink
 
 CONFIG_FIELDS = ("architecture", "os", "variant", "created")
@@ -32,17 +32,6 @@ def _kind(entry: Entry) -> str:
         "symlink" if isinstance(entry, Symlink) else "file")
 
 
-def _digest(entry: File) -> str:
-    digest = hashlib.sha256()
-    if entry.data is not None:
-        digest.update(entry.data)
-    elif entry.source is not None:
-        with open(entry.source, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _files(left: Image, right: Image) -> list[Difference]:
     out = []
     lpaths, rpaths = set(left.tree.paths()), set(right.tree.paths())
@@ -54,7 +43,7 @@ def _files(left: Image, right: Image) -> list[Difference]:
             out.append(Difference(1, f"changed type: {path}: {_kind(old)} -> {_kind(new)}"))
             continue
         if isinstance(old, File) and isinstance(new, File) and (
-                old.size != new.size or _digest(old) != _digest(new)):
+                old.size != new.size or file_digests(old)[0] != file_digests(new)[0]):
             out.append(Difference(1, f"changed content: {path} ({old.size} -> {new.size} bytes)"))
         if isinstance(old, Symlink) and isinstance(new, Symlink) and old.target != new.target:
             out.append(Difference(2, f"changed link: {path}: {old.target} -> {new.target}"))

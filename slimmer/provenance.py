@@ -134,13 +134,14 @@ def inputs(tree: FileTree, dpkg: Dpkg | None) -> list[Input]:
     for path, entry in tree.items():
         if not isinstance(entry, File):
             continue
-        sha256, sha1 = _digests(entry)
+        sha256, sha1 = file_digests(entry)
         out.append(Input(path, sha256, sha1, entry.size,
                          dpkg.package_of(path) if dpkg is not None else None))
     return out
 
 
-def _digests(entry: File) -> tuple[str, str]:
+def file_digests(entry: File) -> tuple[str, str]:
+    """(sha256, sha1) of a file entry's content."""
     a, b = hashlib.sha256(), hashlib.sha1()
     if entry.data is not None:
         a.update(entry.data)
