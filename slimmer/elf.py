@@ -419,3 +419,78 @@ def _symbol_count(src: _Source, lay: _Layout, name: str) -> int:
         if word.unpack(entry)[0] & 1:
             return last + 1
         last += 1
+
+
+DT_VERDEF, DT_VERDEFNUM = 0x6FFFFFFC, 0x6FFFFFFD
+DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFE, 0x6FFFFFFF
+VER_FLG_BASE, VER_FLG_WEAK = 0x1, 0x2
+
+
+@dataclass(frozen=True, slots=True)
+class Versions:
+    """Symbol versions: what an object defines (DT_VERDEF) and needs from each library by its
+    DT_NEEDED name (DT_VERNEED; weak needs left out)."""
+
+    defined: frozenset[str]
+    needed: tuple[tuple[str, tuple[str, ...]], ...]  # (library, versions)
+
+
+def read_versions(host_path: str, shown: str | None = None) -> Versions:
+    name = shown or host_path
+    try:
+        fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileProblem(f"{name}: cannot open ({exc.strerror})") from None
+    try:
+        return _versions(_Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size), name)
+    finally:
+        os.close(fd)
+
+
+def parse_versions(data: bytes, name: str) -> Versions:
+    return _versions(_Source(None, bytes(data), len(data)), name)
+
+
+def _versions(src: _Source, name: str) -> Versions:
+    lay = _layout(src, name)
+    tags = lay.tags
+    if DT_STRTAB not in tags:
+        return Versions(frozenset(), ())
+    string = _strings(src, lay, name)
+    o = lay.order
+
+    def record(at: int, fmt: str, what: str) -> tuple[int, ...]:
+        data = src.read(at, struct.calcsize(o + fmt))
+        if data is None:
+            raise CorruptElf(f"{name}: {what} lies outside the file")
+        return struct.unpack(o + fmt, data)
+
+    defined: set[str] = set()
+    if DT_VERDEF in tags:
+        at = _vaddr_to_offset(lay.loads, tags[DT_VERDEF], name)
+        for _ in range(tags.get(DT_VERDEFNUM, 0)):
+            _v, flags, _ndx, cnt, _hash, aux, nxt = record(at, "HHHHIII", "DT_VERDEF")
+            if cnt and not flags & VER_FLG_BASE:
+                defined.add(string(record(at + aux, "II", "Verdaux")[0]))
+            if not nxt:
+                break
+            at += nxt
+    needed: list[tuple[str, tuple[str, ...]]] = []
+    if DT_VERNEED in tags:
+        at = _vaddr_to_offset(lay.loads, tags[DT_VERNEED], name)
+        for _ in range(tags.get(DT_VERNEEDNUM, 0)):
+            _v, cnt, file, aux, nxt = record(at, "HHIII", "DT_VERNEED")
+            versions = []
+            here = at + aux
+            for _ in range(cnt):
+                _hash, flags, _other, vname, anext = record(here, "IHHII", "Vernaux")
+                if not flags & VER_FLG_WEAK:
+                    versions.append(string(vname))
+                if not anext:
+                    break
+                here += anext
+            needed.append((string(file), tuple(versions)))
+            if not nxt:
+                break
+            at += nxt
+    return Versions(frozenset(defined), tuple(needed))

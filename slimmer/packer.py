@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from slimmer import baseline, runtime
 from slimmer.arch import Arch
+from slimmer.elf import Versions, parse_versions, read_versions
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
 from slimmer.layer import Progress, write_layer
 from slimmer.ldcache import write_ldcache
@@ -319,6 +320,47 @@ def check_tree(tree: FileTree, programs: list[str], options: PackOptions, arch: 
         if closure.elf.arch != arch:
             raise SlimmerError(f"{program}: {closure.elf.arch_name} program in a "
                                f"{arch.name} image")
+        check_versions(tree, closure)
+
+
+def check_versions(tree: FileTree, closure: Closure) -> None:
+    """Every symbol version an object needs (DT_VERNEED) must be defined (DT_VERDEF) by the
+    library it needs it from: otherwise the program fails at start with "version `GLIBC_2.xx'
+    not found". Refused here instead, with the versions named."""
+    view = TreeRoot(tree)
+    objects = [(closure.binary, closure.real)]
+    if closure.interpreter is not None:
+        objects.append((closure.interpreter.path, closure.interpreter.real))
+    objects += [(lib.path, lib.real) for lib in closure.libraries]
+    versions = {real: _versions_of(view, real, shown) for shown, real in objects}
+    by_name: dict[str, str] = {}
+    for lib in [*closure.libraries, *([closure.interpreter] if closure.interpreter else [])]:
+        by_name.setdefault(lib.soname, lib.real)
+        if lib.elf.soname:
+            by_name.setdefault(lib.elf.soname, lib.real)
+    problems = []
+    for shown, real in objects:
+        for library, wanted in versions[real].needed:
+            provider = by_name.get(library)
+            if provider is None:
+                continue
+            missing = sorted(set(wanted) - versions[provider].defined)
+            if missing:
+                problems.append(f"{shown} needs {', '.join(missing)} from {library}, which "
+                                f"does not define {'it' if len(missing) == 1 else 'them'}")
+    if problems:
+        raise MissingLibraries(f"the image would not start {closure.binary}: "
+                               + "; ".join(problems))
+
+
+def _versions_of(view: TreeRoot, real: str, shown: str) -> Versions:
+    entry = view.tree.get(real)
+    if not isinstance(entry, File):
+        return Versions(frozenset(), ())
+    if entry.data is not None:
+        return parse_versions(entry.data, shown)
+    assert entry.source is not None
+    return read_versions(entry.source, shown)
 
 
 def _refuse_missing(closures: Iterable[Closure]) -> None:

@@ -482,3 +482,34 @@ def test_packing_from_an_image_held_in_memory(tmp_path: Path) -> None:
     assert members["usr/bin/sh"].linkname == "dash" and members["usr/bin/dash"].isfile()
     assert "usr/lib/x86_64-linux-gnu/libonig.so.5.3.0" in members
     assert result.tree.reasons["/usr/bin/jq"] == "program"
+
+
+def test_a_newer_symbol_version_than_the_root_has_is_refused(tmp_path: Path,
+                                                             cc: Compile) -> None:
+    """A program built against a library that defines VER_2.0, packed from a root whose copy
+    of that library stops at VER_1.0: refused with the version named (the loader would stop
+    with "version `VER_2.0' not found")."""
+    from tests.test_provenance import small_root
+
+    root = small_root(tmp_path, cc)
+    scripts = {"old": "VER_1.0 { global: f; local: *; };\n",
+               "new": "VER_1.0 { global: f; local: *; };\nVER_2.0 { global: g; } VER_1.0;\n"}
+    libs = {}
+    for name, script in scripts.items():
+        (tmp_path / f"{name}.map").write_text(script)
+        source = "int f(void) { return 1; }\n" + ("int g(void) { return 2; }\n"
+                                                  if name == "new" else "")
+        libs[name] = cc(f"{name}/libver.so.1", source, "-shared", "-fPIC",
+                        "-Wl,-soname,libver.so.1", f"-Wl,--version-script={tmp_path}/{name}.map")
+    cc(root / "usr/bin/vprog", main_source(("g",)), str(libs["new"]))
+    shutil.copy(libs["old"], root / "usr/lib/x86_64-linux-gnu/libver.so.1")
+    done = slimmer("pack", "--root", str(root), "/usr/bin/vprog", "-o", str(tmp_path / "v.tar"))
+    _one_line_error(done, "/usr/bin/vprog needs VER_2.0 from libver.so.1, which does not "
+                          "define it")
+    if os.geteuid() == 0:  # and the real loader agrees
+        run = subprocess.run(["chroot", str(root), "/usr/bin/vprog"], capture_output=True,
+                             text=True)
+        assert run.returncode != 0 and "VER_2.0' not found" in run.stderr
+    shutil.copy(libs["new"], root / "usr/lib/x86_64-linux-gnu/libver.so.1")
+    ok = slimmer("pack", "--root", str(root), "/usr/bin/vprog", "-o", str(tmp_path / "v.tar"))
+    assert ok.returncode == 0, ok.stderr
