@@ -346,13 +346,24 @@ _SYM = {
 def read_imports(host_path: str, shown: str | None = None) -> frozenset[str]:
     """Names of the dynamic symbols an object uses without defining them (SHN_UNDEF in its
     DT_SYMTAB): what it expects some other object, or a dlopen, to provide."""
-    name = shown or host_path
+    return _from_file(host_path, shown or host_path, _imports)
+
+
+TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+
+def _from_file(host_path: str, name: str, parse: Callable[[_Source, str], T]) -> T:
+    """Run a reader over a file through bounded preads (the file is not mapped or slurped)."""
     try:
         fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise FileProblem(f"{name}: cannot open ({exc.strerror})") from None
     try:
-        return _imports(_Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size), name)
+        return parse(_Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size), name)
     finally:
         os.close(fd)
 
@@ -436,15 +447,7 @@ class Versions:
 
 
 def read_versions(host_path: str, shown: str | None = None) -> Versions:
-    name = shown or host_path
-    try:
-        fd = os.open(host_path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError as exc:
-        raise FileProblem(f"{name}: cannot open ({exc.strerror})") from None
-    try:
-        return _versions(_Source(fd, os.pread(fd, _HEAD, 0), os.fstat(fd).st_size), name)
-    finally:
-        os.close(fd)
+    return _from_file(host_path, shown or host_path, _versions)
 
 
 def parse_versions(data: bytes, name: str) -> Versions:
