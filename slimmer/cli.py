@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from slimmer.errors import SlimmerError
-from slimmer.report import closures_json, file_list, missing_message, tree
+from slimmer.report import closures_json, closures_json_text, file_list, missing_message, tree
 from slimmer.resolve import Closure, Options, Resolver
 from slimmer.sysroot import SysRoot
 
@@ -148,8 +148,10 @@ def cmd_deps(args: argparse.Namespace) -> int:
     closures: list[Closure] = [resolver.closure(_program_path(sysroot, b, cwd))
                                for b in args.binaries]
     if args.json:
-        indent = 2 if sys.stdout.isatty() else None  # compact for machines: C encoder, fast
-        print(json.dumps(closures_json(closures), indent=indent))
+        if sys.stdout.isatty():
+            print(json.dumps(closures_json(closures), indent=2))
+        else:  # one line for machines, each distinct library encoded once
+            print(closures_json_text(closures))
     elif args.list:
         print("\n".join(file_list(closures)))
     else:
@@ -386,7 +388,9 @@ def _common_options(p: argparse.ArgumentParser) -> None:
                    help="the LD_LIBRARY_PATH the program will run with (repeatable)")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or (only="deps") just what `slimmer deps` needs: building the
+    other commands' options costs start-up time that a batch `deps` run can do without."""
     top = argparse.ArgumentParser(
         prog="slimmer",
         description="Build minimal, reproducible container images from a program, "
@@ -409,6 +413,8 @@ def parser() -> argparse.ArgumentParser:
     deps.add_argument("--json", action="store_true",
                       help="print a JSON array with one object per program")
     deps.set_defaults(run=cmd_deps)
+    if only == "deps":
+        return top
 
     pk = sub.add_parser(
         "pack", help="pack programs into a one-layer image archive",
@@ -536,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A short-lived process that allocates many small objects and frees few: the cyclic
     # collector only costs time here (docs/benchmarks.md).
     gc.set_threshold(200_000, 50, 100)
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = parser(only=words[0] if words else None).parse_args(words)
     try:
         code: int = args.run(args)
         return code

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii
 
 from slimmer.resolve import Closure, Library, Missing
+
+
+def _library_json(lib: Library) -> dict[str, object]:
+    return {"soname": lib.soname, "path": lib.path, "needed_by": lib.needed_by,
+            "found_via": lib.found_via, "hwcaps": list(lib.hwcaps)}
+
+
+def _head_json(closure: Closure) -> dict[str, object]:
+    return {"binary": closure.binary, "kind": closure.kind.value, "arch": closure.elf.arch_name,
+            "interpreter": closure.elf.interpreter}
+
+
+def _missing_json(closure: Closure) -> list[dict[str, object]]:
+    return [{"soname": m.soname, "needed_by": m.needed_by, "searched": list(m.searched),
+             "reason": m.reason} for m in closure.missing]
 
 
 def closure_json(closure: Closure,
@@ -17,28 +34,43 @@ def closure_json(closure: Closure,
     def library(lib: Library) -> dict[str, object]:
         done = seen.get(id(lib))
         if done is None:
-            done = {"soname": lib.soname, "path": lib.path, "needed_by": lib.needed_by,
-                    "found_via": lib.found_via, "hwcaps": list(lib.hwcaps)}
-            seen[id(lib)] = done
+            done = seen[id(lib)] = _library_json(lib)
         return done
 
-    return {
-        "binary": closure.binary,
-        "kind": closure.kind.value,
-        "arch": closure.elf.arch_name,
-        "interpreter": closure.elf.interpreter,
-        "libraries": [library(lib) for lib in closure.libraries],
-        "missing": [
-            {"soname": m.soname, "needed_by": m.needed_by, "searched": list(m.searched),
-             "reason": m.reason}
-            for m in closure.missing
-        ],
-    }
+    return {**_head_json(closure), "libraries": [library(lib) for lib in closure.libraries],
+            "missing": _missing_json(closure)}
 
 
 def closures_json(closures: list[Closure]) -> list[dict[str, object]]:
     memo: dict[int, dict[str, object]] = {}
     return [closure_json(c, memo) for c in closures]
+
+
+def closures_json_text(closures: list[Closure]) -> str:
+    """The same text as `json.dumps(closures_json(closures))`, written faster: the library
+    objects (thousands for a directory of programs) are formatted directly with the json
+    module's C string encoder, and each shared Library object only once."""
+    enc = encode_basestring_ascii
+    encoded: dict[int, str] = {}
+    parts: list[str] = []
+    for closure in closures:
+        libraries: list[str] = []
+        for lib in closure.libraries:
+            text = encoded.get(id(lib))
+            if text is None:
+                hwcaps = ", ".join(map(enc, lib.hwcaps))
+                text = encoded[id(lib)] = (
+                    f'{{"soname": {enc(lib.soname)}, "path": {enc(lib.path)}, '
+                    f'"needed_by": {enc(lib.needed_by)}, "found_via": {enc(lib.found_via)}, '
+                    f'"hwcaps": [{hwcaps}]}}')
+            libraries.append(text)
+        interp = closure.elf.interpreter
+        missing = json.dumps(_missing_json(closure)) if closure.missing else "[]"
+        parts.append(f'{{"binary": {enc(closure.binary)}, "kind": {enc(closure.kind.value)}, '
+                     f'"arch": {enc(closure.elf.arch_name)}, '
+                     f'"interpreter": {"null" if interp is None else enc(interp)}, '
+                     f'"libraries": [{", ".join(libraries)}], "missing": {missing}}}')
+    return f"[{', '.join(parts)}]"
 
 
 def file_list(closures: Iterable[Closure]) -> list[str]:

@@ -87,6 +87,27 @@ def test_missing_libraries_exit_1_naming_all_of_them(cc: Compile, tmp_path: Path
         "libgone1.so.1", "libgone2.so.2"]
 
 
+def test_fast_json_text_is_the_same_document(cc: Compile, tmp_path: Path) -> None:
+    """--json's text (each shared library encoded once) equals json.dumps of the objects, for
+    programs that share libraries, a static one, and one with missing libraries."""
+    from slimmer.report import closures_json, closures_json_text
+    from slimmer.resolve import Resolver
+    from slimmer.sysroot import SysRoot
+
+    stub = cc("gone/libgone.so.1", lib_source("gone"), "-shared", "-fPIC",
+              "-Wl,-soname,libgone.so.1")
+    prog = cc("prog", main_source(), "-Wl,--no-as-needed", str(stub))
+    stub.unlink()
+    static = cc("st", main_source(), "-static")
+    resolver = Resolver(SysRoot("/"))
+    closures = [resolver.closure(p) for p in ("/usr/bin/jq", "/usr/bin/curl", "/usr/bin/jq",
+                                              str(static), str(prog), "/usr/bin/git")]
+    assert closures[-2].missing
+    text = closures_json_text(closures)
+    assert text == json.dumps(closures_json(closures))
+    assert json.loads(text)[4]["missing"][0]["soname"] == "libgone.so.1"
+
+
 def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "script").write_text("#!/bin/sh\n")
     (tmp_path / "trunc").write_bytes(Path("/usr/bin/jq").read_bytes()[:40])
