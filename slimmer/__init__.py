@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from slimmer.elf import ElfInfo, Kind, read_elf
 from slimmer.errors import SlimmerError
 from slimmer.resolve import Closure, Library, Missing, Options, Resolver
 from slimmer.sysroot import SysRoot
 
-TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -7,7 +7,7 @@ turns them into one `Arch`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 # e_machine values
 EM_386 = 3
@@ -29,8 +29,7 @@ FLAG_ELF = 0x0001
 FLAG_ELF_LIBC6 = 0x0003
 
 
-@dataclass(frozen=True, slots=True)
-class Arch:
+class Arch(NamedTuple):
     """One ABI: everything the resolver and the image writer need to know about it."""
 
     name: str  # slimmer's name, also shown to users

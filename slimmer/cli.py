@@ -14,10 +14,9 @@ import argparse
 import gc
 import json
 import os
-import shlex
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from slimmer.errors import SlimmerError
 from slimmer.report import closures_json, closures_json_text, file_list, missing_message, tree
@@ -27,7 +26,6 @@ from slimmer.sysroot import SysRoot
 # Importing slimmer.layer's alias would load tarfile and zstandard for every command.
 Progress = Callable[[int, int], None]
 
-TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
     from slimmer.packer import PackOptions, PackResult
     from slimmer.recipe import Recipe
@@ -95,6 +93,8 @@ def _command(value: str | None, option: str) -> tuple[str, ...] | None:
             raise SlimmerError(f"{option}: expected a JSON array of strings")
         return tuple(words)
     try:
+        import shlex  # here: only pack, build and slim need it
+
         return tuple(shlex.split(value))
     except ValueError as exc:
         raise SlimmerError(f"{option} {value!r}: {exc}") from None
@@ -260,6 +260,8 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     result = run_pack(options, _progress())
     _print_result(result)
     if args.check_reproducible:
+        from dataclasses import replace
+
         _check_reproducible(options.output, lambda out: run_pack(replace(options, output=out)))
     return 0
 
@@ -308,6 +310,8 @@ def cmd_slim(args: argparse.Namespace) -> int:
     source = os.path.join(os.getcwd(), args.input)
     result = slim(source, options, _progress())
     if args.check_reproducible:
+        from dataclasses import replace
+
         _check_reproducible(options.pack.output, lambda out: slim(
             source, replace(options, pack=replace(options.pack, output=out))))
     report = result.report()

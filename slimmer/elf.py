@@ -14,8 +14,8 @@ import os
 import stat
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, NamedTuple
 
 from slimmer.arch import Arch, detect, machine_name
 from slimmer.errors import CorruptElf, FileProblem, NotElf, UnsupportedElf
@@ -46,8 +46,7 @@ class Kind(StrEnum):
     SHARED_LIBRARY = "shared-library"
 
 
-@dataclass(frozen=True, slots=True)
-class ElfInfo:
+class ElfInfo(NamedTuple):
     """The loader-relevant facts of one ELF file."""
 
     path: str
@@ -185,8 +184,7 @@ class _Source:
             step *= 16
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
+class _Layout(NamedTuple):
     """What the header, the program headers and PT_DYNAMIC say, before any string is read."""
 
     ei_class: int
@@ -349,7 +347,6 @@ def read_imports(host_path: str, shown: str | None = None) -> frozenset[str]:
     return _from_file(host_path, shown or host_path, _imports)
 
 
-TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
     from typing import TypeVar
 
@@ -437,8 +434,7 @@ DT_VERNEED, DT_VERNEEDNUM = 0x6FFFFFFE, 0x6FFFFFFF
 VER_FLG_BASE, VER_FLG_WEAK = 0x1, 0x2
 
 
-@dataclass(frozen=True, slots=True)
-class Versions:
+class Versions(NamedTuple):
     """Symbol versions: what an object defines (DT_VERDEF) and needs from each library by its
     DT_NEEDED name (DT_VERNEED; weak needs left out)."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from slimmer.errors import CorruptCache
 
@@ -17,8 +17,7 @@ EXT_TAG_GLIBC_HWCAPS = 1
 HWCAP_EXTENSION_HIGH = 1 << 30  # DL_CACHE_HWCAP_EXTENSION >> 32
 
 
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
+class CacheEntry(NamedTuple):
     soname: str
     path: str
     flags: int
@@ -34,8 +33,7 @@ class CacheEntry:
 RawEntry = tuple[str, str, int, int, int, "str | None"]  # the CacheEntry fields, in order
 
 
-@dataclass(frozen=True, slots=True)
-class LdCache:
+class LdCache(NamedTuple):
     raw: tuple[RawEntry, ...]  # plain tuples: a cache has hundreds, a lookup needs a few
     generator: str | None
     by_name: dict[str, tuple[RawEntry, ...]]

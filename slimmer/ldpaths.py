@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from slimmer.arch import Arch
 from slimmer.sysroot import Root, normalize
@@ -17,8 +17,7 @@ from slimmer.sysroot import Root, normalize
 _SYSTEM_DIRS = re.compile(rb"(?:/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*/\x00){2,}")
 
 
-@dataclass(frozen=True, slots=True)
-class SearchDefaults:
+class SearchDefaults(NamedTuple):
     """What one glibc loader searches after the cache, and how it expands $LIB."""
 
     dirs: tuple[str, ...]  # without trailing slash

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from slimmer import baseline, runtime
 from slimmer.arch import Arch
@@ -247,7 +247,7 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
     """A dlopened library's closure with the library itself listed among its libraries."""
     itself = Library(soname, path, closure.real, closure.links, "dlopen", "dlopen", (),
                      closure.elf)
-    return replace(closure, libraries=(itself, *closure.libraries))
+    return closure._replace(libraries=(itself, *closure.libraries))
 
 
 # ---- --add: ELF files among them ---------------------------------------------------------

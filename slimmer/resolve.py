@@ -19,7 +19,7 @@ musl (ldso/dynlink.c load_library) is simpler: see `_search_musl`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from slimmer.arch import Arch
 from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
@@ -56,8 +56,7 @@ VIA_HWCAPS = "hwcaps"
 VIA_PATH_FILE = "path-file"  # musl's /etc/ld-musl-ARCH.path
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(NamedTuple):
     """What the program will run with, beyond the files of the root."""
 
     library_path: tuple[str, ...] = ()  # LD_LIBRARY_PATH, already split
@@ -65,8 +64,7 @@ class Options:
     platform: str | None = None  # $PLATFORM; default: the architecture's AT_PLATFORM
 
 
-@dataclass(frozen=True, slots=True)
-class Library:
+class Library(NamedTuple):
     soname: str  # the DT_NEEDED string that loaded it
     path: str  # the path the loader opens, inside the root
     real: str  # that path with every symlink resolved, inside the root
@@ -77,16 +75,14 @@ class Library:
     elf: ElfInfo
 
 
-@dataclass(frozen=True, slots=True)
-class Missing:
+class Missing(NamedTuple):
     soname: str
     needed_by: str
     searched: tuple[str, ...]
     reason: str = "not found"
 
 
-@dataclass(frozen=True, slots=True)
-class Closure:
+class Closure(NamedTuple):
     binary: str  # as given, inside the root
     real: str
     links: tuple[Link, ...]
@@ -109,15 +105,19 @@ class Closure:
         return tuple(paths)
 
 
-@dataclass(slots=True)
 class _Obj:
-    """A loaded object while the closure is being computed."""
+    """A loaded object while the closure is being computed (mutable: $ORIGIN and the expanded
+    search paths are filled in when first needed)."""
 
-    path: str
-    elf: ElfInfo
-    loader: _Obj | None
-    origin_dir: str | None = None  # $ORIGIN; for libraries worked out when first needed
-    extra: dict[str, tuple[str, ...]] = field(default_factory=dict)  # cached expanded paths
+    __slots__ = ("elf", "extra", "loader", "origin_dir", "path")
+
+    def __init__(self, path: str, elf: ElfInfo, loader: _Obj | None,
+                 origin_dir: str | None = None) -> None:
+        self.path = path
+        self.elf = elf
+        self.loader = loader
+        self.origin_dir = origin_dir  # $ORIGIN; for libraries worked out when first needed
+        self.extra: dict[str, tuple[str, ...]] = {}  # cached expanded paths
 
     @property
     def origin(self) -> str:
@@ -140,9 +140,9 @@ class Resolver:
     """Resolves programs inside one root. Caches parsed files, so one Resolver over many
     programs (as `slimmer deps /usr/bin/*` does) reads each library once."""
 
-    def __init__(self, root: Root, options: Options = Options()) -> None:
+    def __init__(self, root: Root, options: Options | None = None) -> None:
         self.root = root
-        self.options = options
+        self.options = options if options is not None else Options()
         self._elf: dict[str, ElfInfo | SlimmerError] = {}
         self._cache: LdCache | None = None
         self._cache_read = False
@@ -242,8 +242,7 @@ class Resolver:
 MAIN = "\0main"  # stands for the main program's path in a shared closure
 
 
-@dataclass(frozen=True, slots=True)
-class _Template:
+class _Template(NamedTuple):
     """A closure with the main program's path left out."""
 
     interpreter: Library | None
@@ -253,7 +252,6 @@ class _Template:
     inodes: frozenset[tuple[int, int]]
 
     def closure_for(self, binary: str, found: Resolved, elf: ElfInfo) -> Closure:
-        # Built field by field: dataclasses.replace costs several times as much, per library.
         def lib(i: Library) -> Library:
             if i.needed_by != MAIN:
                 return i

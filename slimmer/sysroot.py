@@ -13,12 +13,11 @@ import stat
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from slimmer.elf import ElfInfo, read_elf, read_imports
 from slimmer.errors import FileProblem, SymlinkLoop
 
-TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
     from slimmer.rootfs import File
 
@@ -26,16 +25,14 @@ if TYPE_CHECKING:
 MAX_SYMLINKS = 40
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):
     """A symbolic link met while resolving: where it is (inside the root) and what it says."""
 
     path: str
     target: str
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):
     """An existing path inside the root: `real` has no symlink left in it."""
 
     asked: str
@@ -69,8 +66,7 @@ def normalize(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
+class Stat(NamedTuple):
     mode: int
     size: int
     dev: int
