@@ -15,6 +15,7 @@ import stat
 import struct
 from collections.abc import Callable
 from enum import StrEnum
+from itertools import compress
 from typing import TYPE_CHECKING, NamedTuple
 
 from slimmer.arch import Arch, detect, machine_name
@@ -170,6 +171,11 @@ class _Source:
 
     def string(self, start: int, limit: int) -> bytes | None:
         """The NUL-terminated bytes at `start`, looking no further than `limit`."""
+        head = self.head
+        if 0 <= start < len(head):  # most names: in the first bytes, already read
+            end = head.find(b"\0", start, limit)
+            if end >= 0:
+                return head[start:end]
         step = 256
         while True:
             n = min(step, limit - start)
@@ -251,16 +257,16 @@ def _layout(src: _Source, name: str) -> _Layout:
     else:
         headers = (phdr.unpack_from(table, i * phentsize) for i in range(phnum))
     for ph in headers:
-        p_type, p_offset, p_vaddr, p_filesz = ph[t_i], ph[o_i], ph[v_i], ph[f_i]
+        p_type = ph[t_i]
         if p_type == PT_LOAD:
-            loads.append((p_vaddr, p_offset, p_filesz))
+            loads.append((ph[v_i], ph[o_i], ph[f_i]))
         elif p_type == PT_INTERP:
-            data = src.read(p_offset, p_filesz) if p_filesz else None
+            data = src.read(ph[o_i], ph[f_i]) if ph[f_i] else None
             if data is None:
                 raise CorruptElf(f"{name}: PT_INTERP lies outside the file")
             interp = os.fsdecode(data.split(b"\0", 1)[0])
         elif p_type == PT_DYNAMIC:
-            dynamic = src.read(p_offset, p_filesz)
+            dynamic = src.read(ph[o_i], ph[f_i])
             if dynamic is None:
                 raise CorruptElf(f"{name}: PT_DYNAMIC runs past the end of the file")
 
@@ -273,11 +279,12 @@ def _layout(src: _Source, name: str) -> _Layout:
         count = len(dynamic) // (16 if ei_class == ELFCLASS64 else 8)
         words = struct.unpack_from(f"{order}{2 * count}{word}", dynamic)
         kinds, values = words[0::2], words[1::2]
-        end = kinds.index(DT_NULL) if DT_NULL in kinds else count
-        tags = dict(zip(kinds[:end], values[:end], strict=True))
+        if DT_NULL in kinds:
+            end = kinds.index(DT_NULL)
+            kinds, values = kinds[:end], values[:end]
+        tags = dict(zip(kinds, values, strict=True))
         if DT_NEEDED in tags:
-            needed_offsets = [v for k, v in zip(kinds[:end], values[:end], strict=True)
-                              if k == DT_NEEDED]
+            needed_offsets = list(compress(values, map(DT_NEEDED.__eq__, kinds)))
     return _Layout(ei_class, order, osabi, abiversion, etype, machine, eflags, loads, interp,
                    dynamic is not None, tags, needed_offsets)
 
