@@ -186,6 +186,7 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
         closures.extend(_add_elf_closures(tree, root, added, options))
+    _refuse_other_arches(closures, arch)
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
     wants_dpkg = "dpkg-status" in features or options.sbom or options.lock or options.locked
@@ -379,6 +380,15 @@ def _one_arch(closures: list[Closure]) -> Arch:
         names = ", ".join(f"{c.binary} is {c.elf.arch_name}" for c in closures)
         raise SlimmerError(f"programs of different architectures cannot share an image ({names})")
     return first
+
+
+def _refuse_other_arches(closures: list[Closure], arch: Arch) -> None:
+    """What recipes, runtime rules and --add brought in must be of the programs' architecture:
+    the loader cannot load anything else, and the image's ld.so.cache is for one ABI."""
+    for closure in closures:
+        if closure.elf.arch != arch:
+            raise SlimmerError(f"{closure.binary} is {closure.elf.arch_name}, the image's programs "
+                               f"are {arch.name}: one image holds one architecture")
 
 
 def contents_json(tree: FileTree) -> bytes:
