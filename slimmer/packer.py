@@ -185,7 +185,7 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
                                   with_features)
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
-        closures.extend(_add_elf_closures(tree, root, added, options))
+        closures.extend(_add_elf_closures(tree, root, added, options, arch))
     _refuse_other_arches(closures, arch)
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
@@ -255,7 +255,7 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
 
 
 def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
-                      options: PackOptions) -> list[Closure]:
+                      options: PackOptions, arch: Arch) -> list[Closure]:
     """ELF programs and libraries among added files get their libraries too, found in the
     image first and then in the root."""
     view = OverlayRoot(tree, root)
@@ -266,6 +266,7 @@ def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
         if data != b"\x7fELF":
             continue
         closures.append(resolver.closure(path))
+    _refuse_other_arches(closures, arch)  # before its libraries are missed in this root
     _refuse_missing(closures)
     for closure in closures:
         for lib in [closure.interpreter, *closure.libraries]:
