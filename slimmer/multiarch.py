@@ -224,27 +224,38 @@ def write_index(inputs: Sequence[str], output: str, ref: Reference,
                 epoch: int = 0) -> IndexResult:
     """Combine the single-platform archives `inputs` into one multi-platform archive at
     `output` (written through a temporary file; tar times = `epoch`)."""
-    for name in inputs:
-        if not name.endswith("/") and _same_file(name, output):
-            raise FileProblem(f"{output}: is also an input")
+    if any(_same_file(name, output) for name in inputs):
+        raise FileProblem(f"{output}: is also an input")
     with ExitStack() as stack:
         files = [stack.enter_context(ArchiveFiles(path)) for path in inputs]
         images = collect(files)
+        _check_tags(images, ref)
         index = index_document(images)
-        too_long = [i.name for i in images if len(f"{ref.tag}-{tag_suffix(i.platform)}") > 128]
-        if too_long:
-            raise SlimmerError(f"--tag {ref.short}: too long for the per-platform tags")
-        blobs = [LayoutBlob.of(index)]
-        for source, image in zip(files, images, strict=True):
-            blobs += [LayoutBlob.of(image.manifest_bytes), LayoutBlob.of(image.config_bytes)]
-            blobs += [_copying(source, layer) for layer in image.layers]
         index_desc = descriptor(OCI_INDEX, index)
         top = index_json([{**index_desc, "annotations": ref_annotations(ref)}])
         try:
-            size = write_layout(output, blobs, top, docker_manifest(images, ref), epoch)
+            size = write_layout(output, _layout_blobs(files, images, index), top,
+                                docker_manifest(images, ref), epoch)
         except OSError as exc:
             raise FileProblem(f"{output}: cannot write the index ({exc.strerror})") from exc
     return IndexResult(output, ref, index_desc["digest"], tuple(images), size)
+
+
+def _check_tags(images: Sequence[PlatformImage], ref: Reference) -> None:
+    for image in images:
+        if len(f"{ref.tag}-{tag_suffix(image.platform)}") > 128:
+            raise SlimmerError(f"--tag {ref.short}: too long for the per-platform tag of "
+                               f"{image.name} (128 characters at most)")
+
+
+def _layout_blobs(files: Sequence[ArchiveFiles], images: Sequence[PlatformImage],
+                  index: bytes) -> list[LayoutBlob]:
+    """The index, and each image's manifest, config and layers (copied when written)."""
+    blobs = [LayoutBlob.of(index)]
+    for source, image in zip(files, images, strict=True):
+        blobs += [LayoutBlob.of(image.manifest_bytes), LayoutBlob.of(image.config_bytes)]
+        blobs += [_copying(source, layer) for layer in image.layers]
+    return blobs
 
 
 def _copying(files: ArchiveFiles, ref: BlobRef) -> LayoutBlob:
