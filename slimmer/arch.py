@@ -37,7 +37,7 @@ class Arch(NamedTuple):
     elf_class: int  # 32 or 64
     little_endian: bool
     triplet: str  # Debian multiarch triplet
-    cache_flags: tuple[int, ...]  # ld.so.cache entry flags this ABI accepts
+    cache_flags: tuple[int, ...]  # ld.so.cache entry flags this ABI accepts; ldconfig's first
     lib64: bool  # Fedora-style /lib64 on non-multiarch systems
     platform: str  # AT_PLATFORM as the kernel reports it, for $PLATFORM
     musl_name: str  # LDSO_ARCH, as in /etc/ld-musl-<name>.path
@@ -67,7 +67,7 @@ def _libc6(required: int) -> tuple[int, ...]:
 ARCHES: tuple[Arch, ...] = (
     Arch("x86_64", EM_X86_64, 64, True, "x86_64-linux-gnu", _libc6(0x0300), True, "x86_64",
          "x86_64", "amd64", hwcaps=("x86-64-v4", "x86-64-v3", "x86-64-v2")),
-    Arch("i386", EM_386, 32, True, "i386-linux-gnu", (FLAG_ELF, FLAG_ELF_LIBC6), False, "i686",
+    Arch("i386", EM_386, 32, True, "i386-linux-gnu", (FLAG_ELF_LIBC6, FLAG_ELF), False, "i686",
          "i386", "386"),
     Arch("aarch64", EM_AARCH64, 64, True, "aarch64-linux-gnu", _libc6(0x0A00), True, "aarch64",
          "aarch64", "arm64", "v8"),

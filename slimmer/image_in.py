@@ -72,7 +72,7 @@ def open_image(path: str, image: str | None = None) -> Iterator[Image]:
     spilled contents live as long as the `with` block."""
     spill = tempfile.mkdtemp(prefix="slimmer-image-")
     try:
-        with _Input(path) as source_input:
+        with ArchiveFiles(path) as source_input:
             source = source_input.choose(image)
             merged = _Merger(spill)
             for layer in source.layers:
@@ -87,14 +87,14 @@ def open_image(path: str, image: str | None = None) -> Iterator[Image]:
 # ---- the input formats ---------------------------------------------------------------------
 
 
-class _Input:
-    """A tar archive or a layout directory, read by member name."""
+class ArchiveFiles:
+    """A tar archive or a layout directory, read by member name (use as a context manager)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.tar: tarfile.TarFile | None = None
 
-    def __enter__(self) -> _Input:
+    def __enter__(self) -> ArchiveFiles:
         if os.path.isdir(self.path):
             return self
         if not os.path.exists(self.path):
@@ -167,31 +167,32 @@ class _Input:
 
     def _oci(self, wanted: str | None) -> ImageSource:
         index = self.read_json("index.json")
-        manifests = _flatten(self, index.get("manifests", []))
+        manifests = flatten_manifests(self, index.get("manifests", []))
         tags = [_oci_name(m) or "(untagged)" for m in manifests]
         if wanted is not None:
             manifests = [m for m in manifests if _matches(wanted, [_oci_name(m)])]
         desc = _one(manifests, wanted, tags, self.path)
-        manifest = self.read_json(_blob(desc["digest"]))
-        config = self.read_json(_blob(manifest["config"]["digest"]))
-        layers = tuple(_blob(layer["digest"]) for layer in manifest["layers"])
+        manifest = self.read_json(blob_name(desc["digest"]))
+        config = self.read_json(blob_name(manifest["config"]["digest"]))
+        layers = tuple(blob_name(layer["digest"]) for layer in manifest["layers"])
         return ImageSource(config, layers, _oci_name(desc))
 
 
-def _blob(digest: str) -> str:
+def blob_name(digest: str) -> str:
     algorithm, _, value = digest.partition(":")
     if not value or "/" in value or algorithm not in ("sha256", "sha512"):
         raise HostileArchive(f"descriptor digest {digest!r} is not a digest")
     return f"blobs/{algorithm}/{value}"
 
 
-def _flatten(source: _Input, descriptors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def flatten_manifests(source: ArchiveFiles,
+                      descriptors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Manifests, with nested indexes opened; for a multi-platform index every platform."""
     out = []
     for desc in descriptors:
         if desc.get("mediaType", "").endswith("image.index.v1+json"):
-            inner = source.read_json(_blob(desc["digest"]))
-            for m in _flatten(source, inner.get("manifests", [])):
+            inner = source.read_json(blob_name(desc["digest"]))
+            for m in flatten_manifests(source, inner.get("manifests", [])):
                 m = dict(m)
                 m.setdefault("annotations", desc.get("annotations", {}))
                 out.append(m)

@@ -10,8 +10,9 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
 from slimmer.errors import SlimmerError
 from slimmer.layer import Blob, tar_header
@@ -134,9 +135,46 @@ class ImageResult:
     archive_size: int
 
 
-def _descriptor(media_type: str, data: bytes) -> dict[str, Any]:
+def descriptor(media_type: str, data: bytes) -> dict[str, Any]:
+    """The OCI descriptor of a blob held in memory."""
     return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
             "size": len(data)}
+
+
+def platform_of(config: dict[str, Any]) -> dict[str, str]:
+    """The platform descriptor an image config implies: architecture, os, and variant and
+    os.version when it has them."""
+    platform = {"architecture": str(config.get("architecture", "")),
+                "os": str(config.get("os", ""))}
+    for key in ("variant", "os.version"):
+        if config.get(key):
+            platform[key] = str(config[key])
+    return platform
+
+
+def index_json(manifests: list[dict[str, Any]]) -> bytes:
+    """An OCI image index listing `manifests` (descriptors), as canonical JSON."""
+    return canonical_json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests})
+
+
+def ref_annotations(ref: Reference) -> dict[str, str]:
+    """The names index.json gives an image: the full one containerd and Docker 25+ read, and
+    the tag alone, as the OCI layout's ref.name (podman, skopeo, umoci)."""
+    return {"io.containerd.image.name": ref.full, "org.opencontainers.image.ref.name": ref.tag}
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutBlob:
+    """One blob of an archive: bytes in memory, or `copy` writing exactly `size` bytes."""
+
+    hex: str  # sha256 hex digest: the member blobs/sha256/<hex>
+    size: int
+    data: bytes | None = None
+    copy: Callable[[IO[bytes]], None] | None = None
+
+    @classmethod
+    def of(cls, data: bytes) -> LayoutBlob:
+        return cls(hashlib.sha256(data).hexdigest(), len(data), data=data)
 
 
 CONTENTS = "slimmer.json"  # beside index.json: why each file is in the image (not in the image)
@@ -150,7 +188,7 @@ def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, crea
     why` and `inspect`) goes in as slimmer.json: an extra file of the layout, which every loader
     passes over, so that it changes no digest of the image."""
     config = config_json(cfg, [layer.diff_id], created, created_by)
-    config_desc = _descriptor(OCI_CONFIG, config)
+    config_desc = descriptor(OCI_CONFIG, config)
     manifest_doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -160,60 +198,77 @@ def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, crea
     if annotations:
         manifest_doc["annotations"] = dict(annotations)
     manifest = canonical_json(manifest_doc)
-    manifest_desc = _descriptor(OCI_MANIFEST, manifest)
+    manifest_desc = descriptor(OCI_MANIFEST, manifest)
     platform = {"architecture": cfg.architecture, "os": cfg.os}
     if cfg.variant:
         platform["variant"] = cfg.variant
-    index = canonical_json({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{**manifest_desc, "platform": platform, "annotations": {
-            "io.containerd.image.name": ref.full,
-            "org.opencontainers.image.ref.name": ref.tag,
-        }}],
-    })
-    hexof = {"layer": layer.digest[7:], "config": config_desc["digest"][7:],
-             "manifest": manifest_desc["digest"][7:]}
-    docker_manifest = canonical_json([{
-        "Config": f"blobs/sha256/{hexof['config']}",
-        "RepoTags": [ref.short],
-        "Layers": [f"blobs/sha256/{hexof['layer']}"],
-    }])
-    small = {hexof["config"]: config, hexof["manifest"]: manifest}
-    blobs = sorted([hexof["layer"], *small])
+    index = index_json([{**manifest_desc, "platform": platform,
+                         "annotations": ref_annotations(ref)}])
+    docker_manifest = canonical_json([docker_entry(config_desc["digest"], [layer.digest],
+                                                   [ref.short])])
+    layer_blob = LayoutBlob(layer.digest[7:], layer.size,
+                            copy=lambda out: _copy_file(layer.path, out))
+    size = write_layout(output, [LayoutBlob.of(config), LayoutBlob.of(manifest), layer_blob],
+                        index, docker_manifest, created, contents)
+    return ImageResult(output, ref, manifest_desc["digest"], config_desc["digest"], layer.digest,
+                       layer.diff_id, layer.size, size)
 
+
+def docker_entry(config_digest: str, layer_digests: list[str],
+                 tags: list[str]) -> dict[str, Any]:
+    """One entry of a `docker save` manifest.json, naming the blobs of the OCI layout."""
+    return {"Config": f"blobs/sha256/{config_digest.removeprefix('sha256:')}",
+            "RepoTags": tags,
+            "Layers": [f"blobs/sha256/{d.removeprefix('sha256:')}" for d in layer_digests]}
+
+
+def write_layout(output: str, blobs: list[LayoutBlob], index: bytes, docker_manifest: bytes,
+                 mtime: int, contents: bytes | None = None) -> int:
+    """Write an OCI layout tar (blobs sorted by digest, each once; index.json, manifest.json,
+    oci-layout, and slimmer.json when `contents` is given) to `output` through a temporary file
+    beside it, renamed into place only when complete. Returns the archive's size."""
+    unique = {blob.hex: blob for blob in blobs}
     directory = os.path.dirname(os.path.abspath(output))
     fd, tmp = tempfile.mkstemp(prefix=".slimmer-image-", dir=directory)
     try:
         with os.fdopen(fd, "wb") as out:
-            _archive(out, blobs, small, layer, index, docker_manifest, created, contents)
+            _archive(out, [unique[h] for h in sorted(unique)], index, docker_manifest, mtime,
+                     contents)
         os.chmod(tmp, 0o644)
         os.replace(tmp, output)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return ImageResult(output, ref, manifest_desc["digest"], config_desc["digest"], layer.digest,
-                       layer.diff_id, layer.size, os.path.getsize(output))
+    return os.path.getsize(output)
 
 
-def _archive(out: Any, blobs: list[str], small: dict[str, bytes], layer: Blob, index: bytes,
-             docker_manifest: bytes, mtime: int, contents: bytes | None) -> None:
+def _copy_file(path: str, out: IO[bytes]) -> None:
+    with open(path, "rb") as fh:
+        shutil.copyfileobj(fh, out, 1 << 20)
+
+
+def _archive(out: IO[bytes], blobs: list[LayoutBlob], index: bytes, docker_manifest: bytes,
+             mtime: int, contents: bytes | None) -> None:
     def put(name: str, data: bytes) -> None:
         out.write(tar_header(name, File(0o644, len(data), data=data), mtime))
         out.write(data + b"\0" * (-len(data) % 512))
 
     out.write(tar_header("blobs/", Dir(), mtime))
     out.write(tar_header("blobs/sha256/", Dir(), mtime))
-    for hex_digest in blobs:
-        name = f"blobs/sha256/{hex_digest}"
-        if hex_digest in small:
-            put(name, small[hex_digest])
+    for blob in blobs:
+        name = f"blobs/sha256/{blob.hex}"
+        if blob.data is not None:
+            put(name, blob.data)
             continue
-        out.write(tar_header(name, File(0o644, layer.size, source=layer.path), mtime))
-        with open(layer.path, "rb") as fh:
-            shutil.copyfileobj(fh, out, 1 << 20)
-        out.write(b"\0" * (-layer.size % 512))
+        assert blob.copy is not None
+        out.write(tar_header(name, File(0o644, blob.size, source=name), mtime))
+        start = out.tell()
+        blob.copy(out)
+        if out.tell() - start != blob.size:
+            raise SlimmerError(f"{name}: {out.tell() - start} bytes written, {blob.size} "
+                               "expected (did the file change?)")
+        out.write(b"\0" * (-blob.size % 512))
     put("index.json", index)
     put("manifest.json", docker_manifest)
     put("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))

@@ -185,7 +185,8 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
                                   with_features)
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
-        closures.extend(_add_elf_closures(tree, root, added, options))
+        closures.extend(_add_elf_closures(tree, root, added, options, arch))
+    _refuse_other_arches(closures, arch)
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
     wants_dpkg = "dpkg-status" in features or options.sbom or options.lock or options.locked
@@ -254,7 +255,7 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
 
 
 def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
-                      options: PackOptions) -> list[Closure]:
+                      options: PackOptions, arch: Arch) -> list[Closure]:
     """ELF programs and libraries among added files get their libraries too, found in the
     image first and then in the root."""
     view = OverlayRoot(tree, root)
@@ -265,6 +266,7 @@ def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
         if data != b"\x7fELF":
             continue
         closures.append(resolver.closure(path))
+    _refuse_other_arches(closures, arch)  # before its libraries are missed in this root
     _refuse_missing(closures)
     for closure in closures:
         for lib in [closure.interpreter, *closure.libraries]:
@@ -379,6 +381,15 @@ def _one_arch(closures: list[Closure]) -> Arch:
         names = ", ".join(f"{c.binary} is {c.elf.arch_name}" for c in closures)
         raise SlimmerError(f"programs of different architectures cannot share an image ({names})")
     return first
+
+
+def _refuse_other_arches(closures: list[Closure], arch: Arch) -> None:
+    """What recipes, runtime rules and --add brought in must be of the programs' architecture:
+    the loader cannot load anything else, and the image's ld.so.cache is for one ABI."""
+    for closure in closures:
+        if closure.elf.arch != arch:
+            raise SlimmerError(f"{closure.binary} is {closure.elf.arch_name}, the image's programs "
+                               f"are {arch.name}: one image holds one architecture")
 
 
 def contents_json(tree: FileTree) -> bytes:

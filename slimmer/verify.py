@@ -21,6 +21,8 @@ import zstandard
 
 from slimmer.errors import FileProblem
 from slimmer.image_in import decompressed
+from slimmer.multiarch import platform_key
+from slimmer.oci import platform_of
 
 CHUNK = 1 << 20
 
@@ -55,8 +57,11 @@ def verify(archive: str) -> Findings:
             return found
         if index is not None:
             _check_layout(outer, members, found)
+            images: list[tuple[str | None, list[str | None]]] = []
             for desc in index.get("manifests", []):
-                _check_manifest(outer, members, digests, desc, found, docker)
+                _check_manifest(outer, members, digests, desc, found, docker, images)
+            if docker is not None and any(_is_index(d) for d in index.get("manifests", [])):
+                _docker_entries_match(docker, images, found)
         elif docker is not None:
             for entry in docker:
                 _check_docker_entry(outer, members, entry, found)
@@ -130,9 +135,15 @@ def _check_layout(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
                               " (loaders expect \"1.0.0\")")
 
 
+def _is_index(desc: dict[str, Any]) -> bool:
+    return str(desc.get("mediaType", "")).endswith("image.index.v1+json")
+
+
 def _check_manifest(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
                     digests: dict[str, int], desc: dict[str, Any], found: Findings,
-                    docker: Any) -> None:
+                    docker: Any, images: list[tuple[str | None, list[str | None]]]) -> None:
+    """One descriptor of an index: an image manifest, or an index whose images (one per
+    platform) are checked in turn. `images` collects each image's config and layer names."""
     name = _check_descriptor(members, desc, "manifest", found)
     if name is None:
         return
@@ -141,12 +152,15 @@ def _check_manifest(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
         return
     if manifest.get("mediaType", "").endswith("image.index.v1+json"):
         for inner in manifest.get("manifests", []):
-            _check_manifest(outer, members, digests, inner, found, None)
+            _check_manifest(outer, members, digests, inner, found, None, images)
         return
     config_name = _check_descriptor(members, manifest.get("config", {}), "config", found)
     config = _json(outer, members, config_name, found) if config_name else None
     layers = manifest.get("layers", [])
     layer_names = [_check_descriptor(members, layer, "layer", found) for layer in layers]
+    images.append((config_name, layer_names))
+    if config is not None and desc.get("platform"):
+        _check_platform(desc, config, found)
     if config is not None:
         diff_ids = (config.get("rootfs") or {}).get("diff_ids", [])
         if len(diff_ids) != len(layers):
@@ -156,6 +170,27 @@ def _check_manifest(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
                 _check_layer(outer, members[layer_name], i, diff_id, found)
     if docker is not None:
         _agree(docker, members, config_name, layer_names, found)
+
+
+def _check_platform(desc: dict[str, Any], config: dict[str, Any], found: Findings) -> None:
+    """An index's platform for a manifest must be what the image's config says."""
+    said = {k: str(v) for k, v in desc["platform"].items() if isinstance(v, str)}
+    said.setdefault("architecture", "")
+    said.setdefault("os", "")
+    if platform_key(said) != platform_key(platform_of(config)):
+        shown = ["/".join(x for x in key[:3] if x)
+                 for key in (platform_key(said), platform_key(platform_of(config)))]
+        found.problems.append(f"manifest {desc.get('digest')}: the index says {shown[0]}, "
+                              f"its config {shown[1]}")
+
+
+def _docker_entries_match(docker: Any, images: list[tuple[str | None, list[str | None]]],
+                          found: Findings) -> None:
+    """Beside a multi-platform index, each manifest.json entry must be one of its images."""
+    for entry in docker if isinstance(docker, list) else []:
+        if (entry.get("Config"), entry.get("Layers")) not in images:
+            found.problems.append(f"manifest.json: the entry for {entry.get('Config')} is "
+                                  "none of the index's images")
 
 
 def _check_layer(outer: tarfile.TarFile, member: tarfile.TarInfo, index: int, diff_id: str,

@@ -75,8 +75,12 @@ def loader_list(program: str | Path, env: dict[str, str] | None = None,
     """What the real loader opens for `program`, in its order (test oracle only): paths, and
     `MISSING:name` for names it could not find. The vDSO is left out. glibc's `--list` stops
     at the first library it cannot find, so then the answer is just that `MISSING:name`."""
-    done = subprocess.run([loader, "--list", str(program)], capture_output=True, text=True,
-                          env=env or {})
+    return parse_loader_list(subprocess.run([loader, "--list", str(program)],
+                                            capture_output=True, text=True, env=env or {}))
+
+
+def parse_loader_list(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The output of `ld.so --list` (however it was run) as `loader_list` returns it."""
     fatal = _FATAL.search(done.stderr)
     if fatal:
         return [f"MISSING:{fatal.group(1)}"]
@@ -125,5 +129,6 @@ def tiny_static_elf(message: bytes) -> bytes:
     return header + phdr + code + message
 
 
-# The engine fixtures (a private Docker daemon, podman storage) live in their own module.
-pytest_plugins = ["tests.engines"]
+# The engine fixtures (a private Docker daemon, podman storage) and the qemu binfmt one live in
+# their own modules.
+pytest_plugins = ["tests.engines", "tests.roots"]

@@ -67,3 +67,9 @@ def test_cache_flags_match_ldconfig_on_this_machine() -> None:
     flags = {e.flags for e in cache.entries}
     x86_64 = next(a for a in ARCHES if a.name == "x86_64")
     assert x86_64.cache_flags == (0x303,) and 0x303 in flags
+    # the first flags are the ones an image's cache is written with: ldconfig's for i386
+    # libraries linked with libc6 (the loader itself, linked with nothing, gets plain 0x001)
+    i386 = next(a for a in ARCHES if a.name == "i386")
+    lib32 = {e.flags for e in cache.entries
+             if e.path.startswith("/lib32/") and "ld-linux" not in e.path}
+    assert lib32 == {i386.cache_flags[0]} == {0x003}

@@ -371,6 +371,15 @@ def test_mixed_architectures_are_refused(tmp_path: Path, cc: Compile) -> None:
                     "different architectures", "i386", "x86_64")
 
 
+def test_an_added_program_of_another_architecture_is_refused(tmp_path: Path,
+                                                             cc: Compile) -> None:
+    p32 = cc("p32", main_source(), "-m32", "-static")
+    _one_line_error(slimmer("pack", "/usr/bin/jq", "--add", f"{p32}:/usr/bin/p32", "-o",
+                            str(tmp_path / "m.tar")),
+                    "/usr/bin/p32 is i386", "x86_64", "one architecture")
+    assert not (tmp_path / "m.tar").exists()
+
+
 def test_output_is_renamed_into_place(tmp_path: Path) -> None:
     out = tmp_path / "r.tar"
     out.write_bytes(b"old")

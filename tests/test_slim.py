@@ -4,7 +4,6 @@ imported into the test's private Docker daemon with an entrypoint, saved, slimme
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -16,26 +15,17 @@ import pytest
 from slimmer.explain import read_image
 from tests.conftest import need_tool
 from tests.engines import Docker
+from tests.roots import mmdebstrap_root
 
 pytestmark = pytest.mark.e2e
 
-CACHE = Path(os.environ.get("SLIMMER_TEST_CACHE", "/var/tmp/slimmer-test-cache"))
 PACKAGES = "python3,nginx-light,curl,ca-certificates"
 
 
 @pytest.fixture(scope="session")
 def fat_root() -> Path:
     """A bookworm root tarball with python3, nginx and curl (about 40 s the first time)."""
-    target = CACHE / f"bookworm-{PACKAGES.replace(',', '-')}.tar"
-    if not target.exists():
-        mmdebstrap = need_tool("mmdebstrap")
-        CACHE.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")
-        done = subprocess.run([mmdebstrap, "--variant=apt", f"--include={PACKAGES}", "bookworm",
-                               str(partial)], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-        partial.rename(target)
-    return target
+    return mmdebstrap_root("bookworm", PACKAGES)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,282 @@
+"""`slimmer index`: single-platform image archives combined into one multi-platform archive.
+
+Each input is an OCI image archive (slimmer's, `skopeo copy ... oci-archive:`, Docker 25+ `docker
+save`) holding one image. Its platform comes from its config (architecture, os, variant,
+os.version). The output is one OCI layout tar: every blob of every input, each once, copied with
+its digest checked on the way; an image index blob listing the per-platform manifests with their
+`platform`; index.json naming that index (io.containerd.image.name, ref.name); oci-layout; and a
+manifest.json for Docker's classic image store, which cannot hold an index (docs/multiarch.md):
+one entry per platform tagged NAME:TAG-ARCH[-VARIANT], the first input also NAME:TAG.
+
+`collect` and `index_document` are separate from the writer so that a registry push can reuse
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import IO, Any
+
+from slimmer.errors import FileProblem, SlimmerError
+from slimmer.image_in import ArchiveFiles, blob_name, flatten_manifests
+from slimmer.oci import (
+    OCI_INDEX,
+    OCI_MANIFEST,
+    LayoutBlob,
+    Reference,
+    canonical_json,
+    descriptor,
+    docker_entry,
+    index_json,
+    platform_of,
+    ref_annotations,
+    write_layout,
+)
+
+CHUNK = 1 << 20
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
+
+
+class NotAnImage(SlimmerError):
+    """An input that is not a single-platform OCI image archive."""
+
+
+class DuplicatePlatform(SlimmerError):
+    """Two inputs for the same platform."""
+
+
+class BadBlob(SlimmerError):
+    """A blob whose content does not match its digest or size."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    """A blob of an input archive, as its manifest names it."""
+
+    digest: str  # sha256:<hex>
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformImage:
+    """One input: its platform, manifest descriptor, config and layers."""
+
+    source: str
+    platform: dict[str, str]
+    manifest: dict[str, Any]  # descriptor: mediaType, digest, size
+    manifest_bytes: bytes
+    config: BlobRef
+    config_bytes: bytes
+    layers: tuple[BlobRef, ...]
+
+    @property
+    def name(self) -> str:
+        """linux/arm64/v8"""
+        p = self.platform
+        return "/".join(x for x in (p["os"], p["architecture"], p.get("variant", "")) if x)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexResult:
+    path: str
+    reference: Reference
+    index_digest: str  # of the image index blob: what a registry would tag
+    images: tuple[PlatformImage, ...]
+    archive_size: int
+
+
+def platform_key(platform: dict[str, str]) -> tuple[str, str, str, str]:
+    """What makes two platforms the same for an engine: arm64 means arm64/v8 (containerd's
+    normalisation)."""
+    variant = platform.get("variant", "")
+    if platform["architecture"] == "arm64" and not variant:
+        variant = "v8"
+    return (platform["os"], platform["architecture"], variant, platform.get("os.version", ""))
+
+
+def tag_suffix(platform: dict[str, str]) -> str:
+    """arm64 (for arm64/v8), arm-v7, amd64, riscv64: the per-platform tag's ending."""
+    variant = platform.get("variant", "")
+    if platform["architecture"] == "arm64" and variant == "v8":
+        variant = ""
+    return "-".join(x for x in (platform["architecture"], variant) if x)
+
+
+# ---- reading the inputs ------------------------------------------------------------------------
+
+
+def read_platform_image(files: ArchiveFiles) -> PlatformImage:
+    """The one image of an OCI archive, with its manifest and config checked against their
+    digests."""
+    path = files.path
+    names = files.names()
+    if "index.json" not in names:
+        if "manifest.json" in names:
+            raise NotAnImage(f"{path}: a docker-archive without index.json (docker save before "
+                             "Docker 25); index reads OCI archives",
+                             hint=f"skopeo copy docker-archive:{path} oci-archive:OUT.tar")
+        raise NotAnImage(f"{path}: no index.json: not an OCI image archive")
+    found: dict[str, dict[str, Any]] = {}
+    for desc in flatten_manifests(files, files.read_json("index.json").get("manifests", [])):
+        platform = desc.get("platform") or {}
+        if (platform.get("architecture"), platform.get("os")) == ("unknown", "unknown"):
+            continue  # buildx attestation manifests
+        found.setdefault(str(desc.get("digest")), desc)
+    if len(found) != 1:
+        what = "no image" if not found else f"{len(found)} images"
+        raise NotAnImage(f"{path}: holds {what}; index takes archives of one image each")
+    desc = next(iter(found.values()))
+    manifest_bytes = _read_blob(files, BlobRef(str(desc["digest"]), int(desc.get("size", -1))))
+    manifest = _json(manifest_bytes, path, "manifest")
+    media_type = desc.get("mediaType") or manifest.get("mediaType") or OCI_MANIFEST
+    if media_type not in IMAGE_MANIFESTS or "config" not in manifest:
+        raise NotAnImage(f"{path}: {desc['digest']} is a {media_type}, not an image manifest")
+    config_ref = _ref(manifest["config"], path)
+    config_bytes = _read_blob(files, config_ref)
+    platform = platform_of(_json(config_bytes, path, "config"))
+    if not platform["architecture"] or not platform["os"]:
+        raise NotAnImage(f"{path}: its config names no architecture or os")
+    layers = tuple(_ref(layer, path) for layer in manifest.get("layers", []))
+    for layer in layers:
+        if blob_name(layer.digest) not in names:
+            raise FileProblem(f"{path}: layer {layer.digest} is missing from the archive")
+    return PlatformImage(path, platform, {"mediaType": media_type, "digest": desc["digest"],
+                                          "size": len(manifest_bytes)},
+                         manifest_bytes, config_ref, config_bytes, layers)
+
+
+def _ref(desc: Any, path: str) -> BlobRef:
+    if not isinstance(desc, dict) or not isinstance(desc.get("size"), int):
+        raise NotAnImage(f"{path}: a manifest descriptor without digest or size")
+    if not str(desc.get("digest", "")).startswith("sha256:"):
+        raise NotAnImage(f"{path}: blob {desc.get('digest')!r} is not a sha256 digest")
+    blob_name(str(desc["digest"]))  # refuses what is not a digest
+    return BlobRef(str(desc["digest"]), desc["size"])
+
+
+def _json(data: bytes, path: str, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise NotAnImage(f"{path}: its {what} is not valid JSON") from None
+    if not isinstance(doc, dict):
+        raise NotAnImage(f"{path}: its {what} is not a JSON object")
+    return doc
+
+
+def _read_blob(files: ArchiveFiles, ref: BlobRef) -> bytes:
+    with files.open(blob_name(ref.digest)) as fh:
+        data = fh.read()
+    _check(files.path, ref, hashlib.sha256(data).hexdigest(), len(data))
+    return data
+
+
+def _check(path: str, ref: BlobRef, hex_digest: str, size: int) -> None:
+    if f"sha256:{hex_digest}" != ref.digest:
+        raise BadBlob(f"{path}: blob {ref.digest} hashes to sha256:{hex_digest}")
+    if size != ref.size:
+        raise BadBlob(f"{path}: blob {ref.digest} holds {size} bytes, its descriptor says "
+                      f"{ref.size}")
+
+
+def collect(files: Sequence[ArchiveFiles]) -> list[PlatformImage]:
+    """The images of the inputs, one per platform (refusing two of the same platform)."""
+    images: list[PlatformImage] = []
+    for source in files:
+        image = read_platform_image(source)
+        for other in images:
+            if platform_key(other.platform) == platform_key(image.platform):
+                raise DuplicatePlatform(f"{other.source} and {image.source} are both "
+                                        f"{image.name}: an index holds one image per platform")
+        images.append(image)
+    if not images:
+        raise SlimmerError("index needs at least one image archive")
+    return images
+
+
+# ---- writing -----------------------------------------------------------------------------------
+
+
+def index_document(images: Sequence[PlatformImage]) -> bytes:
+    """The image index blob: one descriptor with `platform` per image, in input order."""
+    return index_json([{**image.manifest, "platform": image.platform} for image in images])
+
+
+def docker_manifest(images: Sequence[PlatformImage], ref: Reference) -> bytes:
+    """manifest.json: Docker's classic store loads each image under NAME:TAG-PLATFORM; the
+    first input also gets NAME:TAG (a tag there names one image, not an index)."""
+    entries = []
+    for i, image in enumerate(images):
+        tags = [f"{ref.name}:{ref.tag}-{tag_suffix(image.platform)}"]
+        if i == 0:
+            tags.insert(0, ref.short)
+        entries.append(docker_entry(image.config.digest, [b.digest for b in image.layers], tags))
+    return canonical_json(entries)
+
+
+def write_index(inputs: Sequence[str], output: str, ref: Reference,
+                epoch: int = 0) -> IndexResult:
+    """Combine the single-platform archives `inputs` into one multi-platform archive at
+    `output` (written through a temporary file; tar times = `epoch`)."""
+    if any(_same_file(name, output) for name in inputs):
+        raise FileProblem(f"{output}: is also an input")
+    with ExitStack() as stack:
+        files = [stack.enter_context(ArchiveFiles(path)) for path in inputs]
+        images = collect(files)
+        _check_tags(images, ref)
+        index = index_document(images)
+        index_desc = descriptor(OCI_INDEX, index)
+        top = index_json([{**index_desc, "annotations": ref_annotations(ref)}])
+        try:
+            size = write_layout(output, _layout_blobs(files, images, index), top,
+                                docker_manifest(images, ref), epoch)
+        except OSError as exc:
+            raise FileProblem(f"{output}: cannot write the index ({exc.strerror})") from exc
+    return IndexResult(output, ref, index_desc["digest"], tuple(images), size)
+
+
+def _check_tags(images: Sequence[PlatformImage], ref: Reference) -> None:
+    for image in images:
+        if len(f"{ref.tag}-{tag_suffix(image.platform)}") > 128:
+            raise SlimmerError(f"--tag {ref.short}: too long for the per-platform tag of "
+                               f"{image.name} (128 characters at most)")
+
+
+def _layout_blobs(files: Sequence[ArchiveFiles], images: Sequence[PlatformImage],
+                  index: bytes) -> list[LayoutBlob]:
+    """The index, and each image's manifest, config and layers (copied when written)."""
+    blobs = [LayoutBlob.of(index)]
+    for source, image in zip(files, images, strict=True):
+        blobs += [LayoutBlob.of(image.manifest_bytes), LayoutBlob.of(image.config_bytes)]
+        blobs += [_copying(source, layer) for layer in image.layers]
+    return blobs
+
+
+def _copying(files: ArchiveFiles, ref: BlobRef) -> LayoutBlob:
+    """A blob copied from an input when the archive is written, its digest checked on the
+    way (a mismatch aborts the write: the output is left as it was)."""
+
+    def copy(out: IO[bytes]) -> None:
+        digest = hashlib.sha256()
+        size = 0
+        with files.open(blob_name(ref.digest)) as fh:
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+        _check(files.path, ref, digest.hexdigest(), size)
+
+    return LayoutBlob(ref.digest.removeprefix("sha256:"), ref.size, copy=copy)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
