@@ -107,12 +107,12 @@ _EHDR = {
     (ELFCLASS32, "<"): struct.Struct("<HHIIIIIHHHHHH"),
     (ELFCLASS32, ">"): struct.Struct(">HHIIIIIHHHHHH"),
 }
-# Program header fields we use, in a uniform order: type, offset, vaddr, filesz.
+# The program header fields we use (type, offset, vaddr, filesz), the others skipped as padding.
 _PHDR = {
-    (ELFCLASS64, "<"): (struct.Struct("<IIQQQQQQ"), (0, 2, 3, 5)),
-    (ELFCLASS64, ">"): (struct.Struct(">IIQQQQQQ"), (0, 2, 3, 5)),
-    (ELFCLASS32, "<"): (struct.Struct("<IIIIIIII"), (0, 1, 2, 4)),
-    (ELFCLASS32, ">"): (struct.Struct(">IIIIIIII"), (0, 1, 2, 4)),
+    (ELFCLASS64, "<"): struct.Struct("<I4xQQ8xQ16x"),
+    (ELFCLASS64, ">"): struct.Struct(">I4xQQ8xQ16x"),
+    (ELFCLASS32, "<"): struct.Struct("<III4xI12x"),
+    (ELFCLASS32, ">"): struct.Struct(">III4xI12x"),
 }
 # sh_info of section header 0, where the real e_phnum lives when e_phnum == PN_XNUM.
 _SH0_INFO = {ELFCLASS64: 44, ELFCLASS32: 28}
@@ -236,7 +236,7 @@ def _layout(src: _Source, name: str) -> _Layout:
         what = _ET_NAMES.get(etype, f"type {etype}")
         raise UnsupportedElf(f"{name}: ELF {what} is not a program or shared library")
 
-    phdr, fields = _PHDR[(ei_class, order)]
+    phdr = _PHDR[(ei_class, order)]
     if phnum == PN_XNUM:
         sh0 = src.read(shoff + _SH0_INFO[ei_class], 4)
         if sh0 is None:
@@ -251,22 +251,20 @@ def _layout(src: _Source, name: str) -> _Layout:
     loads: list[tuple[int, int, int]] = []  # (vaddr, offset, filesz)
     interp: str | None = None
     dynamic: bytes | None = None
-    t_i, o_i, v_i, f_i = fields
     if phentsize == phdr.size:
         headers = phdr.iter_unpack(table)
     else:
         headers = (phdr.unpack_from(table, i * phentsize) for i in range(phnum))
-    for ph in headers:
-        p_type = ph[t_i]
+    for p_type, p_offset, p_vaddr, p_filesz in headers:
         if p_type == PT_LOAD:
-            loads.append((ph[v_i], ph[o_i], ph[f_i]))
+            loads.append((p_vaddr, p_offset, p_filesz))
         elif p_type == PT_INTERP:
-            data = src.read(ph[o_i], ph[f_i]) if ph[f_i] else None
+            data = src.read(p_offset, p_filesz) if p_filesz else None
             if data is None:
                 raise CorruptElf(f"{name}: PT_INTERP lies outside the file")
             interp = os.fsdecode(data.split(b"\0", 1)[0])
         elif p_type == PT_DYNAMIC:
-            dynamic = src.read(ph[o_i], ph[f_i])
+            dynamic = src.read(p_offset, p_filesz)
             if dynamic is None:
                 raise CorruptElf(f"{name}: PT_DYNAMIC runs past the end of the file")
 
