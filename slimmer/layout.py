@@ -73,8 +73,11 @@ class Layout:
             self._tar = tarfile.open(self.path)
         except FileNotFoundError:
             raise FileProblem(f"{self.path}: no such file or directory") from None
-        except (tarfile.TarError, OSError) as exc:
-            raise BadLayout(f"{self.path}: not an image archive ({exc})") from None
+        except tarfile.TarError:
+            raise BadLayout(f"{self.path}: not an image archive (neither a tar file nor a "
+                            "layout directory)") from None
+        except OSError as exc:
+            raise BadLayout(f"{self.path}: cannot read ({exc.strerror})") from None
         for member in self._tar.getmembers():
             self._members.setdefault(member.name.removeprefix("./"), member)
         return self

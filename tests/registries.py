@@ -224,14 +224,20 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te"
 
 @dataclass
 class Proxy:
-    """Forwards to the registry; the first request `drop_when` picks is cut off half-way
-    through its body (half of it reaches the registry), both connections closed unanswered."""
+    """Forwards to the registry; the first request `drop_when` picks is cut off: with
+    `forward_half`, half of its body reaches the registry before both connections are closed
+    unanswered; without, the registry never sees it."""
 
     upstream: int
     drop_when: Callable[[str, str, int], bool]
+    forward_half: bool = True
     port: int = 0
     requests: list[str] = field(default_factory=list)  # "METHOD path" of each request seen
     dropped: list[str] = field(default_factory=list)
+    cut_at: int = -1  # the index in `requests` of the request that was cut
+
+    def after_cut(self) -> list[str]:
+        return self.requests[self.cut_at + 1:]
 
     def handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         proxy = self
@@ -245,6 +251,7 @@ class Proxy:
                 proxy.requests.append(f"{self.command} {path}")
                 if not proxy.dropped and proxy.drop_when(self.command, path, length):
                     proxy.dropped.append(f"{self.command} {path}")
+                    proxy.cut_at = len(proxy.requests) - 1
                     self._cut(length)
                     return
                 body = self.rfile.read(length) if length else None
@@ -270,6 +277,11 @@ class Proxy:
                     self.wfile.write(data)
 
             def _cut(self, length: int) -> None:
+                if not proxy.forward_half:
+                    self.rfile.read(length)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 half = self.rfile.read(length // 2)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
                 upstream.putrequest(self.command, self.path, skip_host=True,
@@ -292,9 +304,9 @@ class Proxy:
 
 
 @contextmanager
-def dropping_proxy(registry: Registry,
-                   drop_when: Callable[[str, str, int], bool]) -> Iterator[Proxy]:
-    proxy = Proxy(registry.port, drop_when)
+def dropping_proxy(registry: Registry, drop_when: Callable[[str, str, int], bool],
+                   forward_half: bool = True) -> Iterator[Proxy]:
+    proxy = Proxy(registry.port, drop_when, forward_half)
     with serve(proxy.handler()) as port:
         proxy.port = port
         yield proxy
