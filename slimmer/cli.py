@@ -29,6 +29,8 @@ Progress = Callable[[int, int], None]
 
 TYPE_CHECKING = False  # not typing's: importing typing costs start-up time (mypy knows the name)
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from slimmer.packer import PackOptions, PackResult
     from slimmer.recipe import Recipe
     from slimmer.rootfs import FileTree
@@ -252,7 +254,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
     from slimmer.packer import pack as run_pack
 
-    _check_push(args)
+    check_push(args)
     sysroot = SysRoot(args.root)
     cwd = os.getcwd()
     options = _pack_options(args, tuple(_program_path(sysroot, b, cwd) for b in binaries),
@@ -261,8 +263,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     _print_result(result)
     if args.check_reproducible:
         _check_reproducible(options.output, lambda out: run_pack(replace(options, output=out)))
-    if args.push:
-        _push(args, options.output, args.push)
+    push_written(args, options.output)
     return 0
 
 
@@ -306,7 +307,7 @@ def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
 def cmd_slim(args: argparse.Namespace) -> int:
     from slimmer.slim import SlimOptions, slim
 
-    _check_push(args)
+    check_push(args)
     options = SlimOptions(_pack_options(args, (), ()), image=args.image, keep=tuple(args.keep))
     source = os.path.join(os.getcwd(), args.input)
     result = slim(source, options, _progress())
@@ -318,8 +319,8 @@ def cmd_slim(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
     else:
         _print_slimmed(args, result)
-    if args.push:
-        _push(args, options.pack.output, args.push)
+    # A JSON report owns stdout: what was pushed goes to stderr then.
+    push_written(args, options.pack.output, sys.stderr if args.report == "json" else sys.stdout)
     return 0
 
 
@@ -340,7 +341,8 @@ def _docker_config_path(environ: Mapping[str, str]) -> str:
     return os.path.join(directory, "config.json")
 
 
-def _push(args: argparse.Namespace, archive: str, references: Sequence[str]) -> None:
+def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
+          out: TextIO = sys.stdout) -> None:
     """Push `archive` to each reference and print what was sent and the pinned digest."""
     from slimmer.push import PushOptions, push
     from slimmer.regauth import read_docker_config
@@ -356,11 +358,11 @@ def _push(args: argparse.Namespace, archive: str, references: Sequence[str]) -> 
         print(f"pushed {result.destination}: {blobs} blobs ({result.uploaded} uploaded, "
               f"{result.existing} already there, {result.mounted} mounted), "
               f"{result.bytes_uploaded / 1e6:.1f} MB sent, {result.manifests} manifests"
-              f"{retried}")
-        print(result.pinned)
+              f"{retried}", file=out)
+        print(result.pinned, file=out)
 
 
-def _check_push(args: argparse.Namespace) -> None:
+def check_push(args: argparse.Namespace) -> None:
     """Refuse a bad --push reference (or --insecure for it) before building anything."""
     if args.insecure and not args.push:
         raise SlimmerError("--insecure is about --push: give --push REGISTRY/REPO:TAG")
@@ -561,6 +563,20 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def push_options(p: argparse.ArgumentParser) -> None:
+    """--push and --insecure, for a command that writes an archive: call `push_written`
+    once it is written (and `check_push` before, to refuse bad references early)."""
+    p.add_argument("--push", action="append", default=[], metavar="REGISTRY/REPO:TAG",
+                   help="push the archive to this registry reference once written "
+                        "(repeatable)")
+    _insecure_option(p)
+
+
+def push_written(args: argparse.Namespace, archive: str, out: TextIO = sys.stdout) -> None:
+    if args.push:
+        _push(args, archive, args.push, out)
+
+
 def _insecure_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insecure", action="store_true",
                    help="plain HTTP to the registry (only for a loopback host: 127.0.0.0/8, "
@@ -611,10 +627,7 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
                          "with the differences if the bytes are not the same")
     pk.add_argument("--no-recipes", action="store_true",
                     help="do not apply the built-in recipes that match the programs")
-    pk.add_argument("--push", action="append", default=[], metavar="REGISTRY/REPO:TAG",
-                    help="push the archive to this registry reference once written "
-                         "(repeatable)")
-    _insecure_option(pk)
+    push_options(pk)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def push(archive: str, references: Sequence[str], options: PushOptions) -> tuple
             for dest in destinations:
                 client = clients.get(dest.registry)
                 if client is None:
-                    client = Client(dest.registry, dest.endpoint, options.client)
+                    client = Client(dest, options.client)
                     clients[dest.registry] = client
                 before = [d.repository for d in destinations[:len(results)]
                           if d.registry == dest.registry and d.repository != dest.repository]

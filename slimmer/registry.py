@@ -91,9 +91,13 @@ def checked_destination(text: str, insecure: bool) -> Destination:
     """parse_destination, refusing --insecure for a host that is not loopback."""
     dest = parse_destination(text)
     if insecure and not is_loopback(dest.host):
-        raise RegistryError(f"{dest.registry}: --insecure (plain HTTP) is allowed only for a "
-                            "loopback registry (127.0.0.0/8, ::1, localhost)")
+        raise _insecure_refused(dest)
     return dest
+
+
+def _insecure_refused(dest: Destination) -> RegistryError:
+    return RegistryError(f"{dest.registry}: --insecure (plain HTTP) is allowed only for a "
+                         "loopback registry (127.0.0.0/8, ::1, localhost)")
 
 
 def is_loopback(host: str) -> bool:
@@ -145,7 +149,7 @@ class ClientOptions:
 
 USER_AGENT = f"slimmer/{__version__}"
 TRANSIENT = (OSError, http.client.HTTPException)
-FATAL = (ssl.SSLCertVerificationError, ssl.CertificateError, socket.gaierror)  # no use retrying
+FATAL = (ssl.SSLError, ssl.CertificateError, socket.gaierror)  # no use trying again
 
 
 class Transient(Exception):
@@ -159,16 +163,14 @@ class Transient(Exception):
 class Client:
     """One registry: connections kept alive, credentials and tokens, retry counting."""
 
-    def __init__(self, registry: str, endpoint: str, options: ClientOptions) -> None:
-        host = endpoint[1:endpoint.index("]")] if endpoint.startswith("[") else \
-            endpoint.rsplit(":", 1)[0]
-        if options.insecure and not is_loopback(host):
-            raise RegistryError(f"{registry}: --insecure (plain HTTP) is allowed only for a "
-                                "loopback registry (127.0.0.0/8, ::1, localhost)")
-        self.registry = registry
-        self.base = f"{'http' if options.insecure else 'https'}://{endpoint}"
+    def __init__(self, dest: Destination, options: ClientOptions) -> None:
+        if options.insecure and not is_loopback(dest.host):
+            raise _insecure_refused(dest)
+        self.registry = dest.registry
+        self.base = f"{'http' if options.insecure else 'https'}://{dest.endpoint}"
         self.options = options
-        self.credentials: Credentials | None = credentials_for(options.docker_config, registry)
+        self.credentials: Credentials | None = credentials_for(options.docker_config,
+                                                               dest.registry)
         self.retries = 0  # transient failures that were tried again
         self.requests: list[str] = []  # "METHOD path" of every request sent, for reports
         self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}

@@ -270,7 +270,7 @@ def test_second_repository_mounts_the_blobs(registry: Registry, tmp_path: Path) 
     assert len(mounts_in_log(registry, "mount/d", "mount/c")) == 2
 
 
-def test_pack_push(registry: Registry, tmp_path: Path) -> None:
+def test_pack_and_slim_push(registry: Registry, tmp_path: Path) -> None:
     program = tmp_path / "hi"
     program.write_bytes(tiny_static_elf(f"{uuid.uuid4()}\n".encode()))
     program.chmod(0o755)
@@ -282,6 +282,17 @@ def test_pack_push(registry: Registry, tmp_path: Path) -> None:
                     if line.startswith("manifest "))
     assert last_line(done) == f"{registry.address}/packed/hi@{manifest}"
     assert raw_manifest(reference) == blobs_of(tmp_path / "hi.tar")[manifest]
+
+    # slim: with a JSON report on stdout, what was pushed is said on stderr.
+    slim_ref = f"{registry.address}/packed/hi-slim:1"
+    done = slimmer("slim", str(tmp_path / "hi.tar"), "-o", str(tmp_path / "slim.tar"),
+                   "--push", slim_ref, "--insecure", "--report", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["program"].endswith("/hi")
+    slim_manifest = index_of(tmp_path / "slim.tar")["manifests"][0]["digest"]
+    assert done.stderr.strip().splitlines()[-1] == \
+        f"{registry.address}/packed/hi-slim@{slim_manifest}"
+    assert raw_manifest(slim_ref) == blobs_of(tmp_path / "slim.tar")[slim_manifest]
 
 
 # ---- indexes ---------------------------------------------------------------------------
@@ -498,6 +509,13 @@ def test_unreachable_registry(tmp_path: Path) -> None:
                               "--insecure"))
     assert line == (f"error: 127.0.0.1:{port}: GET /v2/: cannot connect (connection refused) "
                     "(gave up after 4 tries)")
+
+
+def test_plain_http_needs_insecure(registry: Registry, tmp_path: Path) -> None:
+    image = pack(tmp_path)
+    line = error_line(slimmer("push", str(image.archive), f"{registry.address}/a:1"))
+    assert line.startswith(f"error: {registry.address}: GET /v2/: TLS failed (")
+    assert line.endswith("; a plain-HTTP registry on loopback needs --insecure")
 
 
 def test_insecure_for_a_remote_host_is_refused(tmp_path: Path) -> None:

@@ -76,11 +76,13 @@ def test_insecure_refused_for_a_remote_host() -> None:
                                             r"loopback"):
         checked_destination("reg.example.com/app:1", insecure=True)
     with pytest.raises(RegistryError, match="only for a loopback"):
-        Client("10.1.2.3:5000", "10.1.2.3:5000", ClientOptions(insecure=True))
+        Client(parse_destination("10.1.2.3:5000/a"), ClientOptions(insecure=True))
     assert checked_destination("127.0.0.1:1/app", insecure=True).host == "127.0.0.1"
-    assert Client("[::1]:5000", "[::1]:5000", ClientOptions(insecure=True)).base == \
+    assert Client(parse_destination("[::1]:5000/a"), ClientOptions(insecure=True)).base == \
         "http://[::1]:5000"
-    assert Client("r.io", "r.io", ClientOptions()).base == "https://r.io"
+    assert Client(parse_destination("r.io/a"), ClientOptions()).base == "https://r.io"
+    assert Client(parse_destination("a"), ClientOptions()).base == \
+        "https://registry-1.docker.io"
 
 
 # ---- WWW-Authenticate ------------------------------------------------------------------
