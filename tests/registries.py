@@ -226,11 +226,13 @@ HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te"
 class Proxy:
     """Forwards to the registry; the first request `drop_when` picks is cut off: with
     `forward_half`, half of its body reaches the registry before both connections are closed
-    unanswered; without, the registry never sees it."""
+    unanswered; without, the registry never sees it. With `status`, it is answered with that
+    status instead."""
 
     upstream: int
     drop_when: Callable[[str, str, int], bool]
     forward_half: bool = True
+    status: int = 0  # instead of cutting it, answer the request with this status
     port: int = 0
     requests: list[str] = field(default_factory=list)  # "METHOD path" of each request seen
     dropped: list[str] = field(default_factory=list)
@@ -277,6 +279,13 @@ class Proxy:
                     self.wfile.write(data)
 
             def _cut(self, length: int) -> None:
+                if proxy.status:
+                    self.rfile.read(length)
+                    self.send_response(proxy.status)
+                    self.send_header("Retry-After", "0")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if not proxy.forward_half:
                     self.rfile.read(length)
                     self.close_connection = True
@@ -305,8 +314,8 @@ class Proxy:
 
 @contextmanager
 def dropping_proxy(registry: Registry, drop_when: Callable[[str, str, int], bool],
-                   forward_half: bool = True) -> Iterator[Proxy]:
-    proxy = Proxy(registry.port, drop_when, forward_half)
+                   forward_half: bool = True, status: int = 0) -> Iterator[Proxy]:
+    proxy = Proxy(registry.port, drop_when, forward_half, status)
     with serve(proxy.handler()) as port:
         proxy.port = port
         yield proxy

@@ -499,6 +499,20 @@ def test_dropped_put_is_retried(registry: Registry, tmp_path: Path) -> None:
     assert all(pulled[d] == ours[d] for d in pulled) and len(pulled) == 3
 
 
+@pytest.mark.parametrize("status", [503, 429])
+def test_busy_registry_is_tried_again(registry: Registry, tmp_path: Path, status: int) -> None:
+    image = pack(tmp_path)
+    with dropping_proxy(registry, lambda m, p, n: m == "PUT" and "/manifests/" in p,
+                        status=status) as proxy:
+        done = slimmer("push", str(image.archive), f"127.0.0.1:{proxy.port}/busy/{status}:1",
+                       "--insecure")
+    assert done.returncode == 0, done.stderr
+    assert "1 retried" in done.stdout
+    assert proxy.requests.count(f"PUT /v2/busy/{status}/manifests/1") == 2
+    assert raw_manifest(f"{registry.address}/busy/{status}:1") == \
+        blobs_of(image.archive)[image.manifest]
+
+
 # ---- bad inputs ------------------------------------------------------------------------
 
 
