@@ -51,7 +51,7 @@ class PushResult:
     mounted: int  # blobs mounted from another repository
     bytes_uploaded: int
     manifests: int
-    retries: int  # transient failures tried again (the whole push, this registry)
+    retries: int  # transient failures tried again while pushing to this destination
 
     @property
     def pinned(self) -> str:
@@ -75,7 +75,8 @@ def push(archive: str, references: Sequence[str], options: PushOptions) -> tuple
                     clients[dest.registry] = client
                 before = [d.repository for d in destinations[:len(results)]
                           if d.registry == dest.registry and d.repository != dest.repository]
-                sources = (*_repositories(options.mount_from, dest), *before)
+                sources = tuple(dict.fromkeys([*before, *_repositories(options.mount_from,
+                                                                        dest)]))
                 results.append(_Pusher(client, dest, layout, options, sources).run(top))
     finally:
         for client in clients.values():
@@ -129,6 +130,7 @@ class _Pusher:
         self.counts = {"uploaded": 0, "existing": 0, "mounted": 0, "bytes": 0, "manifests": 0}
 
     def run(self, top: Manifest) -> PushResult:
+        retries_before = self.client.retries
         self._check(self.client.request("GET", "/v2/", scopes=self.scopes), 200, "GET /v2/")
         seen: set[str] = set()
         for blob in top.all_blobs():
@@ -140,7 +142,8 @@ class _Pusher:
         self._manifest(top, self.dest.tag)
         c = self.counts
         return PushResult(self.dest, top.digest, top.media_type, c["uploaded"], c["existing"],
-                          c["mounted"], c["bytes"], c["manifests"], self.client.retries)
+                          c["mounted"], c["bytes"], c["manifests"],
+                          self.client.retries - retries_before)
 
     def _api(self, suffix: str) -> str:
         return f"/v2/{self.dest.repository}/{suffix}"
@@ -193,6 +196,8 @@ class _Pusher:
                                          scopes=(*self.scopes, pull_scope(source)))
         except AuthProblem:
             return self._start()  # no pull access to the source: upload as usual
+        if answer.status == 403:
+            return self._start()
         if answer.status == 201:
             self._digest_said(answer, blob)
             return None

@@ -172,7 +172,6 @@ class Client:
         self.credentials: Credentials | None = credentials_for(options.docker_config,
                                                                dest.registry)
         self.retries = 0  # transient failures that were tried again
-        self.requests: list[str] = []  # "METHOD path" of every request sent, for reports
         self._connections: dict[tuple[str, str], http.client.HTTPConnection] = {}
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], str] = {}
@@ -202,7 +201,6 @@ class Client:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": USER_AGENT, **headers}
         payload = body() if callable(body) else body
-        self.requests.append(f"{method} {parts.path}")
         try:
             conn.request(method, target, body=payload, headers=headers,
                          encode_chunked=False)
