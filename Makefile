@@ -11,7 +11,9 @@ TOOLS_DEBS   := make gcc g++ gcc-multilib libc6-dev musl-tools binutils mmdebstr
 PROGRAM_DEBS := jq curl sqlite3 openssl bc lua5.4 xz-utils gzip coreutils ffmpeg \
                 python3 git perl nginx redis-server tzdata ca-certificates
 ENGINE_DEBS  := docker.io containerd runc podman skopeo umoci
-TEST_DEBS    := $(TOOLS_DEBS) $(PROGRAM_DEBS) $(ENGINE_DEBS)
+# `slimmer push` is tested against a real registry (distribution 2.8) with bcrypt htpasswd.
+REGISTRY_DEBS := docker-registry apache2-utils
+TEST_DEBS    := $(TOOLS_DEBS) $(PROGRAM_DEBS) $(ENGINE_DEBS) $(REGISTRY_DEBS)
 BENCH_DEBS   := gcc pax-utils python3-pyelftools ffmpeg
 DEMO_DEBS    := gcc libc6-dev docker.io containerd runc
 

@@ -15,8 +15,9 @@ if [ "$(id -u)" -ne 0 ]; then
   sudo="sudo"
 fi
 echo "installing Debian packages: ${missing[*]}"
-# Packages such as nginx or redis-server would start their service on installation: a
-# policy-rc.d that says no (removed again if we put it there) keeps this machine as it was.
+# Packages such as nginx, redis-server or docker-registry would start their service on
+# installation: a policy-rc.d that says no (removed again if we put it there) keeps this
+# machine as it was.
 policy=/usr/sbin/policy-rc.d
 made_policy=""
 if [ ! -e "$policy" ]; then

@@ -27,9 +27,12 @@ from slimmer.sysroot import SysRoot
 Progress = Callable[[int, int], None]
 
 if TYPE_CHECKING:
+    from typing import TextIO
+
     from slimmer.packer import PackOptions, PackResult
     from slimmer.recipe import Recipe
     from slimmer.rootfs import FileTree
+    from slimmer.slim import SlimResult
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -273,6 +276,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
     from slimmer.packer import pack as run_pack
 
+    check_push(args)
     sysroot = SysRoot(args.root)
     cwd = os.getcwd()
     options = _pack_options(args, tuple(_program_path(sysroot, b, cwd) for b in binaries),
@@ -283,6 +287,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
         from dataclasses import replace
 
         _check_reproducible(options.output, lambda out: run_pack(replace(options, output=out)))
+    push_written(args, options.output)
     return 0
 
 
@@ -326,6 +331,7 @@ def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
 def cmd_slim(args: argparse.Namespace) -> int:
     from slimmer.slim import SlimOptions, slim
 
+    check_push(args)
     options = SlimOptions(_pack_options(args, (), ()), image=args.image, keep=tuple(args.keep))
     source = os.path.join(os.getcwd(), args.input)
     result = slim(source, options, _progress())
@@ -337,13 +343,64 @@ def cmd_slim(args: argparse.Namespace) -> int:
     report = result.report()
     if args.report == "json":
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
-        return 0
+    else:
+        _print_slimmed(args, result)
+    # A JSON report owns stdout: what was pushed goes to stderr then.
+    push_written(args, options.pack.output, sys.stderr if args.report == "json" else sys.stdout)
+    return 0
+
+
+def _print_slimmed(args: argparse.Namespace, result: SlimResult) -> None:
+    report = result.report()
     _print_result(result.packed)
     before, after = report["before"], report["after"]
     share = after["bytes"] / before["bytes"] if before["bytes"] else 0.0
     print(f"slimmed {result.reference or args.input} (entry {result.program}): "
           f"{before['files']} files, {before['bytes'] / 1e6:.1f} MB -> {after['files']} files, "
           f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
+
+
+def _docker_config_path(environ: Mapping[str, str]) -> str:
+    """Where Docker keeps credentials: $DOCKER_CONFIG/config.json or ~/.docker/config.json."""
+    directory = environ.get("DOCKER_CONFIG") or os.path.join(
+        environ.get("HOME") or os.path.expanduser("~"), ".docker")
+    return os.path.join(directory, "config.json")
+
+
+def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
+          out: TextIO = sys.stdout) -> None:
+    """Push `archive` to each reference and print what was sent and the pinned digest."""
+    from slimmer.push import PushOptions, push
+    from slimmer.regauth import read_docker_config
+    from slimmer.registry import ClientOptions
+
+    config = read_docker_config(_docker_config_path(os.environ))
+    options = PushOptions(ClientOptions(insecure=args.insecure, docker_config=config),
+                          image=getattr(args, "push_image", None),
+                          mount_from=tuple(getattr(args, "mount_from", ())))
+    for result in push(archive, references, options):
+        blobs = result.uploaded + result.existing + result.mounted
+        retried = f", {result.retries} retried" if result.retries else ""
+        print(f"pushed {result.destination}: {blobs} blobs ({result.uploaded} uploaded, "
+              f"{result.existing} already there, {result.mounted} mounted), "
+              f"{result.bytes_uploaded / 1e6:.1f} MB sent, {result.manifests} manifests"
+              f"{retried}", file=out)
+        print(result.pinned, file=out)
+
+
+def check_push(args: argparse.Namespace) -> None:
+    """Refuse a bad --push reference (or --insecure for it) before building anything."""
+    if args.insecure and not args.push:
+        raise SlimmerError("--insecure is about --push: give --push REGISTRY/REPO:TAG")
+    if args.push:
+        from slimmer.registry import checked_destination
+
+        for reference in args.push:
+            checked_destination(reference, args.insecure)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    _push(args, os.path.join(os.getcwd(), args.archive), args.references)
     return 0
 
 
@@ -419,9 +476,10 @@ def _columns() -> int:
         return int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
         pass
+    stream = sys.__stdout__
     try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns
-    except (AttributeError, ValueError, OSError):
+        return os.get_terminal_size(stream.fileno()).columns if stream is not None else 80
+    except (ValueError, OSError):
         return 80
 
 
@@ -551,7 +609,47 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="print a JSON document")
     _common_options(ins)
     ins.set_defaults(run=cmd_inspect)
+
+    ps = sub.add_parser(
+        "push", help="push an image archive to a registry",
+        description="Push an image archive (an OCI layout tar such as slimmer writes, or a "
+                    "layout directory) to a registry over the OCI distribution API, digests "
+                    "unchanged. Credentials come from $DOCKER_CONFIG/config.json or "
+                    "~/.docker/config.json. Prints REGISTRY/REPO@DIGEST for each reference.")
+    ps.add_argument("archive", metavar="IMAGE.tar")
+    ps.add_argument("references", nargs="+", metavar="REGISTRY/REPO:TAG",
+                    help="where to push (several: later ones on the same registry mount the "
+                         "blobs from the first)")
+    ps.add_argument("--image", dest="push_image", metavar="NAME",
+                    help="which image of an archive holding several")
+    ps.add_argument("--mount-from", action="append", default=[], metavar="REPO",
+                    help="a repository of the same registry that may hold the blobs: mount "
+                         "them from it instead of uploading (repeatable)")
+    _insecure_option(ps)
+    ps.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                    help="show tracebacks on errors")
+    ps.set_defaults(run=cmd_push)
     return top
+
+
+def push_options(p: argparse.ArgumentParser) -> None:
+    """--push and --insecure, for a command that writes an archive: call `push_written`
+    once it is written (and `check_push` before, to refuse bad references early)."""
+    p.add_argument("--push", action="append", default=[], metavar="REGISTRY/REPO:TAG",
+                   help="push the archive to this registry reference once written "
+                        "(repeatable)")
+    _insecure_option(p)
+
+
+def push_written(args: argparse.Namespace, archive: str, out: TextIO = sys.stdout) -> None:
+    if args.push:
+        _push(args, archive, args.push, out)
+
+
+def _insecure_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure", action="store_true",
+                   help="plain HTTP to the registry (only for a loopback host: 127.0.0.0/8, "
+                        "::1, localhost); HTTPS otherwise")
 
 
 def _image_options(pk: argparse.ArgumentParser) -> None:
@@ -598,6 +696,7 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
                          "with the differences if the bytes are not the same")
     pk.add_argument("--no-recipes", action="store_true",
                     help="do not apply the built-in recipes that match the programs")
+    push_options(pk)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,307 @@
+"""`slimmer push`: an image layout to a registry, digests preserved.
+
+For each destination: ping /v2/ (which settles authentication), then every blob (HEAD to skip
+what the repository has; a cross-repository mount from each `mount_from` repository, and from
+the destinations pushed before on the same registry; else an upload), then the manifests
+bottom up: an index's children by digest, the top manifest or index by tag, each as the exact
+bytes of the layout, checked against the Docker-Content-Digest the registry answers.
+
+Uploads: blobs up to `chunk_size` are read, hashed, and sent with one POST and one PUT; bigger
+ones go in PATCH chunks with Content-Range, hashed as they are read, and are committed (PUT
+?digest=) only when the whole content hashed to its digest. When a chunk's connection drops,
+the upload's status (GET on its location: Range) says where to resume; an upload the
+registry no longer knows starts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from slimmer.layout import BadLayout, Blob, Layout, Manifest, select
+from slimmer.regauth import AuthProblem, pull_scope, push_scope
+from slimmer.registry import (
+    Client,
+    ClientOptions,
+    Destination,
+    RegistryError,
+    Response,
+    Transient,
+    parse_destination,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    client: ClientOptions = field(default_factory=ClientOptions)
+    image: str | None = None  # which image of a layout holding several
+    mount_from: tuple[str, ...] = ()  # repositories of the same registry that hold the blobs
+    chunk_size: int = 16 << 20  # bigger blobs are uploaded in PATCH chunks of this size
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    destination: Destination
+    digest: str
+    media_type: str
+    uploaded: int  # blobs sent
+    existing: int  # blobs the repository had
+    mounted: int  # blobs mounted from another repository
+    bytes_uploaded: int
+    manifests: int
+    retries: int  # transient failures tried again while pushing to this destination
+
+    @property
+    def pinned(self) -> str:
+        return self.destination.pinned(self.digest)
+
+
+def push(archive: str, references: Sequence[str], options: PushOptions) -> tuple[PushResult, ...]:
+    """Push the image in `archive` (an OCI layout tar or directory) to every reference
+    (REGISTRY/REPO:TAG), in order; later destinations on the same registry mount the blobs
+    from the earlier ones."""
+    destinations = [parse_destination(r) for r in references]
+    clients: dict[str, Client] = {}
+    results: list[PushResult] = []
+    try:
+        with Layout(archive) as layout:
+            top = select(layout, options.image)
+            for dest in destinations:
+                client = clients.get(dest.registry)
+                if client is None:
+                    client = Client(dest, options.client)
+                    clients[dest.registry] = client
+                before = [d.repository for d in destinations[:len(results)]
+                          if d.registry == dest.registry and d.repository != dest.repository]
+                sources = tuple(dict.fromkeys([*before, *_repositories(options.mount_from,
+                                                                        dest)]))
+                results.append(_Pusher(client, dest, layout, options, sources).run(top))
+    finally:
+        for client in clients.values():
+            client.close()
+    return tuple(results)
+
+
+def _repositories(names: Sequence[str], dest: Destination) -> tuple[str, ...]:
+    """--mount-from values as repository names (REGISTRY/ of the destination stripped)."""
+    return tuple(n.removeprefix(dest.registry + "/") for n in names
+                 if n.removeprefix(dest.registry + "/") != dest.repository)
+
+
+@dataclass(slots=True)
+class _Upload:
+    location: str | None = None
+    offset: int = 0
+
+
+@dataclass(slots=True)
+class _Hasher:
+    """A digest over a blob read in chunks that may be read again after a resume: each byte
+    is hashed once, in order."""
+
+    algorithm: str
+    done: int = 0
+    state: hashlib._Hash = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.state = hashlib.new(self.algorithm)
+
+    def feed(self, offset: int, data: bytes) -> None:
+        assert offset <= self.done, "chunks are read in order"
+        if offset + len(data) > self.done:
+            self.state.update(data[self.done - offset:])
+            self.done = offset + len(data)
+
+    def digest(self) -> str:
+        return f"{self.algorithm}:{self.state.hexdigest()}"
+
+
+class _Pusher:
+    def __init__(self, client: Client, dest: Destination, layout: Layout, options: PushOptions,
+                 sources: tuple[str, ...]) -> None:
+        self.client = client
+        self.dest = dest
+        self.layout = layout
+        self.options = options
+        self.sources = sources
+        self.scopes = (push_scope(dest.repository),)
+        self.counts = {"uploaded": 0, "existing": 0, "mounted": 0, "bytes": 0, "manifests": 0}
+
+    def run(self, top: Manifest) -> PushResult:
+        retries_before = self.client.retries
+        self._check(self.client.request("GET", "/v2/", scopes=self.scopes), 200, "GET /v2/")
+        seen: set[str] = set()
+        for blob in top.all_blobs():
+            if blob.digest not in seen:
+                seen.add(blob.digest)
+                self._blob(blob)
+        for child in top.children:
+            self._manifest(child, child.digest)
+        self._manifest(top, self.dest.tag)
+        c = self.counts
+        return PushResult(self.dest, top.digest, top.media_type, c["uploaded"], c["existing"],
+                          c["mounted"], c["bytes"], c["manifests"],
+                          self.client.retries - retries_before)
+
+    def _api(self, suffix: str) -> str:
+        return f"/v2/{self.dest.repository}/{suffix}"
+
+    def _check(self, response: Response, expected: int, what: str) -> Response:
+        if response.status != expected:
+            raise RegistryError(f"{self.dest.registry}: {what}: {response.problem()}")
+        return response
+
+    # -- manifests --
+
+    def _manifest(self, manifest: Manifest, reference: str) -> None:
+        what = f"PUT manifest {self.dest.repository}:{reference}"
+        answer = self.client.request(
+            "PUT", self._api(f"manifests/{reference}"), scopes=self.scopes,
+            headers={"Content-Type": manifest.media_type}, body=manifest.data)
+        self._check(answer, 201, what)
+        said = answer.header("Docker-Content-Digest")
+        if said and said != manifest.digest:
+            raise RegistryError(f"{self.dest.registry}: {what}: the registry stored it as "
+                                f"{said}, not {manifest.digest}")
+        self.counts["manifests"] += 1
+
+    # -- blobs --
+
+    def _blob(self, blob: Blob) -> None:
+        answer = self.client.request("HEAD", self._api(f"blobs/{blob.digest}"),
+                                     scopes=self.scopes)
+        if answer.status == 200:
+            self.counts["existing"] += 1
+            return
+        if answer.status != 404:
+            self._check(answer, 200, f"HEAD blob {blob.digest}")
+        upload = _Upload()
+        for source in self.sources:
+            location = self._mount(blob, source)
+            if location is None:
+                self.counts["mounted"] += 1
+                return
+            upload.location = location  # the registry began an ordinary upload instead
+        self._upload(blob, upload)
+        self.counts["uploaded"] += 1
+        self.counts["bytes"] += blob.size
+
+    def _mount(self, blob: Blob, source: str) -> str | None:
+        """None when mounted (201); the upload location the registry opened instead (202)."""
+        query = urllib.parse.urlencode({"mount": blob.digest, "from": source})
+        try:
+            answer = self.client.request("POST", self._api(f"blobs/uploads/?{query}"),
+                                         scopes=(*self.scopes, pull_scope(source)))
+        except AuthProblem:
+            return self._start()  # no pull access to the source: upload as usual
+        if answer.status == 403:
+            return self._start()
+        if answer.status == 201:
+            self._digest_said(answer, blob)
+            return None
+        return self._check(answer, 202, f"POST mount of {blob.digest}").header("Location") \
+            or self._start()
+
+    def _start(self) -> str:
+        answer = self.client.request("POST", self._api("blobs/uploads/"), scopes=self.scopes)
+        location = self._check(answer, 202, "POST blob upload").header("Location")
+        if not location:
+            raise RegistryError(f"{self.dest.registry}: POST blob upload: 202 without a "
+                                "Location")
+        return location
+
+    def _upload(self, blob: Blob, upload: _Upload) -> None:
+        small = blob.size <= self.options.chunk_size
+        data = self._whole(blob) if small else b""
+        hasher = _Hasher(blob.digest.partition(":")[0])
+        failures = 0
+        while True:
+            try:
+                if upload.location is None:
+                    upload.location, upload.offset = self._start(), 0
+                if small:
+                    self._commit(blob, upload.location, data)
+                    return
+                self._chunks(blob, upload, hasher)
+                self._finish(blob, upload.location, hasher)
+                return
+            except Transient as exc:
+                failures += 1
+                if failures >= self.client.options.attempts:
+                    raise RegistryError(f"{self.dest.registry}: uploading {blob.digest}: {exc} "
+                                        f"(gave up after {failures} tries)") from None
+                self.client.pause(failures, exc.wait)
+                self._resume_point(upload, small)
+
+    def _whole(self, blob: Blob) -> bytes:
+        name = self.layout.blob_name(blob.digest)
+        with self.layout.open(name) as fh:
+            data = fh.read()
+        hasher = _Hasher(blob.digest.partition(":")[0])
+        hasher.feed(0, data)
+        self._verify(blob, hasher, len(data))
+        return data
+
+    def _verify(self, blob: Blob, hasher: _Hasher, size: int) -> None:
+        if hasher.digest() != blob.digest or size != blob.size:
+            raise BadLayout(f"{self.layout.path}: blob {blob.digest}: its content ({size} "
+                            f"bytes) hashes to {hasher.digest()}: not pushed")
+
+    def _chunks(self, blob: Blob, upload: _Upload, hasher: _Hasher) -> None:
+        name = self.layout.blob_name(blob.digest)
+        with self.layout.open(name) as fh:
+            fh.seek(upload.offset)
+            while upload.offset < blob.size:
+                chunk = fh.read(min(self.options.chunk_size, blob.size - upload.offset))
+                if not chunk:
+                    break
+                hasher.feed(upload.offset, chunk)
+                end = upload.offset + len(chunk) - 1
+                assert upload.location is not None
+                answer = self.client.exchange(
+                    "PATCH", upload.location, scopes=self.scopes, body=chunk,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{upload.offset}-{end}"})
+                self._check(answer, 202, f"PATCH {blob.digest} bytes {upload.offset}-{end}")
+                upload.location = answer.header("Location") or upload.location
+                upload.offset = end + 1
+
+    def _finish(self, blob: Blob, location: str, hasher: _Hasher) -> None:
+        if hasher.digest() != blob.digest or hasher.done != blob.size:
+            self.client.exchange("DELETE", location, scopes=self.scopes)  # drop the upload
+            self._verify(blob, hasher, hasher.done)
+        self._commit(blob, location, None)
+
+    def _commit(self, blob: Blob, location: str, data: bytes | None) -> None:
+        separator = "&" if urllib.parse.urlsplit(location).query else "?"
+        url = f"{location}{separator}digest={urllib.parse.quote(blob.digest)}"
+        headers = {"Content-Type": "application/octet-stream"}
+        answer = self.client.exchange("PUT", url, scopes=self.scopes, body=data or b"",
+                                      headers=headers)
+        self._check(answer, 201, f"PUT blob {blob.digest}")
+        self._digest_said(answer, blob)
+
+    def _digest_said(self, answer: Response, blob: Blob) -> None:
+        said = answer.header("Docker-Content-Digest")
+        if said and said != blob.digest:
+            raise RegistryError(f"{self.dest.registry}: blob {blob.digest} was stored as {said}")
+
+    def _resume_point(self, upload: _Upload, small: bool) -> None:
+        """After a failure: ask the registry how much of the upload it has (GET: Range) and
+        go on from there, or start a new upload when it does not know it any more."""
+        if small or upload.location is None:
+            upload.location, upload.offset = None, 0
+            return
+        try:
+            answer = self.client.exchange("GET", upload.location, scopes=self.scopes)
+        except Transient:
+            upload.location, upload.offset = None, 0
+            return
+        first, _, last = answer.header("Range").partition("-")
+        if answer.status != 204 or first != "0" or not last.isdigit() or int(last) == 0:
+            upload.location, upload.offset = None, 0  # unknown, or "0-0" (0 or 1 byte?)
+            return
+        upload.location = answer.header("Location") or upload.location
+        upload.offset = int(last) + 1
