@@ -214,6 +214,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from slimmer.multiarch import write_index
     from slimmer.oci import parse_reference
 
+    check_push(args)
     cwd = os.getcwd()
     inputs = [os.path.join(cwd, a) for a in args.archives]
     output = os.path.join(cwd, args.output)
@@ -227,6 +228,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         print(f"  {image.name}: manifest {image.manifest['digest']} ({image.source})")
     if args.check_reproducible:
         _check_reproducible(output, lambda out: write_index(inputs, out, ref, epoch))
+    push_written(args, output)
     return 0
 
 
@@ -579,6 +581,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
                     help="write a second time elsewhere and fail if the bytes differ")
     ix.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                     help="show tracebacks on errors")
+    push_options(ix)
     ix.set_defaults(run=cmd_index)
 
     df = sub.add_parser(

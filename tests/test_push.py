@@ -346,6 +346,32 @@ def test_multi_platform_index(registry: Registry, docker: Docker, tmp_path: Path
     check_docker_pull(docker, images[0], reference, tmp_path, pinned=inner_digest)
 
 
+def test_index_push_sends_what_index_wrote(registry: Registry, tmp_path: Path) -> None:
+    """`slimmer index ... --push`: the registry serves the image index `index` wrote, and
+    each platform's manifest under its digest."""
+    amd = pack(tmp_path, "amd")
+    source = tmp_path / "p32.c"
+    source.write_text("int main(void) { return 0; }\n")
+    subprocess.run(["gcc", "-m32", "-static", "-o", str(tmp_path / "p32"), str(source)],
+                   check=True)
+    done = slimmer("pack", str(tmp_path / "p32"), "-o", str(tmp_path / "p32.tar"))
+    assert done.returncode == 0, done.stderr
+    reference = f"{registry.address}/idx/app:1"
+    out = tmp_path / "multi.tar"
+    done = slimmer("index", str(amd.archive), str(tmp_path / "p32.tar"), "-o", str(out),
+                   "--tag", "idx/app:1", "--push", reference, "--insecure")
+    assert done.returncode == 0, done.stderr
+    top = index_of(out)["manifests"][0]["digest"]
+    blobs = blobs_of(out)
+    assert last_line(done) == f"{registry.address}/idx/app@{top}"
+    assert raw_manifest(reference) == blobs[top]
+    children = json.loads(blobs[top])["manifests"]
+    assert {c["platform"]["architecture"] for c in children} == {"amd64", "386"}
+    for child in children:
+        assert raw_manifest(f"{registry.address}/idx/app@{child['digest']}") == \
+            blobs[child["digest"]]
+
+
 def test_layout_listing_platforms_pushes_its_index_json(registry: Registry,
                                                         tmp_path: Path) -> None:
     images = [pack(tmp_path, "one"), pack(tmp_path, "two")]
