@@ -101,8 +101,10 @@ class ArchiveFiles:
             raise FileProblem(f"{self.path}: no such file or directory")
         try:
             self.tar = tarfile.open(self.path)
-        except tarfile.TarError as exc:
-            raise FileProblem(f"{self.path}: not an image archive ({exc})") from None
+        except tarfile.TarError:
+            # tarfile's message lists every compression it tried, one per line
+            raise FileProblem(f"{self.path}: not an image archive (neither a tar file nor a "
+                              "layout directory)") from None
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -250,7 +252,8 @@ class _Merger:
         try:
             tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
         except tarfile.TarError as exc:
-            raise FileProblem(f"layer {layer}: not a tar stream ({exc})") from None
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise FileProblem(f"layer {layer}: not a tar stream ({first})") from None
         with tar:
             for member in tar:
                 path = _safe_name(member.name, layer)

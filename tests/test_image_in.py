@@ -118,6 +118,17 @@ def test_hostile_archive_gives_a_one_line_error(tmp_path: Path) -> None:
     assert done.stderr.startswith("error: ") and "climbs out" in done.stderr
 
 
+def test_not_an_archive_gives_one_line(tmp_path: Path) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("not a tar\n" * 100)
+    done = subprocess.run([sys.executable, "-m", "slimmer", "slim", str(junk), "-o",
+                           str(tmp_path / "out.tar")], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: {junk}: not an image archive (neither a tar file nor a layout directory)"]
+    assert not (tmp_path / "out.tar").exists()
+
+
 def test_choosing_among_images(tmp_path: Path) -> None:
     archive = tmp_path / "two.tar"
     with tarfile.open(archive, "w") as tar:
