@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,15 @@ class Docker:
         out = self.run("load", "-i", str(archive)).stdout.decode()
         assert "Loaded image" in out, out
         return out.split("Loaded image:")[-1].strip()
+
+    @contextmanager
+    def loaded(self, archive: Path) -> Iterator[str]:
+        """Load an archive; yield its tag; remove the image again."""
+        tag = self.load(archive)
+        try:
+            yield tag
+        finally:
+            self.run("rmi", tag, check=False)
 
     def container(self, image: str, *args: str, input: bytes = b"") -> bytes:
         done = self.run("run", "--rm", "-i", "--network", "none", image, *args, input=input,

@@ -218,20 +218,14 @@ def test_python3_from_the_arm64_root(python_arm64: Path, binfmt: Binfmt,
 def test_docker_runs_the_foreign_images(docker: Docker, binfmt: Binfmt,
                                         jq_images: dict[str, Path], python_arm64: Path) -> None:
     for arch in sorted(ROOTS):
-        tag = docker.load(jq_images[arch])
-        try:
+        with docker.loaded(jq_images[arch]) as tag:
             assert docker.container(tag, "-c", JQ_FILTER, input=JQ_INPUT) == b"42\n", arch
             inspect = docker.run("image", "inspect", tag, "--format",
                                  "{{.Architecture}}/{{.Variant}}").stdout.decode().strip()
             platform = FACTS[arch][0]
             assert inspect == f"{platform['architecture']}/{platform.get('variant', '')}"
-        finally:
-            docker.run("rmi", tag, check=False)
-    tag = docker.load(python_arm64)
-    try:
+    with docker.loaded(python_arm64) as tag:
         assert docker.container(tag, "-c", PY_CHECK).decode().strip() == PY_EXPECTED
-    finally:
-        docker.run("rmi", tag, check=False)
 
 
 # ---- slim on a foreign image -------------------------------------------------------------------
@@ -267,11 +261,8 @@ def test_slim_a_foreign_image(arm64_fat_layout: Path, docker: Docker, binfmt: Bi
     index, _, config = archive_json(out)
     assert index["manifests"][0]["platform"] == FACTS["arm64"][0]
     assert config["config"]["Entrypoint"] == ["/usr/bin/python3"]
-    tag = docker.load(out)
-    try:
+    with docker.loaded(out) as tag:
         assert docker.container(tag, "-c", PY_CHECK).decode().strip() == PY_EXPECTED
-    finally:
-        docker.run("rmi", tag, check=False)
 
 
 # ---- a multi-platform index on the engines -----------------------------------------------------

@@ -57,11 +57,8 @@ def slim(source: Path, out: Path, *args: str) -> dict[str, object]:
 
 
 def run_slim(docker: Docker, archive: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    tag = docker.load(archive)
-    try:
+    with docker.loaded(archive) as tag:
         return docker.run("run", "--rm", "--network", "none", tag, *args, check=False)
-    finally:
-        docker.run("rmi", tag, check=False)
 
 
 def ratio(report: dict[str, object]) -> float:
