@@ -49,24 +49,32 @@ def closures_json(closures: list[Closure]) -> list[dict[str, object]]:
 def closures_json_text(closures: list[Closure]) -> str:
     """The same text as `json.dumps(closures_json(closures))`, written faster: the library
     objects (thousands for a directory of programs) are formatted directly with the json
-    module's C string encoder, and each shared Library object only once."""
+    module's C string encoder. Each shared Library object is formatted once; the copies made
+    for each program (a program's direct needs, `needed_by` its own path) reuse the text
+    around `needed_by` of the first library with the same fields."""
     enc = encode_basestring_ascii
     encoded: dict[int, str] = {}
+    around: dict[tuple[str, str, str, tuple[str, ...]], tuple[str, str]] = {}
     parts: list[str] = []
     for closure in closures:
+        binary = enc(closure.binary)
         libraries: list[str] = []
         for lib in closure.libraries:
             text = encoded.get(id(lib))
             if text is None:
-                hwcaps = ", ".join(map(enc, lib.hwcaps))
-                text = encoded[id(lib)] = (
-                    f'{{"soname": {enc(lib.soname)}, "path": {enc(lib.path)}, '
-                    f'"needed_by": {enc(lib.needed_by)}, "found_via": {enc(lib.found_via)}, '
-                    f'"hwcaps": [{hwcaps}]}}')
+                key = (lib.soname, lib.path, lib.found_via, lib.hwcaps)
+                pair = around.get(key)
+                if pair is None:
+                    hwcaps = ", ".join(map(enc, lib.hwcaps))
+                    pair = around[key] = (
+                        f'{{"soname": {enc(lib.soname)}, "path": {enc(lib.path)}, "needed_by": ',
+                        f', "found_via": {enc(lib.found_via)}, "hwcaps": [{hwcaps}]}}')
+                needed_by = binary if lib.needed_by == closure.binary else enc(lib.needed_by)
+                text = encoded[id(lib)] = pair[0] + needed_by + pair[1]
             libraries.append(text)
         interp = closure.elf.interpreter
         missing = json.dumps(_missing_json(closure)) if closure.missing else "[]"
-        parts.append(f'{{"binary": {enc(closure.binary)}, "kind": {enc(closure.kind.value)}, '
+        parts.append(f'{{"binary": {binary}, "kind": {enc(closure.kind.value)}, '
                      f'"arch": {enc(closure.elf.arch_name)}, '
                      f'"interpreter": {"null" if interp is None else enc(interp)}, '
                      f'"libraries": [{", ".join(libraries)}], "missing": {missing}}}')
