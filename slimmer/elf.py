@@ -287,24 +287,53 @@ def _layout(src: _Source, name: str) -> _Layout:
                    dynamic is not None, tags, needed_offsets)
 
 
-def _strings(src: _Source, lay: _Layout, name: str) -> Callable[[int], str]:
-    """A reader of dynamic strings by their DT_STRTAB offset, bounded by DT_STRSZ."""
+def _string_table(src: _Source, lay: _Layout, name: str) -> tuple[int, int]:
+    """Where DT_STRTAB starts in the file, and where it ends (DT_STRSZ, or the file's end)."""
     tags = lay.tags
     if DT_STRTAB not in tags:
         raise CorruptElf(f"{name}: dynamic section has names but no DT_STRTAB")
     strtab = _vaddr_to_offset(lay.loads, tags[DT_STRTAB], name)
-    limit = min(src.size, strtab + tags.get(DT_STRSZ, src.size - strtab))
+    return strtab, min(src.size, strtab + tags.get(DT_STRSZ, src.size - strtab))
 
-    def string(offset: int) -> str:
-        if strtab + offset >= limit:
-            raise CorruptElf(f"{name}: dynamic string at {offset:#x} lies outside the "
-                             "string table")
-        found = src.string(strtab + offset, limit)
-        if found is None:
-            raise CorruptElf(f"{name}: unterminated dynamic string at {offset:#x}")
-        return found.decode("utf-8", "surrogateescape")  # os.fsdecode, without its checks
 
-    return string
+def _string_at(src: _Source, strtab: int, limit: int, offset: int, name: str) -> str:
+    if strtab + offset >= limit:
+        raise CorruptElf(f"{name}: dynamic string at {offset:#x} lies outside the string table")
+    found = src.string(strtab + offset, limit)
+    if found is None:
+        raise CorruptElf(f"{name}: unterminated dynamic string at {offset:#x}")
+    return found.decode("utf-8", "surrogateescape")  # os.fsdecode, without its checks
+
+
+def _strings(src: _Source, lay: _Layout, name: str) -> Callable[[int], str]:
+    """A reader of dynamic strings by their DT_STRTAB offset, bounded by DT_STRSZ."""
+    strtab, limit = _string_table(src, lay, name)
+    return lambda offset: _string_at(src, strtab, limit, offset, name)
+
+
+_WINDOW = 65536  # the most read at once for the names of one file
+
+
+def _names(src: _Source, lay: _Layout, name: str, offsets: list[int]) -> list[str]:
+    """The dynamic strings at these offsets (DT_NEEDED, DT_SONAME...), cut from one buffer:
+    the first bytes already read when they lie there, else one read spanning them all (they
+    sit close together); a name reaching past that buffer is read on its own."""
+    strtab, limit = _string_table(src, lay, name)
+    lo = strtab + min(offsets)
+    hi = min(limit, strtab + max(offsets) + 256)
+    window, base = src.head, 0
+    if hi > len(window) and lo < limit and 0 < hi - lo <= _WINDOW:
+        window, base = src.read(lo, hi - lo) or b"", lo
+    end_in_window = min(limit, base + len(window)) - base
+    out = []
+    for offset in offsets:
+        start = strtab + offset - base
+        end = window.find(b"\0", start, end_in_window) if 0 <= start < end_in_window else -1
+        if end >= 0:
+            out.append(window[start:end].decode("utf-8", "surrogateescape"))
+        else:
+            out.append(_string_at(src, strtab, limit, offset, name))
+    return out
 
 
 def _parse(src: _Source, name: str) -> ElfInfo:
@@ -312,12 +341,12 @@ def _parse(src: _Source, name: str) -> ElfInfo:
     tags, needed_offsets = lay.tags, lay.needed_offsets
     needed: tuple[str, ...] = ()
     soname = rpath = runpath = None
-    if needed_offsets or DT_SONAME in tags or DT_RPATH in tags or DT_RUNPATH in tags:
-        string = _strings(src, lay, name)
-        needed = tuple(string(o) for o in needed_offsets)
-        soname = string(tags[DT_SONAME]) if DT_SONAME in tags else None
-        rpath = string(tags[DT_RPATH]) if DT_RPATH in tags else None
-        runpath = string(tags[DT_RUNPATH]) if DT_RUNPATH in tags else None
+    named = [tags.get(DT_SONAME), tags.get(DT_RPATH), tags.get(DT_RUNPATH)]
+    if needed_offsets or named != [None, None, None]:
+        names = _names(src, lay, name, needed_offsets + [o for o in named if o is not None])
+        needed = tuple(names[:len(needed_offsets)])
+        rest = iter(names[len(needed_offsets):])
+        soname, rpath, runpath = (None if o is None else next(rest) for o in named)
 
     # Positional, in field order (keywords cost measurably on this hot path). glibc's
     # get-dynamic-info.h: "If both RUNPATH and RPATH are given, the latter is ignored."
