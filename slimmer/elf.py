@@ -256,6 +256,8 @@ def _layout(src: _Source, name: str) -> _Layout:
     else:
         headers = (phdr.unpack_from(table, i * phentsize) for i in range(phnum))
     for p_type, p_offset, p_vaddr, p_filesz in headers:
+        if p_type > PT_INTERP:  # PT_NOTE, PT_PHDR, PT_GNU_*...: half of them, not used
+            continue
         if p_type == PT_LOAD:
             loads.append((p_vaddr, p_offset, p_filesz))
         elif p_type == PT_INTERP:
