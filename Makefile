@@ -5,6 +5,9 @@ PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := bash scripts/system-deps.sh
+# What building the ELF reader's C fast path (slimmer/_elfscan.c) needs; without it the build
+# goes on and the Python reader reads every file.
+BUILD_DEBS := gcc python3-dev
 
 # Debian packages: what the tests compile, pack and run (qemu-user-static runs the arm64, armhf
 # and riscv64 images: the tests register its binfmt handlers while they run), the engines they
@@ -21,7 +24,8 @@ DEMO_DEBS    := gcc libc6-dev docker.io containerd runc
 
 .PHONY: install test lint bench demo clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml slimmer/_elfscan.c
+	$(DEPS) $(BUILD_DEBS)
 	$(PYTHON) -m venv $(VENV) || ($(DEPS) python3-venv && $(PYTHON) -m venv $(VENV))
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]' --config-settings editable_mode=compat
@@ -50,4 +54,4 @@ demo: install
 	bash scripts/demo.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache slimmer/*.so

@@ -1,0 +1,322 @@
+/* slimmer._elfscan: the loader facts of one ELF file, read as slimmer/elf.py reads them.
+
+   scan(path) -> tuple | None
+
+   A faster path for elf.read_elf, which calls it first: the ELF header, the program headers,
+   PT_INTERP, PT_DYNAMIC and the dynamic strings, through bounded preads. It handles the files
+   that elf.py reads without complaint and in the common way; for anything else (a file that
+   cannot be opened or is not a regular file, not ELF, truncated, corrupt, PN_XNUM, a name longer
+   than MAX_STRING...) it returns None and elf.py reads the file itself, so every error message
+   and every unusual case stays with the Python reader. tests/test_elfscan.py checks that both
+   give the same facts for every ELF file on the machine and for damaged copies of some.
+
+   The tuple: (elf_class, little_endian, machine, osabi, abiversion, e_type, e_flags,
+   interpreter, has_dynamic, needed, soname, rpath, runpath, flags_1), with rpath as written
+   (elf.py drops it when there is a DT_RUNPATH). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HEAD 16384          /* read at once, as elf.py's _HEAD */
+#define MAX_LOADS 64
+#define MAX_NEEDED 1024
+#define MAX_DYNAMIC (1 << 20)
+#define MAX_STRING 65536
+
+#define PT_LOAD 1
+#define PT_DYNAMIC 2
+#define PT_INTERP 3
+#define PN_XNUM 0xFFFF
+#define DT_NULL 0
+#define DT_NEEDED 1
+#define DT_STRTAB 5
+#define DT_STRSZ 10
+#define DT_SONAME 14
+#define DT_RPATH 15
+#define DT_RUNPATH 29
+#define DT_FLAGS_1 0x6FFFFFFBULL
+
+typedef struct {
+    int fd;
+    uint64_t size;
+    int big;                  /* big-endian */
+    size_t head_len;
+    unsigned char head[HEAD];
+} Source;
+
+/* Exactly n bytes at off into out; -1 when they are not all inside the file (as _Source.read). */
+static int source_read(Source *s, uint64_t off, uint64_t n, unsigned char *out)
+{
+    if (off > s->size || n > s->size - off)
+        return -1;
+    if (off + n <= s->head_len) {
+        memcpy(out, s->head + off, n);
+        return 0;
+    }
+    uint64_t done = 0;
+    while (done < n) {
+        ssize_t got = pread(s->fd, out + done, n - done, (off_t)(off + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return -1;
+        done += (uint64_t)got;
+    }
+    return 0;
+}
+
+static uint64_t word(const unsigned char *p, int width, int big)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < width; i++)
+        v |= (uint64_t)p[big ? width - 1 - i : i] << (8 * i);
+    return v;
+}
+
+typedef struct {
+    uint64_t vaddr, offset, filesz;
+} Load;
+
+/* The file offset of a virtual address, through the PT_LOADs in order (_vaddr_to_offset). */
+static int vaddr_to_offset(const Load *loads, int count, uint64_t addr, uint64_t *out)
+{
+    for (int i = 0; i < count; i++) {
+        if (loads[i].vaddr <= addr && addr - loads[i].vaddr < loads[i].filesz) {
+            *out = loads[i].offset + (addr - loads[i].vaddr);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* The dynamic string at strtab + offset, up to its NUL before limit, decoded as elf.py does. */
+static PyObject *dynamic_string(Source *s, uint64_t strtab, uint64_t limit, uint64_t offset,
+                                unsigned char *buf)
+{
+    if (strtab >= limit || offset >= limit - strtab)
+        return NULL;
+    uint64_t start = strtab + offset;
+    uint64_t n = limit - start < MAX_STRING ? limit - start : MAX_STRING;
+    if (start + n <= s->head_len) {
+        const unsigned char *p = s->head + start;
+        const unsigned char *end = memchr(p, 0, n);
+        if (end == NULL)
+            return NULL;
+        return PyUnicode_DecodeUTF8((const char *)p, end - p, "surrogateescape");
+    }
+    if (source_read(s, start, n, buf) < 0)
+        return NULL;
+    const unsigned char *end = memchr(buf, 0, n);
+    if (end == NULL)
+        return NULL;
+    return PyUnicode_DecodeUTF8((const char *)buf, end - buf, "surrogateescape");
+}
+
+typedef struct {
+    uint64_t value;
+    int present;
+} Tag;
+
+static PyObject *scan_source(Source *s)
+{
+    const unsigned char *h = s->head;
+    if (s->head_len < 16 || memcmp(h, "\177ELF", 4) != 0)
+        return NULL;
+    int ei_class = h[4], ei_data = h[5], ei_version = h[6], osabi = h[7], abiversion = h[8];
+    if ((ei_class != 1 && ei_class != 2) || (ei_data != 1 && ei_data != 2) || ei_version != 1)
+        return NULL;
+    int is64 = ei_class == 2, big = ei_data == 2, addr = is64 ? 8 : 4;
+    s->big = big;
+    unsigned char ehdr[48];
+    uint64_t ehdr_size = is64 ? 48 : 36;
+    if (source_read(s, 16, ehdr_size, ehdr) < 0)
+        return NULL;
+    /* offsets below are from byte 16 of the file */
+    uint64_t etype = word(ehdr, 2, big), machine = word(ehdr + 2, 2, big);
+    uint64_t phoff = word(ehdr + (is64 ? 16 : 12), addr, big);
+    uint64_t eflags = word(ehdr + (is64 ? 32 : 20), 4, big);
+    uint64_t phentsize = word(ehdr + (is64 ? 38 : 26), 2, big);
+    uint64_t phnum = word(ehdr + (is64 ? 40 : 28), 2, big);
+    if (etype != 2 && etype != 3)
+        return NULL;
+    uint64_t phsize = is64 ? 56 : 32;
+    if (phnum == PN_XNUM || (phnum && phentsize < phsize))
+        return NULL;
+    uint64_t table_size = phnum * phentsize;
+    unsigned char *table = malloc(table_size ? table_size : 1);
+    unsigned char *dynamic = NULL, *strbuf = NULL;
+    PyObject *interp = NULL, *needed = NULL, *names[3] = {NULL, NULL, NULL}, *result = NULL;
+    uint64_t *needed_offsets = NULL;
+    if (table == NULL || source_read(s, phoff, table_size, table) < 0)
+        goto done;
+
+    Load loads[MAX_LOADS];
+    int nloads = 0;
+    uint64_t dynamic_size = 0;
+    int has_dynamic = 0;
+    for (uint64_t i = 0; i < phnum; i++) {
+        const unsigned char *ph = table + i * phentsize;
+        uint64_t type = word(ph, 4, big);
+        uint64_t offset = word(ph + (is64 ? 8 : 4), addr, big);
+        uint64_t vaddr = word(ph + (is64 ? 16 : 8), addr, big);
+        uint64_t filesz = word(ph + (is64 ? 32 : 16), addr, big);
+        if (type == PT_LOAD) {
+            if (nloads == MAX_LOADS)
+                goto done;
+            loads[nloads++] = (Load){vaddr, offset, filesz};
+        } else if (type == PT_INTERP) {
+            if (filesz == 0 || filesz > MAX_STRING)
+                goto done;
+            unsigned char *data = malloc(filesz);
+            if (data == NULL || source_read(s, offset, filesz, data) < 0) {
+                free(data);
+                goto done;
+            }
+            const unsigned char *nul = memchr(data, 0, filesz);
+            Py_XDECREF(interp);
+            interp = PyUnicode_DecodeFSDefaultAndSize((const char *)data,
+                                                      nul ? nul - data : (Py_ssize_t)filesz);
+            free(data);
+            if (interp == NULL)
+                goto done;
+        } else if (type == PT_DYNAMIC) {
+            if (filesz > MAX_DYNAMIC)
+                goto done;
+            free(dynamic);
+            dynamic = malloc(filesz ? filesz : 1);
+            if (dynamic == NULL || source_read(s, offset, filesz, dynamic) < 0)
+                goto done;
+            dynamic_size = filesz;
+            has_dynamic = 1;
+        }
+    }
+
+    /* the dynamic entries up to the first DT_NULL; a repeated tag's last entry counts */
+    Tag strtab_tag = {0, 0}, strsz = {0, 0}, soname = {0, 0}, rpath = {0, 0}, runpath = {0, 0},
+        flags_1 = {0, 0};
+    int nneeded = 0;
+    needed_offsets = malloc(sizeof(uint64_t) * MAX_NEEDED);
+    if (needed_offsets == NULL)
+        goto done;
+    if (has_dynamic) {
+        uint64_t entsize = 2 * (uint64_t)addr, count = dynamic_size / entsize;
+        for (uint64_t i = 0; i < count; i++) {
+            uint64_t tag = word(dynamic + i * entsize, addr, big);
+            uint64_t value = word(dynamic + i * entsize + addr, addr, big);
+            if (tag == DT_NULL)
+                break;
+            Tag *t = tag == DT_STRTAB ? &strtab_tag : tag == DT_STRSZ ? &strsz
+                     : tag == DT_SONAME ? &soname : tag == DT_RPATH ? &rpath
+                     : tag == DT_RUNPATH ? &runpath : tag == DT_FLAGS_1 ? &flags_1 : NULL;
+            if (t != NULL)
+                *t = (Tag){value, 1};
+            else if (tag == DT_NEEDED) {
+                if (nneeded == MAX_NEEDED)
+                    goto done;
+                needed_offsets[nneeded++] = value;
+            }
+        }
+    }
+
+    needed = PyTuple_New(nneeded);
+    if (needed == NULL)
+        goto done;
+    if (nneeded || soname.present || rpath.present || runpath.present) {
+        uint64_t strtab, limit;
+        if (!strtab_tag.present || vaddr_to_offset(loads, nloads, strtab_tag.value, &strtab) < 0)
+            goto done;
+        if (!strsz.present || strtab > s->size)
+            limit = s->size;
+        else
+            limit = strsz.value > s->size - strtab ? s->size : strtab + strsz.value;
+        strbuf = malloc(MAX_STRING);
+        if (strbuf == NULL)
+            goto done;
+        for (int i = 0; i < nneeded; i++) {
+            PyObject *name = dynamic_string(s, strtab, limit, needed_offsets[i], strbuf);
+            if (name == NULL)
+                goto done;
+            PyTuple_SET_ITEM(needed, i, name);
+        }
+        Tag *named[3] = {&soname, &rpath, &runpath};
+        for (int i = 0; i < 3; i++) {
+            if (named[i]->present &&
+                (names[i] = dynamic_string(s, strtab, limit, named[i]->value, strbuf)) == NULL)
+                goto done;
+        }
+    }
+    result = Py_BuildValue("(iOKiiKKOOOOOOK)", is64 ? 64 : 32, big ? Py_False : Py_True,
+                           (unsigned long long)machine, osabi, abiversion,
+                           (unsigned long long)etype, (unsigned long long)eflags,
+                           interp ? interp : Py_None, has_dynamic ? Py_True : Py_False, needed,
+                           names[0] ? names[0] : Py_None, names[1] ? names[1] : Py_None,
+                           names[2] ? names[2] : Py_None, (unsigned long long)flags_1.value);
+
+done:
+    free(table);
+    free(dynamic);
+    free(strbuf);
+    free(needed_offsets);
+    Py_XDECREF(interp);
+    Py_XDECREF(needed);
+    for (int i = 0; i < 3; i++)
+        Py_XDECREF(names[i]);
+    if (result == NULL)
+        PyErr_Clear();  /* a decoding error too: elf.py decides */
+    return result;
+}
+
+static PyObject *scan(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    PyObject *encoded = NULL;
+    if (!PyUnicode_FSConverter(arg, &encoded))
+        return NULL;
+    Source *s = malloc(sizeof(Source));
+    PyObject *result = NULL;
+    if (s == NULL) {
+        Py_DECREF(encoded);
+        return PyErr_NoMemory();
+    }
+    s->fd = open(PyBytes_AS_STRING(encoded), O_RDONLY | O_CLOEXEC);
+    Py_DECREF(encoded);
+    struct stat st;
+    if (s->fd >= 0 && fstat(s->fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        s->size = (uint64_t)st.st_size;
+        ssize_t got = pread(s->fd, s->head, HEAD, 0);
+        if (got >= 0) {
+            s->head_len = (size_t)got;
+            result = scan_source(s);
+        }
+    }
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s);
+    if (result == NULL)
+        Py_RETURN_NONE;
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_O,
+     "scan(path) -> the loader facts of an ELF file, or None: then slimmer.elf reads it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "slimmer._elfscan",
+    "The ELF reader's fast path (see slimmer/elf.py).", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__elfscan(void)
+{
+    return PyModule_Create(&module);
+}
