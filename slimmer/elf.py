@@ -5,7 +5,11 @@ Only the ELF header, the program headers, PT_INTERP, PT_DYNAMIC and the strings 
 costs one 16 KiB read and a few small preads. Every offset is checked against the file size
 before it is used: a truncated or corrupt file gives CorruptElf, never an exception from struct
 or a read past the end.
-docs/benchmarks.md compares this reader with pyelftools and LIEF.
+
+`read_elf` first asks slimmer/_elfscan.c (an optional C extension) for the same facts: it reads
+well-formed files the same way and returns None for anything else, which this module then reads
+and names the problem of. tests/test_elfscan.py holds the two to the same answers.
+docs/benchmarks.md compares these readers with pyelftools and LIEF.
 """
 
 from __future__ import annotations
