@@ -287,7 +287,7 @@ def slimmer_command(*args: str) -> list[str]:
 
 
 # The same command with slimmer.elf's C fast path switched off: what pure Python costs.
-PYTHON_ONLY = ("import sys, slimmer.elf; slimmer.elf.fast_scan = None; "
+PYTHON_ONLY = ("import slimmer.elf; slimmer.elf.fast_scan = None; "
                "from slimmer.cli import run; run()")
 
 

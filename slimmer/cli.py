@@ -471,32 +471,10 @@ def _common_options(p: argparse.ArgumentParser) -> None:
                    help="the LD_LIBRARY_PATH the program will run with (repeatable)")
 
 
-def _columns() -> int:
-    """The terminal's width as shutil.get_terminal_size gives it (COLUMNS, then the terminal,
-    then 80), without importing shutil, which brings bz2 and lzma along."""
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    stream = sys.__stdout__
-    try:
-        return os.get_terminal_size(stream.fileno()).columns if stream is not None else 80
-    except (ValueError, OSError):
-        return 80
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse's parser, but its help formatter gets the width from `_columns`: argparse's
-    default imports shutil for it, a measurable share of `slimmer deps`'s start-up."""
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        return argparse.HelpFormatter(self.prog, width=_columns() - 2)
-
-
 def parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line, or (only="deps") just what `slimmer deps` needs: building the
     other commands' options costs start-up time that a batch `deps` run can do without."""
-    top = _Parser(
+    top = argparse.ArgumentParser(
         prog="slimmer",
         description="Build minimal, reproducible container images from a program, "
                     "found statically: the program is never run.")

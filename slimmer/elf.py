@@ -128,11 +128,7 @@ def read_elf(host_path: str, shown: str | None = None) -> ElfInfo:
     if fast_scan is not None:
         facts = fast_scan(host_path)
         if facts is not None:
-            (elf_class, little, machine, osabi, abiversion, etype, eflags, interp, has_dynamic,
-             needed, soname, rpath, runpath, flags_1) = facts
-            return ElfInfo(name, elf_class, little, machine, osabi, abiversion, etype, eflags,
-                           interp, has_dynamic, needed, soname,
-                           None if runpath is not None else rpath, runpath, rpath, flags_1)
+            return _info(name, *facts)
     return read_elf_python(host_path, name)
 
 
@@ -201,11 +197,6 @@ class _Source:
 
     def string(self, start: int, limit: int) -> bytes | None:
         """The NUL-terminated bytes at `start`, looking no further than `limit`."""
-        head = self.head
-        if 0 <= start < len(head):  # most names: in the first bytes, already read
-            end = head.find(b"\0", start, limit)
-            if end >= 0:
-                return head[start:end]
         step = 256
         while True:
             n = min(step, limit - start)
@@ -380,12 +371,21 @@ def _parse(src: _Source, name: str) -> ElfInfo:
         rest = iter(names[len(needed_offsets):])
         soname, rpath, runpath = (None if o is None else next(rest) for o in named)
 
-    # Positional, in field order (keywords cost measurably on this hot path). glibc's
-    # get-dynamic-info.h: "If both RUNPATH and RPATH are given, the latter is ignored."
-    return ElfInfo(name, 32 if lay.ei_class == ELFCLASS32 else 64, lay.order == "<",
-                   lay.machine, lay.osabi, lay.abiversion, lay.etype, lay.eflags, lay.interp,
-                   lay.has_dynamic, needed, soname, None if runpath is not None else rpath,
-                   runpath, rpath, tags.get(DT_FLAGS_1, 0))
+    return _info(name, 32 if lay.ei_class == ELFCLASS32 else 64, lay.order == "<", lay.machine,
+                 lay.osabi, lay.abiversion, lay.etype, lay.eflags, lay.interp, lay.has_dynamic,
+                 needed, soname, rpath, runpath, tags.get(DT_FLAGS_1, 0))
+
+
+def _info(name: str, elf_class: int, little_endian: bool, machine: int, osabi: int,
+          abiversion: int, etype: int, flags: int, interpreter: str | None, has_dynamic: bool,
+          needed: tuple[str, ...], soname: str | None, rpath: str | None, runpath: str | None,
+          flags_1: int) -> ElfInfo:
+    """The facts as read (both readers give them in this order, slimmer/_elfscan.c's tuple
+    included). Positional, in field order: keywords cost measurably on this hot path. glibc's
+    get-dynamic-info.h: "If both RUNPATH and RPATH are given, the latter is ignored." """
+    return ElfInfo(name, elf_class, little_endian, machine, osabi, abiversion, etype, flags,
+                   interpreter, has_dynamic, needed, soname,
+                   None if runpath is not None else rpath, runpath, rpath, flags_1)
 
 
 def _vaddr_to_offset(loads: list[tuple[int, int, int]], addr: int, name: str) -> int:

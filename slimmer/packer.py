@@ -183,10 +183,10 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
                                options.without_features)
     warnings += add_runtime_needs(tree, root, resolver, closures, place, features, options,
                                   with_features)
+    _refuse_other_arches(closures, arch)  # what recipes and rules brought in; --add's below
     for source, dest in options.add:
         added = add_host_path(tree, source, dest, options.keep_setuid)
         closures.extend(_add_elf_closures(tree, root, added, options, arch))
-    _refuse_other_arches(closures, arch)
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
     wants_dpkg = "dpkg-status" in features or options.sbom or options.lock or options.locked
