@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -122,8 +123,8 @@ class ArchiveFiles:
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         if self.tar is None:
-            full = os.path.join(self.path, name)
-            if os.path.islink(full) or not os.path.isfile(full):
+            full = layout_file(self.path, name)
+            if full is None:
                 raise FileProblem(f"{self.path}: {name} is not a file of the layout")
             with open(full, "rb") as fh:
                 yield fh
@@ -161,7 +162,7 @@ class ArchiveFiles:
         entries = self.read_json("manifest.json")
         tags = [", ".join(e.get("RepoTags") or []) or "(untagged)" for e in entries]
         if wanted is not None:
-            entries = [e for e in entries if _matches(wanted, e.get("RepoTags") or [])]
+            entries = [e for e in entries if matches(wanted, e.get("RepoTags") or [])]
         entry = _one(entries, wanted, tags, self.path)
         config = self.read_json(entry["Config"])
         refs = entry.get("RepoTags") or [""]
@@ -170,14 +171,32 @@ class ArchiveFiles:
     def _oci(self, wanted: str | None) -> ImageSource:
         index = self.read_json("index.json")
         manifests = flatten_manifests(self, index.get("manifests", []))
-        tags = [_oci_name(m) or "(untagged)" for m in manifests]
+        tags = [ref_name(m) or "(untagged)" for m in manifests]
         if wanted is not None:
-            manifests = [m for m in manifests if _matches(wanted, [_oci_name(m)])]
+            manifests = [m for m in manifests if matches(wanted, [ref_name(m)])]
         desc = _one(manifests, wanted, tags, self.path)
         manifest = self.read_json(blob_name(desc["digest"]))
         config = self.read_json(blob_name(manifest["config"]["digest"]))
         layers = tuple(blob_name(layer["digest"]) for layer in manifest["layers"])
-        return ImageSource(config, layers, _oci_name(desc))
+        return ImageSource(config, layers, ref_name(desc))
+
+
+def layout_file(directory: str, name: str) -> str | None:
+    """The host path of regular file `name` of a layout directory; None when it is not there,
+    is not a regular file, or is reached through a symlink (which could lead outside)."""
+    path = directory
+    parts = name.split("/")
+    for i, part in enumerate(parts):
+        if part in ("", ".", ".."):
+            return None
+        path = os.path.join(path, part)
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return None
+        if not (stat.S_ISREG(mode) if i == len(parts) - 1 else stat.S_ISDIR(mode)):
+            return None
+    return path
 
 
 def blob_name(digest: str) -> str:
@@ -203,13 +222,15 @@ def flatten_manifests(source: ArchiveFiles,
     return out
 
 
-def _oci_name(desc: dict[str, Any]) -> str:
+def ref_name(desc: dict[str, Any]) -> str:
+    """The image name an index entry's annotations give it ("" when none)."""
     notes = desc.get("annotations") or {}
     return str(notes.get("io.containerd.image.name") or notes.get(
         "org.opencontainers.image.ref.name") or "")
 
 
-def _matches(wanted: str, names: list[str]) -> bool:
+def matches(wanted: str, names: list[str]) -> bool:
+    """Whether NAME[:TAG] `wanted` names one of these references (docker.io/library/... too)."""
     full = wanted if ":" in wanted.rsplit("/", 1)[-1] else f"{wanted}:latest"
     return any(n in (wanted, full) or n.endswith(("/" + wanted, "/" + full)) for n in names)
 

@@ -19,13 +19,9 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.image_in import layout_file, matches, ref_name
+from slimmer.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 MAX_MANIFEST = 4 << 20  # registries refuse bigger manifests (distribution: 4 MiB)
 _DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
 
@@ -38,7 +34,6 @@ class BadLayout(SlimmerError):
 class Blob:
     digest: str
     size: int
-    media_type: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +45,6 @@ class Manifest:
     data: bytes
     blobs: tuple[Blob, ...]  # config and layers (image manifest)
     children: tuple[Manifest, ...]  # manifests (index)
-    name: str  # the reference annotation index.json gave it, if any
 
     def all_blobs(self) -> Iterator[Blob]:
         yield from self.blobs
@@ -91,28 +85,27 @@ class Layout:
         if self._tar is not None:
             member = self._members.get(name)
             return member.size if member is not None and member.isfile() else None
-        full = os.path.join(self.path, name)
-        if os.path.islink(full) or not os.path.isfile(full):
-            return None
-        return os.path.getsize(full)
+        full = layout_file(self.path, name)
+        return os.path.getsize(full) if full is not None else None
 
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         """A seekable stream of regular file `name`."""
-        if self.size(name) is None:
-            raise BadLayout(f"{self.path}: {name} is missing (or not a regular file)")
         if self._tar is not None:
-            stream = self._tar.extractfile(self._members[name])
-            assert stream is not None
-            with stream:
-                yield stream
-            return
-        with open(os.path.join(self.path, name), "rb") as fh:
-            yield fh
+            member = self._members.get(name)
+            stream = self._tar.extractfile(member) if member and member.isfile() else None
+        else:
+            full = layout_file(self.path, name)
+            stream = open(full, "rb") if full is not None else None  # noqa: SIM115 - with below
+        if stream is None:
+            raise BadLayout(f"{self.path}: {name} is missing (or not a regular file)")
+        with stream:
+            yield stream
 
-    def read(self, name: str, limit: int = MAX_MANIFEST) -> bytes:
+    def read(self, name: str) -> bytes:
+        """A manifest, an index or index.json: small files, read whole."""
         size = self.size(name)
-        if size is not None and size > limit:
+        if size is not None and size > MAX_MANIFEST:
             raise BadLayout(f"{self.path}: {name} is {size} bytes, more than a manifest may be")
         with self.open(name) as fh:
             return fh.read()
@@ -125,32 +118,41 @@ class Layout:
 
     # -- the manifest tree --
 
-    def index(self) -> dict[str, Any]:
+    def index(self) -> tuple[bytes, dict[str, Any]]:
+        """index.json: its bytes and what they say."""
         if self.size("index.json") is None:
             what = ("a docker-archive (manifest.json only): push takes OCI layouts such as "
                     "slimmer writes" if self.size("manifest.json") is not None else
                     "not an OCI image layout")
             raise BadLayout(f"{self.path}: no index.json: {what}")
-        return self._json("index.json", self.read("index.json"))
+        data = self.read("index.json")
+        return data, self._json("index.json", data)
 
-    def manifest(self, descriptor: dict[str, Any], name: str = "") -> Manifest:
-        """The manifest or index `descriptor` points to, with everything below it."""
+    def manifest(self, descriptor: dict[str, Any]) -> Manifest:
+        """The manifest or index `descriptor` points to, with everything below it; its bytes
+        checked against the descriptor's size and digest."""
         digest = str(descriptor.get("digest", ""))
         blob = self.blob_name(digest)
         data = self.read(blob)
         if "size" in descriptor and descriptor["size"] != len(data):
             raise BadLayout(f"{self.path}: manifest {digest}: {len(data)} bytes, the "
                             f"descriptor says {descriptor['size']}")
+        algorithm, _, value = digest.partition(":")
+        if hashlib.new(algorithm, data).hexdigest() != value:
+            raise BadLayout(f"{self.path}: manifest {digest}: its content has another digest")
         doc = self._json(blob, data)
         media_type = str(doc.get("mediaType") or descriptor.get("mediaType") or "")
-        if media_type in INDEX_TYPES or (not media_type and "manifests" in doc):
+        if not media_type:  # old documents: what they hold tells
+            media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "config" in doc \
+                else ""
+        if media_type in INDEX_TYPES:
             children = tuple(self.manifest(d) for d in doc.get("manifests") or [])
-            return Manifest(digest, media_type or OCI_INDEX, data, (), children, name)
-        if media_type not in MANIFEST_TYPES and not (not media_type and "config" in doc):
+            return Manifest(digest, media_type, data, (), children)
+        if media_type not in MANIFEST_TYPES:
             raise BadLayout(f"{self.path}: {digest} has media type {media_type!r}: neither an "
                             "image manifest nor an index")
         blobs = tuple(self._blob(d) for d in [doc.get("config") or {}, *doc.get("layers", [])])
-        return Manifest(digest, media_type or OCI_MANIFEST, data, blobs, (), name)
+        return Manifest(digest, media_type, data, blobs, ())
 
     def _blob(self, descriptor: dict[str, Any]) -> Blob:
         digest = str(descriptor.get("digest", ""))
@@ -160,7 +162,7 @@ class Layout:
         if descriptor.get("size") != size:
             raise BadLayout(f"{self.path}: blob {digest} is {size} bytes, its descriptor says "
                             f"{descriptor.get('size')}")
-        return Blob(digest, size, str(descriptor.get("mediaType", "")))
+        return Blob(digest, size)
 
     def _json(self, name: str, data: bytes) -> dict[str, Any]:
         try:
@@ -172,17 +174,6 @@ class Layout:
         return doc
 
 
-def _ref_name(descriptor: dict[str, Any]) -> str:
-    notes = descriptor.get("annotations") or {}
-    return str(notes.get("io.containerd.image.name")
-               or notes.get("org.opencontainers.image.ref.name") or "")
-
-
-def _matches(wanted: str, name: str) -> bool:
-    full = wanted if ":" in wanted.rsplit("/", 1)[-1] else f"{wanted}:latest"
-    return bool(name) and (name in (wanted, full) or name.endswith(("/" + wanted, "/" + full)))
-
-
 def select(layout: Layout, image: str | None) -> Manifest:
     """What to push from the layout's index.json:
 
@@ -192,26 +183,24 @@ def select(layout: Layout, image: str | None) -> Manifest:
       byte for byte as the image index (its entries pushed first);
     - otherwise: an error asking for --image.
     """
-    index = layout.index()
+    data, index = layout.index()
     entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
     if not entries:
         raise BadLayout(f"{layout.path}: index.json lists no manifests")
-    names = [_ref_name(e) or "(unnamed)" for e in entries]
+    names = [ref_name(e) or "(unnamed)" for e in entries]
     if image is not None:
-        chosen = [e for e in entries if _matches(image, _ref_name(e))]
+        chosen = [e for e in entries if matches(image, [ref_name(e)])]
         if len(chosen) != 1:
             raise BadLayout(f"{layout.path}: {len(chosen)} images match {image} (it holds: "
                             f"{'; '.join(names)})")
-        return layout.manifest(chosen[0], _ref_name(chosen[0]))
+        return layout.manifest(chosen[0])
     if len(entries) == 1:
-        return layout.manifest(entries[0], _ref_name(entries[0]))
-    children = tuple(layout.manifest(e, _ref_name(e)) for e in entries)
+        return layout.manifest(entries[0])
+    children = tuple(layout.manifest(e) for e in entries)
     platforms = [json.dumps(e.get("platform"), sort_keys=True) for e in entries]
     if (all(c.media_type in MANIFEST_TYPES for c in children) and None not in
             [e.get("platform") for e in entries] and len(set(platforms)) == len(platforms)):
-        data = layout.read("index.json")
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        return Manifest(digest, str(index.get("mediaType") or OCI_INDEX), data, (), children,
-                        "")
+        return Manifest(digest, str(index.get("mediaType") or OCI_INDEX), data, (), children)
     raise BadLayout(f"{layout.path}: holds {len(entries)} images ({'; '.join(names)}): "
                     "choose one with --image")

@@ -25,6 +25,7 @@ from typing import IO, Any
 from slimmer.errors import FileProblem, SlimmerError
 from slimmer.image_in import ArchiveFiles, blob_name, flatten_manifests
 from slimmer.oci import (
+    MANIFEST_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
     LayoutBlob,
@@ -39,8 +40,6 @@ from slimmer.oci import (
 )
 
 CHUNK = 1 << 20
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 
 
 class NotAnImage(SlimmerError):
@@ -135,7 +134,7 @@ def read_platform_image(files: ArchiveFiles) -> PlatformImage:
     manifest_bytes = _read_blob(files, BlobRef(str(desc["digest"]), int(desc.get("size", -1))))
     manifest = _json(manifest_bytes, path, "manifest")
     media_type = desc.get("mediaType") or manifest.get("mediaType") or OCI_MANIFEST
-    if media_type not in IMAGE_MANIFESTS or "config" not in manifest:
+    if media_type not in MANIFEST_TYPES or "config" not in manifest:
         raise NotAnImage(f"{path}: {desc['digest']} is a {media_type}, not an image manifest")
     config_ref = _ref(manifest["config"], path)
     config_bytes = _read_blob(files, config_ref)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from slimmer.errors import SlimmerError
+from slimmer.image_in import ArchiveFiles
 from slimmer.layout import BadLayout, Layout, select
 from slimmer.oci import BadReference
 from slimmer.regauth import (
@@ -278,3 +279,38 @@ def test_not_a_layout(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"[]"))
     with Layout(str(docker_only)) as layout, pytest.raises(BadLayout, match="docker-archive"):
         select(layout, None)
+
+
+def test_manifest_with_other_content_than_its_digest_is_refused(tmp_path: Path) -> None:
+    blobs, manifest = _image("amd64")
+    other = manifest.replace(b'"schemaVersion": 2', b'"schemaVersion":\t2')  # same size
+    named = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    archive = _layout_tar(tmp_path / "swapped.tar", blobs[:2], {
+        "schemaVersion": 2, "manifests": [_desc(MANIFEST, manifest)]})
+    with tarfile.open(archive, "a") as tar:  # the manifest's name, another manifest's bytes
+        info = tarfile.TarInfo("blobs/sha256/" + named.removeprefix("sha256:"))
+        info.size = len(other)
+        tar.addfile(info, io.BytesIO(other))
+    with Layout(str(archive)) as layout, pytest.raises(
+            BadLayout, match=f"manifest {named}: its content has another digest"):
+        select(layout, None)
+
+
+def test_layout_directory_never_reads_through_a_symlink(tmp_path: Path) -> None:
+    """A directory layout whose blobs/ is a symlink to elsewhere: nothing is read there."""
+    blobs, manifest = _image("amd64")
+    elsewhere = tmp_path / "elsewhere" / "sha256"
+    elsewhere.mkdir(parents=True)
+    for data in [*blobs]:
+        (elsewhere / hashlib.sha256(data).hexdigest()).write_bytes(data)
+    layout_dir = tmp_path / "layout"
+    layout_dir.mkdir()
+    (layout_dir / "blobs").symlink_to(tmp_path / "elsewhere")
+    (layout_dir / "index.json").write_text(json.dumps(
+        {"schemaVersion": 2, "manifests": [_desc(MANIFEST, manifest)]}))
+    (layout_dir / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    with Layout(str(layout_dir)) as layout, pytest.raises(BadLayout, match="is missing"):
+        select(layout, None)
+    with ArchiveFiles(str(layout_dir)) as files, pytest.raises(
+            SlimmerError, match="is not a file of the layout"):
+        files.read_json("blobs/sha256/" + hashlib.sha256(manifest).hexdigest())
