@@ -31,6 +31,7 @@ from typing import IO, Any
 import zstandard
 
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.oci import INDEX_TYPES
 from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink, TreeConflict, TreeRoot
 
 WHITEOUT = ".wh."
@@ -211,7 +212,7 @@ def flatten_manifests(source: ArchiveFiles,
     """Manifests, with nested indexes opened; for a multi-platform index every platform."""
     out = []
     for desc in descriptors:
-        if desc.get("mediaType", "").endswith("image.index.v1+json"):
+        if desc.get("mediaType") in INDEX_TYPES:
             inner = source.read_json(blob_name(desc["digest"]))
             for m in flatten_manifests(source, inner.get("manifests", [])):
                 m = dict(m)

@@ -7,9 +7,6 @@ its digest checked on the way; an image index blob listing the per-platform mani
 `platform`; index.json naming that index (io.containerd.image.name, ref.name); oci-layout; and a
 manifest.json for Docker's classic image store, which cannot hold an index (docs/multiarch.md):
 one entry per platform tagged NAME:TAG-ARCH[-VARIANT], the first input also NAME:TAG.
-
-`collect` and `index_document` are separate from the writer so that a registry push can reuse
-them.
 """
 
 from __future__ import annotations

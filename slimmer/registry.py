@@ -134,7 +134,7 @@ class Response:
         return f"{self.status} {self.reason}" + (f" ({detail})" if detail else "")
 
 
-Body = bytes | Callable[[], Iterable[bytes]] | None
+Body = bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +200,8 @@ class Client:
             self._connections[key] = conn
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": USER_AGENT, **headers}
-        payload = body() if callable(body) else body
         try:
-            conn.request(method, target, body=payload, headers=headers,
+            conn.request(method, target, body=body, headers=headers,
                          encode_chunked=False)
             answer = conn.getresponse()
             data = answer.read()

@@ -22,7 +22,7 @@ import zstandard
 from slimmer.errors import FileProblem
 from slimmer.image_in import decompressed
 from slimmer.multiarch import platform_key
-from slimmer.oci import platform_of
+from slimmer.oci import INDEX_TYPES, platform_of
 
 CHUNK = 1 << 20
 
@@ -49,7 +49,7 @@ def verify(archive: str) -> Findings:
         raise FileProblem(f"{archive}: not a tar archive ({exc})") from None
     with outer:
         members = {m.name.removeprefix("./"): m for m in outer.getmembers() if m.isfile()}
-        digests = _blob_digests(outer, members, found)
+        _check_blob_digests(outer, members, found)
         index = _json(outer, members, "index.json", found, required=False)
         docker = _json(outer, members, "manifest.json", found, required=False)
         if index is None and docker is None:
@@ -59,7 +59,7 @@ def verify(archive: str) -> Findings:
             _check_layout(outer, members, found)
             images: list[tuple[str | None, list[str | None]]] = []
             for desc in index.get("manifests", []):
-                _check_manifest(outer, members, digests, desc, found, docker, images)
+                _check_manifest(outer, members, desc, found, docker, images)
             if docker is not None and any(_is_index(d) for d in index.get("manifests", [])):
                 _docker_entries_match(docker, images, found)
         elif docker is not None:
@@ -68,10 +68,9 @@ def verify(archive: str) -> Findings:
     return found
 
 
-def _blob_digests(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                  found: Findings) -> dict[str, int]:
-    """Hash every blob; note each whose content does not match its name. Returns name->size."""
-    sizes = {}
+def _check_blob_digests(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
+                        found: Findings) -> None:
+    """Hash every blob; note each whose content does not match its name."""
     mtimes = set()
     for name, member in sorted(members.items()):
         mtimes.add(member.mtime)
@@ -87,10 +86,8 @@ def _blob_digests(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
         found.checked += 1
         if digest.hexdigest() != expected:
             found.problems.append(f"{name}: content hashes to {algorithm}:{digest.hexdigest()}")
-        sizes[name] = member.size
     if len(mtimes) > 1:
         found.notes.append(f"archive entries carry {len(mtimes)} different mtimes")
-    return sizes
 
 
 def _json(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str,
@@ -136,11 +133,11 @@ def _check_layout(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
 
 
 def _is_index(desc: dict[str, Any]) -> bool:
-    return str(desc.get("mediaType", "")).endswith("image.index.v1+json")
+    return desc.get("mediaType") in INDEX_TYPES
 
 
 def _check_manifest(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                    digests: dict[str, int], desc: dict[str, Any], found: Findings,
+                    desc: dict[str, Any], found: Findings,
                     docker: Any, images: list[tuple[str | None, list[str | None]]]) -> None:
     """One descriptor of an index: an image manifest, or an index whose images (one per
     platform) are checked in turn. `images` collects each image's config and layer names."""
@@ -150,9 +147,9 @@ def _check_manifest(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
     manifest = _json(outer, members, name, found)
     if manifest is None:
         return
-    if manifest.get("mediaType", "").endswith("image.index.v1+json"):
+    if _is_index(manifest):
         for inner in manifest.get("manifests", []):
-            _check_manifest(outer, members, digests, inner, found, None, images)
+            _check_manifest(outer, members, inner, found, None, images)
         return
     config_name = _check_descriptor(members, manifest.get("config", {}), "config", found)
     config = _json(outer, members, config_name, found) if config_name else None

@@ -40,10 +40,13 @@ class Docker:
     def containerd_socket(self) -> str:
         return f"{self.directory}/exec/containerd/containerd.sock"
 
-    def run(self, *args: str, input: bytes | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def run(self, *args: str, input: bytes | None = None, check: bool = True,
+            config: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+        """The docker client on this daemon; `config`: its DOCKER_CONFIG (credentials)."""
         env = {**os.environ, "DOCKER_HOST": self.host}
         env.pop("DOCKER_CONTEXT", None)
+        if config is not None:
+            env["DOCKER_CONFIG"] = str(config)
         done = subprocess.run([self.docker, *args], input=input, capture_output=True, env=env,
                               timeout=300)
         if check and done.returncode != 0:

@@ -257,14 +257,8 @@ class Proxy:
                     self._cut(length)
                     return
                 body = self.rfile.read(length) if length else None
-                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
+                upstream = self._upstream(body)
                 try:
-                    upstream.putrequest(self.command, self.path, skip_host=True,
-                                        skip_accept_encoding=True)
-                    for name, value in self.headers.items():
-                        if name.lower() not in HOP:
-                            upstream.putheader(name, value)
-                    upstream.endheaders(body)
                     answer = upstream.getresponse()
                     data = answer.read()
                 finally:
@@ -277,6 +271,17 @@ class Proxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
+
+            def _upstream(self, body: bytes | None) -> http.client.HTTPConnection:
+                """This request sent on to the registry (without hop-by-hop headers)."""
+                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
+                upstream.putrequest(self.command, self.path, skip_host=True,
+                                    skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    if name.lower() not in HOP:
+                        upstream.putheader(name, value)
+                upstream.endheaders(body)
+                return upstream
 
             def _cut(self, length: int) -> None:
                 if proxy.status:
@@ -291,14 +296,7 @@ class Proxy:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
-                half = self.rfile.read(length // 2)
-                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
-                upstream.putrequest(self.command, self.path, skip_host=True,
-                                    skip_accept_encoding=True)
-                for name, value in self.headers.items():
-                    if name.lower() not in HOP:
-                        upstream.putheader(name, value)
-                upstream.endheaders(half)
+                upstream = self._upstream(self.rfile.read(length // 2))
                 time.sleep(0.3)  # let the registry read what it got before the cut
                 upstream.close()
                 self.close_connection = True

@@ -193,29 +193,18 @@ def test_push_then_pull_back_byte_identical(registry: Registry, tmp_path: Path) 
     assert last_line(again) == f"{registry.address}/plain/app@{image.manifest}"
 
 
-def docker_client(docker: Docker, *args: str, config: Path | None = None) -> str:
-    env = {**os.environ, "DOCKER_HOST": docker.host}
-    env.pop("DOCKER_CONTEXT", None)
-    if config is not None:
-        env["DOCKER_CONFIG"] = str(config)
-    done = subprocess.run([docker.docker, *args], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert done.returncode == 0, f"docker {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
 def check_docker_pull(docker: Docker, image: Packed, reference: str, tmp_path: Path,
                       config: Path | None = None, pinned: str = "") -> None:
     """docker pull: the image ID is our config digest, the repo digest our manifest digest
     (or `pinned`, an index's), the layer's content our diff_id, and the program runs."""
-    docker_client(docker, "pull", reference, config=config)
+    docker.run("pull", reference, config=config)
     try:
-        found = json.loads(docker_client(docker, "image", "inspect", reference))[0]
+        found = json.loads(docker.run("image", "inspect", reference).stdout)[0]
         assert found["Id"] == image.config
         repo_digest = f"{reference.rsplit(':', 1)[0]}@{pinned or image.manifest}"
         assert found["RepoDigests"] == [repo_digest]
         saved = tmp_path / "saved.tar"
-        docker_client(docker, "save", "-o", str(saved), reference)
+        docker.run("save", "-o", str(saved), reference)
         diff_id = json.loads(blobs_of(image.archive)[image.config])["rootfs"]["diff_ids"][0]
         with tarfile.open(saved) as tar:
             entry = json.load(tar.extractfile("manifest.json"))[0]  # type: ignore[arg-type]
