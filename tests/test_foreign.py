@@ -10,7 +10,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from slimmer.rootfs import TreeRoot
 from tests.conftest import need_tool, parse_loader_list
 from tests.engines import PODMAN_RUN, Docker, Podman
 from tests.roots import Binfmt, chroot_run, mmdebstrap_root
+from tests.test_pack import Archive, unpack_layer
 
 pytestmark = pytest.mark.e2e
 
@@ -92,28 +92,6 @@ def python_arm64(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def archive_json(archive: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """index.json, the manifest and the config of a one-image archive."""
-    with tarfile.open(archive) as t:
-        def read(name: str) -> Any:
-            return json.load(t.extractfile(name))  # type: ignore[arg-type]
-        index = read("index.json")
-        manifest = read(f"blobs/sha256/{index['manifests'][0]['digest'][7:]}")
-        return index, manifest, read(f"blobs/sha256/{manifest['config']['digest'][7:]}")
-
-
-def unpack(archive: Path, dest: Path) -> Path:
-    """The image's files on disk (its one layer extracted), for a chroot."""
-    _, manifest, _ = archive_json(archive)
-    dest.mkdir()
-    with tarfile.open(archive) as t:
-        layer = t.extractfile(f"blobs/sha256/{manifest['layers'][0]['digest'][7:]}")
-        assert layer is not None
-        subprocess.run(["tar", "-xz", "-C", str(dest)], stdin=None, input=layer.read(),
-                       check=True)
-    return dest
-
-
 # ---- the resolver on foreign roots ------------------------------------------------------------
 
 
@@ -157,18 +135,15 @@ def test_deps_match_the_foreign_loader(foreign: str, binfmt: Binfmt) -> None:
 
 def test_jq_image_has_the_abi_of_its_root(foreign: str, jq_images: dict[str, Path]) -> None:
     platform, loader, flags = FACTS[foreign]
-    index, _, config = archive_json(jq_images[foreign])
+    image = Archive(jq_images[foreign])
+    index, config = image.index, image.config
     assert index["manifests"][0]["platform"] == platform
     assert {k: config.get(k) for k in platform} == platform
     assert config["config"]["Entrypoint"] == ["/usr/bin/jq"]
     tree = read_image(str(jq_images[foreign])).tree
     assert TreeRoot(tree).lookup(loader) is not None  # through /lib -> usr/lib on trixie
     assert read_elf(str(root_of(foreign) / "usr/bin/jq")).interpreter == loader
-    with tarfile.open(jq_images[foreign]) as t:
-        _, manifest, _ = archive_json(jq_images[foreign])
-        layer = tarfile.open(fileobj=t.extractfile(  # noqa: SIM115 - in memory
-            f"blobs/sha256/{manifest['layers'][0]['digest'][7:]}"))
-        cache = layer.extractfile("etc/ld.so.cache").read()  # type: ignore[union-attr]
+    cache = image.layer.extractfile("etc/ld.so.cache").read()  # type: ignore[union-attr]
     entries = parse_ldcache(cache).entries
     assert {e.soname for e in entries} >= {"libc.so.6", "libjq.so.1", "libonig.so.5"}
     assert {e.flags for e in entries} == {flags}
@@ -178,7 +153,7 @@ def test_jq_runs_in_a_chroot_of_the_image(foreign: str, jq_images: dict[str, Pat
                                           binfmt: Binfmt, tmp_path: Path) -> None:
     """The image alone (no host files) runs under qemu; its loader finds every library through
     the image's ld.so.cache, which it would pass over if the flags were not its ABI's."""
-    image = unpack(jq_images[foreign], tmp_path / "image")
+    image = unpack_layer(jq_images[foreign], tmp_path / "image")
     done = chroot_run(image, ["/usr/bin/jq", "-c", JQ_FILTER], input=JQ_INPUT)
     assert (done.returncode, done.stdout) == (0, b"42\n"), done.stderr
     debug = chroot_run(image, ["/usr/bin/jq", "-n", "1"], env={"LD_DEBUG": "libs"})
@@ -196,19 +171,17 @@ def test_mixing_architectures_is_refused(jq_images: dict[str, Path], tmp_path: P
     assert done.stderr == ("error: /usr/bin/jq-amd64 is x86_64, the image's programs are "
                            "aarch64: one image holds one architecture\n")
     for name in ("amd64", "arm64"):
-        _, _, config = archive_json(jq_images[name])
-        assert config["architecture"] == name
+        assert Archive(jq_images[name]).config["architecture"] == name
 
 
 def test_python3_from_the_arm64_root(python_arm64: Path, binfmt: Binfmt,
                                      tmp_path: Path) -> None:
-    index, _, _ = archive_json(python_arm64)
-    assert index["manifests"][0]["platform"] == FACTS["arm64"][0]
+    assert Archive(python_arm64).index["manifests"][0]["platform"] == FACTS["arm64"][0]
     tree = read_image(str(python_arm64)).tree
     assert "/usr/lib/python3.11/lib-dynload/_ssl.cpython-311-aarch64-linux-gnu.so" in tree
     assert "/usr/lib/python3.11/json/__init__.py" in tree  # the recipe applied
     assert not any(p.startswith("/usr/lib/python3.11/test/") for p in tree.paths())
-    image = unpack(python_arm64, tmp_path / "image")
+    image = unpack_layer(python_arm64, tmp_path / "image")
     done = chroot_run(image, ["/usr/bin/python3", "-c", PY_CHECK],
                       env={"PATH": "/usr/bin", "LANG": "C.UTF-8"})
     assert done.returncode == 0, done.stderr
@@ -258,9 +231,9 @@ def test_slim_a_foreign_image(arm64_fat_layout: Path, docker: Docker, binfmt: Bi
     report = json.loads(done.stdout)
     assert report["program"] == "/usr/bin/python3"
     assert report["after"]["bytes"] < report["before"]["bytes"] * 0.6, report
-    index, _, config = archive_json(out)
-    assert index["manifests"][0]["platform"] == FACTS["arm64"][0]
-    assert config["config"]["Entrypoint"] == ["/usr/bin/python3"]
+    image = Archive(out)
+    assert image.index["manifests"][0]["platform"] == FACTS["arm64"][0]
+    assert image.config["config"]["Entrypoint"] == ["/usr/bin/python3"]
     with docker.loaded(out) as tag:
         assert docker.container(tag, "-c", PY_CHECK).decode().strip() == PY_EXPECTED
 
@@ -278,10 +251,10 @@ def multi(jq_images: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) 
             "--tag", name)
     per = {}
     for arch in ("amd64", "arm64"):
-        index, manifest, config = archive_json(jq_images[arch])
-        per[arch] = {"manifest": index["manifests"][0]["digest"],
-                     "config": manifest["config"]["digest"], "diff_id": config["rootfs"][
-                         "diff_ids"][0]}
+        image = Archive(jq_images[arch])
+        per[arch] = {"manifest": image.index["manifests"][0]["digest"],
+                     "config": image.manifest["config"]["digest"],
+                     "diff_id": image.config["rootfs"]["diff_ids"][0]}
     yield out, name, per
 
 
