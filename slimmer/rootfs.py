@@ -36,6 +36,13 @@ class File:
     data: bytes | None = None  # or the content itself
     uid: int = 0
     gid: int = 0
+    # Extended attributes carried into the layer as PAX SCHILY.xattr.NAME records, sorted by
+    # name (e.g. ("security.capability", b"...") for a file capability).
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+    # The identity of the underlying file: entries with the same node are one file (hard links
+    # in the source image). The writer stores the first in tree order and links the others to
+    # it. None: not linked to anything.
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
