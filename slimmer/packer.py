@@ -16,6 +16,7 @@ from slimmer import baseline, runtime
 from slimmer.arch import Arch
 from slimmer.elf import Versions, parse_versions, read_versions
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
+from slimmer.fileio import read_small_file
 from slimmer.layer import Progress, write_layer
 from slimmer.ldcache import write_ldcache
 from slimmer.oci import (
@@ -114,11 +115,8 @@ def pack(options: PackOptions, progress: Progress | None = None,
     tree = built.tree
     items = inputs(tree, built.dpkg) if options.lock or options.locked or options.sbom else []
     if options.locked:
-        try:
-            with open(options.locked, encoding="utf-8") as fh:
-                check_lock(fh.read(), items, options.locked)
-        except OSError as exc:
-            raise FileProblem(f"{options.locked}: cannot read ({exc.strerror})") from None
+        raw = read_small_file(options.locked, "lock file")
+        check_lock(raw.decode("utf-8", "replace"), items, options.locked)
     try:
         layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
                             progress)

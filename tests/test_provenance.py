@@ -110,3 +110,23 @@ def test_a_root_copied_elsewhere_gives_the_same_image(tmp_path: Path, cc: Compil
                                   tag="z:1"))
         digests.append((result.image.manifest_digest, out.read_bytes()))
     assert digests[0] == digests[1]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "binary"])
+def test_locked_that_is_no_lock_file_is_refused_at_once(tmp_path: Path, cc: Compile,
+                                                        kind: str) -> None:
+    """A FIFO given as --locked used to block forever; a directory or binary junk gave a
+    traceback. Each is one error naming the file."""
+    root = small_root(tmp_path, cc)
+    lock = tmp_path / "image.lock"
+    if kind == "fifo":
+        os.mkfifo(lock)
+    elif kind == "directory":
+        lock.mkdir()
+    else:
+        lock.write_bytes(b"\xff\xfe\x00junk")
+    with pytest.raises(SlimmerError, match=rf"^{lock}: ") as caught:
+        pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "o.tar"),
+                         root=str(root), locked=str(lock)))
+    assert "\n" not in caught.value.message
+    assert not (tmp_path / "o.tar").exists()
