@@ -383,7 +383,9 @@ def reply(h: http.server.BaseHTTPRequestHandler, status: int, body: bytes = b"",
 
 
 def port_of(h: http.server.BaseHTTPRequestHandler) -> int:
-    return int(h.server.server_address[1])
+    address = h.server.server_address
+    assert isinstance(address, tuple)
+    return int(address[1])
 
 
 def within(seconds: float, action: Callable[[], object]) -> BaseException | None:
