@@ -377,7 +377,9 @@ def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
     from slimmer.registry import ClientOptions
 
     config = read_docker_config(_docker_config_path(os.environ))
-    options = PushOptions(ClientOptions(insecure=args.insecure, docker_config=config),
+    options = PushOptions(ClientOptions(insecure=args.insecure, docker_config=config,
+                                        timeout=args.timeout,
+                                        realm_credentials=args.send_credentials_to_realm),
                           image=getattr(args, "push_image", None),
                           mount_from=tuple(getattr(args, "mount_from", ())))
     for result in push(archive, references, options):
@@ -392,8 +394,10 @@ def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
 
 def check_push(args: argparse.Namespace) -> None:
     """Refuse a bad --push reference (or --insecure for it) before building anything."""
-    if args.insecure and not args.push:
-        raise SlimmerError("--insecure is about --push: give --push REGISTRY/REPO:TAG")
+    for flag, given in (("--insecure", args.insecure), ("--timeout", args.timeout is not None),
+                        ("--send-credentials-to-realm", args.send_credentials_to_realm)):
+        if given and not args.push:
+            raise SlimmerError(f"{flag} is about --push: give --push REGISTRY/REPO:TAG")
     if args.push:
         from slimmer.registry import checked_destination
 
@@ -628,9 +632,26 @@ def push_written(args: argparse.Namespace, archive: str, out: TextIO = sys.stdou
 
 
 def _insecure_option(p: argparse.ArgumentParser) -> None:
+    """--insecure, --timeout and --send-credentials-to-realm: how to talk to the registry."""
     p.add_argument("--insecure", action="store_true",
                    help="plain HTTP to the registry (only for a loopback host: 127.0.0.0/8, "
                         "::1, localhost); HTTPS otherwise")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="give up pushing after this long (default: no overall limit; each "
+                        "request still times out after 30 s connecting, 60 s reading)")
+    p.add_argument("--send-credentials-to-realm", action="store_true",
+                   help="send config.json's credentials to a token service on another origin "
+                        "than the registry (docs/push.md)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _image_options(pk: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ registry no longer knows starts again.
 from __future__ import annotations
 
 import hashlib
+import re
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,13 +66,14 @@ def push(archive: str, references: Sequence[str], options: PushOptions) -> tuple
     destinations = [parse_destination(r) for r in references]
     clients: dict[str, Client] = {}
     results: list[PushResult] = []
+    started = options.client.clock()  # one deadline for every destination
     try:
         with Layout(archive) as layout:
             top = select(layout, options.image)
             for dest in destinations:
                 client = clients.get(dest.registry)
                 if client is None:
-                    client = Client(dest, options.client)
+                    client = Client(dest, options.client, started)
                     clients[dest.registry] = client
                 before = [d.repository for d in destinations[:len(results)]
                           if d.registry == dest.registry and d.repository != dest.repository]
@@ -232,8 +234,8 @@ class _Pusher:
                 if failures >= self.client.options.attempts:
                     raise RegistryError(f"{self.dest.registry}: uploading {blob.digest}: {exc} "
                                         f"(gave up after {failures} tries)") from None
-                self.client.pause(failures, exc.wait)
-                self._resume_point(upload, small)
+                self.client.pause(failures, exc.wait, f"uploading {blob.digest}")
+                self._resume_point(blob, upload, small, hasher.done)
 
     def _whole(self, blob: Blob) -> bytes:
         name = self.layout.blob_name(blob.digest)
@@ -288,9 +290,10 @@ class _Pusher:
         if said and said != blob.digest:
             raise RegistryError(f"{self.dest.registry}: blob {blob.digest} was stored as {said}")
 
-    def _resume_point(self, upload: _Upload, small: bool) -> None:
+    def _resume_point(self, blob: Blob, upload: _Upload, small: bool, sent: int) -> None:
         """After a failure: ask the registry how much of the upload it has (GET: Range) and
-        go on from there, or start a new upload when it does not know it any more."""
+        go on from there, or start a new upload when it does not know it any more. A range
+        beyond the `sent` bytes is a registry that lies: refused."""
         if small or upload.location is None:
             upload.location, upload.offset = None, 0
             return
@@ -299,9 +302,14 @@ class _Pusher:
         except Transient:
             upload.location, upload.offset = None, 0
             return
-        first, _, last = answer.header("Range").partition("-")
-        if answer.status != 204 or first != "0" or not last.isdigit() or int(last) == 0:
+        said = re.fullmatch(r"0-([0-9]{1,20})", answer.header("Range").strip())
+        if answer.status != 204 or said is None or int(said.group(1)) == 0:
             upload.location, upload.offset = None, 0  # unknown, or "0-0" (0 or 1 byte?)
             return
+        last = int(said.group(1))
+        if last >= sent:
+            raise RegistryError(f"{self.dest.registry}: uploading {blob.digest}: the registry "
+                                f"says it holds bytes 0-{last} of the upload, but only {sent} "
+                                "were sent: refused")
         upload.location = answer.header("Location") or upload.location
-        upload.offset = int(last) + 1
+        upload.offset = last + 1

@@ -11,10 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
 from dataclasses import dataclass, field
 
 from slimmer.errors import SlimmerError
+from slimmer.fileio import read_small_file
 
 
 class AuthProblem(SlimmerError):
@@ -41,28 +43,45 @@ class DockerConfig:
     cred_helpers: dict[str, str] = field(default_factory=dict)
 
 
+CONFIG_LIMIT = 4 << 20  # a config.json with a few hundred registries is a few KiB
+ENTRY_FIELDS = ("auth", "username", "password", "identitytoken", "registrytoken", "email")
+
+
 def read_docker_config(path: str) -> DockerConfig:
-    """Parse config.json at `path`; a missing file means no credentials."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except FileNotFoundError:
+    """Parse config.json at `path`; a missing file means no credentials. A FIFO, a directory
+    or a huge file is refused (read_small_file), as is any field of the wrong shape."""
+    if not os.path.lexists(path):
         return DockerConfig(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuthProblem(f"{path}: cannot read ({exc})") from None
+    data = read_small_file(path, "Docker config", CONFIG_LIMIT)
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise AuthProblem(f"{path}: not UTF-8") from None
     except json.JSONDecodeError as exc:
         raise AuthProblem(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise AuthProblem(f"{path}: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise AuthProblem(f"{path}: not a JSON object")
     auths = doc.get("auths") or {}
     helpers = doc.get("credHelpers") or {}
+    store = doc.get("credsStore") or ""
     if not isinstance(auths, dict) or not all(isinstance(v, dict) for v in auths.values()):
         raise AuthProblem(f"{path}: `auths` is not an object of objects")
     if not isinstance(helpers, dict):
         raise AuthProblem(f"{path}: `credHelpers` is not an object")
-    return DockerConfig(path, {str(k): dict(v) for k, v in auths.items()},
-                        str(doc.get("credsStore") or ""),
-                        {str(k): str(v) for k, v in helpers.items()})
+    for key, helper in helpers.items():
+        if not isinstance(helper, str):
+            raise AuthProblem(f"{path}: credHelpers.{key} is not a string")
+    if not isinstance(store, str):
+        raise AuthProblem(f"{path}: credsStore is not a string")
+    for key, entry in auths.items():
+        for name in ENTRY_FIELDS:
+            if entry.get(name) is not None and not isinstance(entry[name], str):
+                raise AuthProblem(f"{path}: auths.{key}.{name} is not a string")
+    return DockerConfig(path, {str(k): {f: v for f, v in entry.items() if isinstance(v, str)}
+                               for k, entry in auths.items()},
+                        store, {str(k): v for k, v in helpers.items()})
 
 
 def _host_of(key: str) -> str:

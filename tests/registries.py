@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -189,10 +190,16 @@ class TokenService:
 
 
 @contextmanager
-def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
-    """An HTTP server on a free loopback port, in a thread; yields its port."""
+def serve(handler: type[http.server.BaseHTTPRequestHandler],
+          tls: tuple[Path, Path] | None = None) -> Iterator[int]:
+    """An HTTP server on a free loopback port, in a thread; yields its port. With `tls`
+    (certificate, key), HTTPS."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
+    if tls is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -317,3 +324,14 @@ def dropping_proxy(registry: Registry, drop_when: Callable[[str, str, int], bool
     with serve(proxy.handler()) as port:
         proxy.port = port
         yield proxy
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost (trust it with SSL_CERT_FILE) and its key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run([need_tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj",
+                    "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key

@@ -407,8 +407,18 @@ def test_bearer_token_flow(token_auth: tuple[Registry, TokenService], tmp_path: 
     image = pack(tmp_path)
     config = docker_config(tmp_path / "docker", registry.address)
     env = {"DOCKER_CONFIG": str(config)}
+    # The token service listens on another port: another origin, which gets the credentials
+    # only when the user says so.
+    line = error_line(slimmer("push", str(image.archive), f"{registry.address}/tok/a:1",
+                              "--insecure", env=env))
+    assert line == (f"error: {registry.address}: token service "
+                    f"http://127.0.0.1:{tokens.port}/token refused: 401 Unauthorized; the token "
+                    "service is on another origin than the registry: credentials go to it only "
+                    "with --send-credentials-to-realm")
+    assert tokens.seen and not any(seen["ok"] for seen in tokens.seen)
+    tokens.seen.clear()
     done = slimmer("push", str(image.archive), f"{registry.address}/tok/a:1", "--insecure",
-                   env=env)
+                   "--send-credentials-to-realm", env=env)
     assert done.returncode == 0, done.stderr
     assert last_line(done) == f"{registry.address}/tok/a@{image.manifest}"
     asked = [s for seen in tokens.seen for s in seen["scopes"]]  # type: ignore[attr-defined]
@@ -419,7 +429,7 @@ def test_bearer_token_flow(token_auth: tuple[Registry, TokenService], tmp_path: 
 
     # A mount needs pull on the source too: the token asked for says so.
     mounted = slimmer("push", str(image.archive), f"{registry.address}/tok/b:1", "--insecure",
-                      "--mount-from", "tok/a", env=env)
+                      "--mount-from", "tok/a", "--send-credentials-to-realm", env=env)
     assert mounted.returncode == 0, mounted.stderr
     assert "2 mounted" in mounted.stdout
     asked = [s for seen in tokens.seen for s in seen["scopes"]]  # type: ignore[attr-defined]
@@ -428,7 +438,8 @@ def test_bearer_token_flow(token_auth: tuple[Registry, TokenService], tmp_path: 
 
     wrong = docker_config(tmp_path / "wrong", registry.address, password="nope")
     line = error_line(slimmer("push", str(image.archive), f"{registry.address}/tok/a:1",
-                              "--insecure", env={"DOCKER_CONFIG": str(wrong)}))
+                              "--insecure", "--send-credentials-to-realm",
+                              env={"DOCKER_CONFIG": str(wrong)}))
     assert line.startswith(f"error: {registry.address}: token service "
                            f"http://127.0.0.1:{tokens.port}/token refused for user {USER}: "
                            "401 Unauthorized")
