@@ -3,7 +3,8 @@ read by digest, and the tree of manifests its index.json starts from.
 
 Read through slimmer/image/store.py. Blobs are found only as `blobs/<algorithm>/<hex>` with a
 well-formed digest, as regular files (a symlink or anything else in a directory layout is
-refused): nothing outside the layout is ever read. Manifests and indexes are kept as their exact bytes, the bytes that are pushed.
+refused): nothing outside the layout is ever read. Manifests and indexes are kept as their
+exact bytes, the bytes that are pushed.
 """
 
 from __future__ import annotations
