@@ -208,7 +208,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
               "digests, sizes, diff_ids and manifests agree")
         return 0
     sys.stdout.flush()
-    raise SlimmerError(f"{args.archive}: {len(found.problems)} problems (listed above)")
+    count = len(found.problems)
+    raise SlimmerError(f"{args.archive}: {count} problem{'s' if count != 1 else ''} (listed "
+                       "above)")
 
 
 def cmd_index(args: argparse.Namespace) -> int:

@@ -114,9 +114,6 @@ class Layout:
         digest = str(descriptor.digest)
         if digest in stack:
             raise BadLayout(f"{self.path}: index {digest} lists itself")
-        if len(stack) > MAX_NESTING:
-            raise BadLayout(f"{self.path}: indexes nested more than {MAX_NESTING} deep "
-                            f"(at {digest})")
         blob = descriptor.digest.member
         data = self.read(blob)
         if descriptor.size != len(data):
@@ -129,6 +126,9 @@ class Layout:
             parsed = parse_document(doc, At(self.path, blob), descriptor.media_type)
         media_type = parsed.media_type
         if isinstance(parsed, ModelIndex):
+            if len(stack) >= MAX_NESTING:
+                raise BadLayout(f"{self.path}: indexes nested more than {MAX_NESTING} deep "
+                                f"(at {digest})")
             children = tuple(self.manifest(d, (*stack, digest)) for d in parsed.manifests)
             return Manifest(digest, media_type, data, (), children)
         self._config(parsed.config)

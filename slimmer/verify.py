@@ -132,13 +132,13 @@ def _check_manifest(store: Store, desc: Descriptor, found: Findings,
         return
     if str(desc.digest) in stack:
         raise BadImage(f"{store.path}: index {desc.digest} lists itself")
-    if len(stack) >= MAX_NESTING:
-        raise BadImage(f"{store.path}: indexes nested more than {MAX_NESTING} deep "
-                       f"(at {desc.digest})")
     data = store.read_bytes(name, MAX_MANIFEST)
     document = parse_document(load_json(data, f"{store.path}: {name}"), At(store.path, name),
                               desc.media_type)
     if isinstance(document, Index):
+        if len(stack) >= MAX_NESTING:
+            raise BadImage(f"{store.path}: indexes nested more than {MAX_NESTING} deep "
+                           f"(at {desc.digest})")
         for inner in document.manifests:
             _check_manifest(store, inner, found, None, images, (*stack, str(desc.digest)))
         return
