@@ -245,8 +245,8 @@ CASES: list[Any] = [
                  "diff_ids", id="diff_ids-string"),
     pytest.param(lambda: docker(config=set_at(("rootfs", "diff_ids"), ["md5:abc"])), ALL,
                  "not a sha256 or sha512 digest", id="diff_id-not-a-digest"),
-    pytest.param(lambda: docker(config=lambda c: encode(c)[:-1] + b', "x": ' + deep(5000) + b"}"), ALL,
-                 "nested", id="config-5000-deep"),
+    pytest.param(lambda: docker(config=lambda c: encode(c)[:-1] + b', "x": ' + deep(5000)
+                                + b"}"), ALL, "nested", id="config-5000-deep"),
     pytest.param(lambda: docker(config=lambda c: {**c, "pad": "x" * (MAX_CONFIG + 1)}), ALL,
                  "more than", id="config-over-the-cap"),
     # layers damaged or changed
