@@ -187,8 +187,8 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
 
     cwd = os.getcwd()
     host = os.path.join(cwd, target)
-    if os.path.isfile(host) and tarfile.is_tarfile(host):
-        return read_image(host).tree
+    if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
+        return read_image(host).tree  # an archive or a layout directory
     sysroot = SysRoot(args.root)
     options = PackOptions(programs=(_program_path(sysroot, target, cwd),), output="",
                           root=args.root, library_path=_split_paths(args.library_path))
@@ -207,7 +207,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"ok: {args.archive}: {found.checked} blobs and {found.layers} layers checked; "
               "digests, sizes, diff_ids and manifests agree")
         return 0
-    return 1
+    sys.stdout.flush()
+    count = len(found.problems)
+    raise SlimmerError(f"{args.archive}: {count} problem{'s' if count != 1 else ''} (listed "
+                       "above)")
 
 
 def cmd_index(args: argparse.Namespace) -> int:

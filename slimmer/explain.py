@@ -7,13 +7,12 @@ also works on archives other tools made (their reasons are unknown).
 
 from __future__ import annotations
 
-import json
-import os
-import tarfile
 from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import SlimmerError
+from slimmer.image.model import MAX_CONFIG, At, parse_contents
+from slimmer.image.store import Store
 from slimmer.image_in import open_image
 from slimmer.oci import CONTENTS
 from slimmer.rootfs import File, FileTree, Symlink, TreeRoot
@@ -32,27 +31,13 @@ def read_image(archive: str) -> ImageView:
     """Any tool's image archive or layout: its merged layers, and slimmer.json if present."""
     with open_image(archive) as image:
         tree = image.tree  # the entries stay; the spilled contents are not needed here
-    contents = _contents(archive)
-    for item in contents.get("files", []):
-        tree.reasons[item["path"]] = item["reason"]
-        if "parent" in item:
-            tree.parents[item["path"]] = item["parent"]
-    return ImageView(tree, bool(contents))
-
-
-def _contents(archive: str) -> dict[str, Any]:
-    if os.path.isdir(archive):
-        path = os.path.join(archive, CONTENTS)
-        if not os.path.isfile(path):
-            return {}
-        with open(path, "rb") as fh:
-            return dict(json.load(fh))
-    with tarfile.open(archive) as outer:
-        try:
-            member = outer.extractfile(CONTENTS)
-        except KeyError:
-            return {}
-        return dict(json.load(member)) if member is not None else {}
+    with Store(archive) as store:
+        contents = (parse_contents(store.read_json(CONTENTS, MAX_CONFIG),
+                                   At(archive, CONTENTS)) if store.exists(CONTENTS) else None)
+    if contents is not None:
+        tree.reasons.update(contents.reasons)
+        tree.parents.update(contents.parents)
+    return ImageView(tree, contents is not None)
 
 
 # ---- why -----------------------------------------------------------------------------------

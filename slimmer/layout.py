@@ -1,32 +1,36 @@
 """An OCI image layout to push: a tar archive (what slimmer writes) or a layout directory,
 read by digest, and the tree of manifests its index.json starts from.
 
-Blobs are found only as `blobs/<algorithm>/<hex>` with a well-formed digest, as regular files
-(a symlink or anything else in a directory layout is refused): nothing outside the layout is
-ever read. Manifests and indexes are kept as their exact bytes, the bytes that are pushed.
+Read through slimmer/image/store.py. Blobs are found only as `blobs/<algorithm>/<hex>` with a
+well-formed digest, as regular files (a symlink or anything else in a directory layout is
+refused): nothing outside the layout is ever read. Manifests and indexes are kept as their
+exact bytes, the bytes that are pushed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import re
-import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO
 
-from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image_in import layout_file, matches, ref_name
-from slimmer.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
+from slimmer.image.model import (
+    MANIFEST_TYPES,
+    MAX_MANIFEST,
+    At,
+    BadImage,
+    Descriptor,
+    Digest,
+    load_json,
+    parse_document,
+    parse_index,
+)
+from slimmer.image.model import Index as ModelIndex
+from slimmer.image.store import MAX_NESTING, Store, matches
 
-MAX_MANIFEST = 4 << 20  # registries refuse bigger manifests (distribution: 4 MiB)
-_DIGEST = re.compile(r"(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})")
 
-
-class BadLayout(SlimmerError):
+class BadLayout(BadImage):
     """An archive or layout that is not a pushable OCI image layout."""
 
 
@@ -57,68 +61,41 @@ class Layout:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._tar: tarfile.TarFile | None = None
-        self._members: dict[str, tarfile.TarInfo] = {}
+        self._store = Store(path)
 
     def __enter__(self) -> Layout:
-        if os.path.isdir(self.path):
-            return self
-        try:
-            self._tar = tarfile.open(self.path)
-        except FileNotFoundError:
-            raise FileProblem(f"{self.path}: no such file or directory") from None
-        except tarfile.TarError:
-            raise BadLayout(f"{self.path}: not an image archive (neither a tar file nor a "
-                            "layout directory)") from None
-        except OSError as exc:
-            raise BadLayout(f"{self.path}: cannot read ({exc.strerror})") from None
-        for member in self._tar.getmembers():
-            self._members.setdefault(member.name.removeprefix("./"), member)
+        with _as_layout():
+            self._store.__enter__()
         return self
 
     def __exit__(self, *_: object) -> None:
-        if self._tar is not None:
-            self._tar.close()
+        self._store.__exit__()
 
     def size(self, name: str) -> int | None:
         """The size of regular file `name` of the layout, None when it is not there."""
-        if self._tar is not None:
-            member = self._members.get(name)
-            return member.size if member is not None and member.isfile() else None
-        full = layout_file(self.path, name)
-        return os.path.getsize(full) if full is not None else None
+        with _as_layout():
+            return self._store.size(name)
 
     @contextmanager
     def open(self, name: str) -> Iterator[IO[bytes]]:
         """A seekable stream of regular file `name`."""
-        if self._tar is not None:
-            member = self._members.get(name)
-            stream = self._tar.extractfile(member) if member and member.isfile() else None
-        else:
-            full = layout_file(self.path, name)
-            stream = open(full, "rb") if full is not None else None  # noqa: SIM115 - with below
-        if stream is None:
+        if self.size(name) is None:
             raise BadLayout(f"{self.path}: {name} is missing (or not a regular file)")
-        with stream:
+        with self._store.open(name) as stream:
             yield stream
 
     def read(self, name: str) -> bytes:
         """A manifest, an index or index.json: small files, read whole."""
-        size = self.size(name)
-        if size is not None and size > MAX_MANIFEST:
-            raise BadLayout(f"{self.path}: {name} is {size} bytes, more than a manifest may be")
-        with self.open(name) as fh:
-            return fh.read()
+        with _as_layout():
+            return self._store.read_bytes(name, MAX_MANIFEST)
 
     def blob_name(self, digest: str) -> str:
-        if not _DIGEST.fullmatch(digest):
-            raise BadLayout(f"{self.path}: {digest!r} is not a sha256 or sha512 digest")
-        algorithm, _, value = digest.partition(":")
-        return f"blobs/{algorithm}/{value}"
+        with _as_layout():
+            return Digest.parse(digest, At(self.path, "digest")).member
 
     # -- the manifest tree --
 
-    def index(self) -> tuple[bytes, dict[str, Any]]:
+    def index(self) -> tuple[bytes, ModelIndex]:
         """index.json: its bytes and what they say."""
         if self.size("index.json") is None:
             what = ("a docker-archive (manifest.json only): push takes OCI layouts such as "
@@ -126,52 +103,61 @@ class Layout:
                     "not an OCI image layout")
             raise BadLayout(f"{self.path}: no index.json: {what}")
         data = self.read("index.json")
-        return data, self._json("index.json", data)
+        with _as_layout():
+            return data, parse_index(load_json(data, f"{self.path}: index.json"),
+                                     At(self.path, "index.json"))
 
-    def manifest(self, descriptor: dict[str, Any]) -> Manifest:
+    def manifest(self, descriptor: Descriptor, stack: tuple[str, ...] = ()) -> Manifest:
         """The manifest or index `descriptor` points to, with everything below it; its bytes
-        checked against the descriptor's size and digest."""
-        digest = str(descriptor.get("digest", ""))
-        blob = self.blob_name(digest)
+        checked against the descriptor's size and digest. Indexes nest at most MAX_NESTING
+        deep and never list themselves."""
+        digest = str(descriptor.digest)
+        if digest in stack:
+            raise BadLayout(f"{self.path}: index {digest} lists itself")
+        blob = descriptor.digest.member
         data = self.read(blob)
-        if "size" in descriptor and descriptor["size"] != len(data):
+        if descriptor.size != len(data):
             raise BadLayout(f"{self.path}: manifest {digest}: {len(data)} bytes, the "
-                            f"descriptor says {descriptor['size']}")
-        algorithm, _, value = digest.partition(":")
-        if hashlib.new(algorithm, data).hexdigest() != value:
+                            f"descriptor says {descriptor.size}")
+        if hashlib.new(descriptor.digest.algorithm, data).hexdigest() != descriptor.digest.hex:
             raise BadLayout(f"{self.path}: manifest {digest}: its content has another digest")
-        doc = self._json(blob, data)
-        media_type = str(doc.get("mediaType") or descriptor.get("mediaType") or "")
-        if not media_type:  # old documents: what they hold tells
-            media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "config" in doc \
-                else ""
-        if media_type in INDEX_TYPES:
-            children = tuple(self.manifest(d) for d in doc.get("manifests") or [])
+        with _as_layout():
+            doc = load_json(data, f"{self.path}: {blob}")
+            parsed = parse_document(doc, At(self.path, blob), descriptor.media_type)
+        media_type = parsed.media_type
+        if isinstance(parsed, ModelIndex):
+            if len(stack) >= MAX_NESTING:
+                raise BadLayout(f"{self.path}: indexes nested more than {MAX_NESTING} deep "
+                                f"(at {digest})")
+            children = tuple(self.manifest(d, (*stack, digest)) for d in parsed.manifests)
             return Manifest(digest, media_type, data, (), children)
-        if media_type not in MANIFEST_TYPES:
-            raise BadLayout(f"{self.path}: {digest} has media type {media_type!r}: neither an "
-                            "image manifest nor an index")
-        blobs = tuple(self._blob(d) for d in [doc.get("config") or {}, *doc.get("layers", [])])
+        self._config(parsed.config)
+        blobs = tuple(self._blob(d) for d in [parsed.config, *parsed.layers])
         return Manifest(digest, media_type, data, blobs, ())
 
-    def _blob(self, descriptor: dict[str, Any]) -> Blob:
-        digest = str(descriptor.get("digest", ""))
-        size = self.size(self.blob_name(digest))
+    def _config(self, descriptor: Descriptor) -> None:
+        """A config is checked like any image's: its digest, size and fields."""
+        with _as_layout():
+            self._store.config(descriptor)
+
+    def _blob(self, descriptor: Descriptor) -> Blob:
+        digest = str(descriptor.digest)
+        size = self.size(descriptor.digest.member)
         if size is None:
             raise BadLayout(f"{self.path}: blob {digest} is missing from the layout")
-        if descriptor.get("size") != size:
+        if descriptor.size != size:
             raise BadLayout(f"{self.path}: blob {digest} is {size} bytes, its descriptor says "
-                            f"{descriptor.get('size')}")
+                            f"{descriptor.size}")
         return Blob(digest, size)
 
-    def _json(self, name: str, data: bytes) -> dict[str, Any]:
-        try:
-            doc = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadLayout(f"{self.path}: {name} is not valid JSON ({exc})") from None
-        if not isinstance(doc, dict):
-            raise BadLayout(f"{self.path}: {name} is not a JSON object")
-        return doc
+
+@contextmanager
+def _as_layout() -> Iterator[None]:
+    """The store's refusals, as push's."""
+    try:
+        yield
+    except BadImage as exc:
+        raise BadLayout(exc.message) from None
 
 
 def select(layout: Layout, image: str | None) -> Manifest:
@@ -184,12 +170,12 @@ def select(layout: Layout, image: str | None) -> Manifest:
     - otherwise: an error asking for --image.
     """
     data, index = layout.index()
-    entries = [e for e in index.get("manifests") or [] if isinstance(e, dict)]
+    entries = index.manifests
     if not entries:
         raise BadLayout(f"{layout.path}: index.json lists no manifests")
-    names = [ref_name(e) or "(unnamed)" for e in entries]
+    names = [e.ref_name or "(unnamed)" for e in entries]
     if image is not None:
-        chosen = [e for e in entries if matches(image, [ref_name(e)])]
+        chosen = [e for e in entries if matches(image, [e.ref_name])]
         if len(chosen) != 1:
             raise BadLayout(f"{layout.path}: {len(chosen)} images match {image} (it holds: "
                             f"{'; '.join(names)})")
@@ -197,10 +183,10 @@ def select(layout: Layout, image: str | None) -> Manifest:
     if len(entries) == 1:
         return layout.manifest(entries[0])
     children = tuple(layout.manifest(e) for e in entries)
-    platforms = [json.dumps(e.get("platform"), sort_keys=True) for e in entries]
-    if (all(c.media_type in MANIFEST_TYPES for c in children) and None not in
-            [e.get("platform") for e in entries] and len(set(platforms)) == len(platforms)):
+    platforms = [e.platform for e in entries]
+    if (all(c.media_type in MANIFEST_TYPES for c in children) and None not in platforms
+            and len(set(platforms)) == len(platforms)):
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        return Manifest(digest, str(index.get("mediaType") or OCI_INDEX), data, (), children)
+        return Manifest(digest, index.media_type, data, (), children)
     raise BadLayout(f"{layout.path}: holds {len(entries)} images ({'; '.join(names)}): "
                     "choose one with --image")

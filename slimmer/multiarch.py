@@ -12,7 +12,6 @@ one entry per platform tagged NAME:TAG-ARCH[-VARIANT], the first input also NAME
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -20,11 +19,17 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image_in import ArchiveFiles, blob_name, flatten_manifests
+from slimmer.image.model import (
+    MAX_MANIFEST,
+    At,
+    Descriptor,
+    Manifest,
+    load_json,
+    parse_document,
+)
+from slimmer.image.store import Store
 from slimmer.oci import (
-    MANIFEST_TYPES,
     OCI_INDEX,
-    OCI_MANIFEST,
     LayoutBlob,
     Reference,
     canonical_json,
@@ -107,70 +112,54 @@ def tag_suffix(platform: dict[str, str]) -> str:
 # ---- reading the inputs ------------------------------------------------------------------------
 
 
-def read_platform_image(files: ArchiveFiles) -> PlatformImage:
+def read_platform_image(files: Store) -> PlatformImage:
     """The one image of an OCI archive, with its manifest and config checked against their
     digests."""
     path = files.path
-    names = files.names()
-    if "index.json" not in names:
-        if "manifest.json" in names:
+    if not files.exists("index.json"):
+        if files.exists("manifest.json"):
             raise NotAnImage(f"{path}: a docker-archive without index.json (docker save before "
                              "Docker 25); index reads OCI archives",
                              hint=f"skopeo copy docker-archive:{path} oci-archive:OUT.tar")
         raise NotAnImage(f"{path}: no index.json: not an OCI image archive")
-    found: dict[str, dict[str, Any]] = {}
-    for desc in flatten_manifests(files, files.read_json("index.json").get("manifests", [])):
-        platform = desc.get("platform") or {}
-        if (platform.get("architecture"), platform.get("os")) == ("unknown", "unknown"):
+    found: dict[str, Descriptor] = {}
+    for desc in files.images(files.index()):
+        said = desc.platform
+        if said is not None and (said.architecture, said.os) == ("unknown", "unknown"):
             continue  # buildx attestation manifests
-        found.setdefault(str(desc.get("digest")), desc)
+        found.setdefault(str(desc.digest), desc)
     if len(found) != 1:
         what = "no image" if not found else f"{len(found)} images"
         raise NotAnImage(f"{path}: holds {what}; index takes archives of one image each")
     desc = next(iter(found.values()))
-    manifest_bytes = _read_blob(files, BlobRef(str(desc["digest"]), int(desc.get("size", -1))))
-    manifest = _json(manifest_bytes, path, "manifest")
-    media_type = desc.get("mediaType") or manifest.get("mediaType") or OCI_MANIFEST
-    if media_type not in MANIFEST_TYPES or "config" not in manifest:
-        raise NotAnImage(f"{path}: {desc['digest']} is a {media_type}, not an image manifest")
-    config_ref = _ref(manifest["config"], path)
-    config_bytes = _read_blob(files, config_ref)
-    platform = platform_of(_json(config_bytes, path, "config"))
+    if desc.digest.algorithm != "sha256":
+        raise NotAnImage(f"{path}: manifest {desc.digest} is not a sha256 digest")
+    manifest_bytes = files.blob_bytes(desc, MAX_MANIFEST, "manifest")
+    at = At(path, desc.digest.member)
+    document = parse_document(load_json(manifest_bytes, f"{path}: {at.path}"), at,
+                              desc.media_type)
+    if not isinstance(document, Manifest):
+        raise NotAnImage(f"{path}: {desc.digest} is a {document.media_type}, not an image "
+                         "manifest")
+    config_ref = _ref(document.config, path)
+    config_bytes, config = files.config(document.config)
+    platform = platform_of(dict(config.raw))
     if not platform["architecture"] or not platform["os"]:
         raise NotAnImage(f"{path}: its config names no architecture or os")
-    layers = tuple(_ref(layer, path) for layer in manifest.get("layers", []))
-    for layer in layers:
-        if blob_name(layer.digest) not in names:
+    layers = tuple(_ref(layer, path) for layer in document.layers)
+    for layer in document.layers:
+        if files.size(layer.digest.member) is None:
             raise FileProblem(f"{path}: layer {layer.digest} is missing from the archive")
-    return PlatformImage(path, platform, {"mediaType": media_type, "digest": desc["digest"],
+    return PlatformImage(path, platform, {"mediaType": document.media_type,
+                                          "digest": str(desc.digest),
                                           "size": len(manifest_bytes)},
                          manifest_bytes, config_ref, config_bytes, layers)
 
 
-def _ref(desc: Any, path: str) -> BlobRef:
-    if not isinstance(desc, dict) or not isinstance(desc.get("size"), int):
-        raise NotAnImage(f"{path}: a manifest descriptor without digest or size")
-    if not str(desc.get("digest", "")).startswith("sha256:"):
-        raise NotAnImage(f"{path}: blob {desc.get('digest')!r} is not a sha256 digest")
-    blob_name(str(desc["digest"]))  # refuses what is not a digest
-    return BlobRef(str(desc["digest"]), desc["size"])
-
-
-def _json(data: bytes, path: str, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise NotAnImage(f"{path}: its {what} is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise NotAnImage(f"{path}: its {what} is not a JSON object")
-    return doc
-
-
-def _read_blob(files: ArchiveFiles, ref: BlobRef) -> bytes:
-    with files.open(blob_name(ref.digest)) as fh:
-        data = fh.read()
-    _check(files.path, ref, hashlib.sha256(data).hexdigest(), len(data))
-    return data
+def _ref(desc: Descriptor, path: str) -> BlobRef:
+    if desc.digest.algorithm != "sha256":
+        raise NotAnImage(f"{path}: blob {desc.digest} is not a sha256 digest")
+    return BlobRef(str(desc.digest), desc.size)
 
 
 def _check(path: str, ref: BlobRef, hex_digest: str, size: int) -> None:
@@ -181,7 +170,7 @@ def _check(path: str, ref: BlobRef, hex_digest: str, size: int) -> None:
                       f"{ref.size}")
 
 
-def collect(files: Sequence[ArchiveFiles]) -> list[PlatformImage]:
+def collect(files: Sequence[Store]) -> list[PlatformImage]:
     """The images of the inputs, one per platform (refusing two of the same platform)."""
     images: list[PlatformImage] = []
     for source in files:
@@ -223,7 +212,7 @@ def write_index(inputs: Sequence[str], output: str, ref: Reference,
     if any(_same_file(name, output) for name in inputs):
         raise FileProblem(f"{output}: is also an input")
     with ExitStack() as stack:
-        files = [stack.enter_context(ArchiveFiles(path)) for path in inputs]
+        files = [stack.enter_context(Store(path)) for path in inputs]
         images = collect(files)
         _check_tags(images, ref)
         index = index_document(images)
@@ -244,7 +233,7 @@ def _check_tags(images: Sequence[PlatformImage], ref: Reference) -> None:
                                f"{image.name} (128 characters at most)")
 
 
-def _layout_blobs(files: Sequence[ArchiveFiles], images: Sequence[PlatformImage],
+def _layout_blobs(files: Sequence[Store], images: Sequence[PlatformImage],
                   index: bytes) -> list[LayoutBlob]:
     """The index, and each image's manifest, config and layers (copied when written)."""
     blobs = [LayoutBlob.of(index)]
@@ -254,14 +243,14 @@ def _layout_blobs(files: Sequence[ArchiveFiles], images: Sequence[PlatformImage]
     return blobs
 
 
-def _copying(files: ArchiveFiles, ref: BlobRef) -> LayoutBlob:
+def _copying(files: Store, ref: BlobRef) -> LayoutBlob:
     """A blob copied from an input when the archive is written, its digest checked on the
     way (a mismatch aborts the write: the output is left as it was)."""
 
     def copy(out: IO[bytes]) -> None:
         digest = hashlib.sha256()
         size = 0
-        with files.open(blob_name(ref.digest)) as fh:
+        with files.open("blobs/sha256/" + ref.digest.removeprefix("sha256:")) as fh:
             while chunk := fh.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)

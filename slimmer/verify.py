@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import zstandard
-
-from slimmer.errors import FileProblem
-from slimmer.image_in import decompressed
+from slimmer.image.model import (
+    INDEX_TYPES,
+    MAX_CONFIG,
+    MAX_MANIFEST,
+    At,
+    BadImage,
+    Descriptor,
+    DockerEntry,
+    ImageConfig,
+    Index,
+    load_json,
+    parse_config,
+    parse_document,
+)
+from slimmer.image.store import LAYER_ERRORS, MAX_NESTING, Store, decompressed
 from slimmer.multiarch import platform_key
-from slimmer.oci import INDEX_TYPES, platform_of
 
 CHUNK = 1 << 20
 
@@ -40,49 +49,47 @@ class Findings:
 
 
 def verify(archive: str) -> Findings:
+    """Check the archive or layout directory at `archive`. A malformed document (JSON of the
+    wrong shape, a link where a file should be, an index that lists itself) raises BadImage;
+    what does not match is collected in the findings."""
     found = Findings()
-    try:
-        outer = tarfile.open(archive)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise FileProblem(f"{archive}: no such file") from None
-    except (tarfile.TarError, IsADirectoryError) as exc:
-        raise FileProblem(f"{archive}: not a tar archive ({exc})") from None
-    with outer:
-        members = {m.name.removeprefix("./"): m for m in outer.getmembers() if m.isfile()}
-        _check_blob_digests(outer, members, found)
-        index = _json(outer, members, "index.json", found, required=False)
-        docker = _json(outer, members, "manifest.json", found, required=False)
+    with Store(archive) as store:
+        _check_blob_digests(store, found)
+        index = store.index() if store.exists("index.json") else None
+        docker = store.docker_entries() if store.exists("manifest.json") else None
         if index is None and docker is None:
             found.problems.append("neither index.json nor manifest.json: not an image archive")
             return found
+        images: list[tuple[str | None, list[str | None]]] = []
         if index is not None:
-            _check_layout(outer, members, found)
-            images: list[tuple[str | None, list[str | None]]] = []
-            for desc in index.get("manifests", []):
-                _check_manifest(outer, members, desc, found, docker, images)
-            if docker is not None and any(_is_index(d) for d in index.get("manifests", [])):
+            _check_layout(store, found)
+            for desc in index.manifests:
+                _check_manifest(store, desc, found, docker, images, ())
+            if docker is not None and any(d.media_type in INDEX_TYPES for d in index.manifests):
                 _docker_entries_match(docker, images, found)
         elif docker is not None:
             for entry in docker:
-                _check_docker_entry(outer, members, entry, found)
+                _check_docker_entry(store, entry, found)
+                images.append((entry.config, list(entry.layers)))
+        if not images:
+            found.problems.append("holds no image: its index lists no image manifest"
+                                  if index is not None else "holds no image: manifest.json "
+                                  "lists no image")
     return found
 
 
-def _check_blob_digests(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                        found: Findings) -> None:
+def _check_blob_digests(store: Store, found: Findings) -> None:
     """Hash every blob; note each whose content does not match its name."""
-    mtimes = set()
-    for name, member in sorted(members.items()):
-        mtimes.add(member.mtime)
+    mtimes = {m.mtime for m in store.members.values()}
+    for name in sorted(store.names()):
         match = re.fullmatch(r"blobs/(sha256|sha512)/([0-9a-f]+)", name)
         if match is None:
             continue
         algorithm, expected = match.groups()
         digest = hashlib.new(algorithm)
-        blob = outer.extractfile(member)
-        assert blob is not None
-        while chunk := blob.read(CHUNK):
-            digest.update(chunk)
+        with store.open(name) as blob:
+            while chunk := blob.read(CHUNK):
+                digest.update(chunk)
         found.checked += 1
         if digest.hexdigest() != expected:
             found.problems.append(f"{name}: content hashes to {algorithm}:{digest.hexdigest()}")
@@ -90,130 +97,119 @@ def _check_blob_digests(outer: tarfile.TarFile, members: dict[str, tarfile.TarIn
         found.notes.append(f"archive entries carry {len(mtimes)} different mtimes")
 
 
-def _json(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo], name: str,
-          found: Findings, required: bool = True) -> Any:
-    member = members.get(name)
-    if member is None:
-        if required:
-            found.problems.append(f"{name}: missing")
-        return None
-    fh = outer.extractfile(member)
-    assert fh is not None
-    try:
-        return json.load(fh)
-    except json.JSONDecodeError as exc:
-        found.problems.append(f"{name}: not valid JSON ({exc.msg})")
-        return None
-
-
-def _blob_name(desc: dict[str, Any]) -> str:
-    algorithm, _, value = str(desc.get("digest", "")).partition(":")
-    return f"blobs/{algorithm}/{value}"
-
-
-def _check_descriptor(members: dict[str, tarfile.TarInfo], desc: dict[str, Any], what: str,
+def _check_descriptor(store: Store, desc: Descriptor, what: str,
                       found: Findings) -> str | None:
-    name = _blob_name(desc)
-    member = members.get(name)
-    if member is None:
-        found.problems.append(f"{what} {desc.get('digest')}: blob missing")
+    name = desc.digest.member
+    size = store.size(name)
+    if size is None:
+        found.problems.append(f"{what} {desc.digest}: blob missing")
         return None
-    if member.size != desc.get("size"):
-        found.problems.append(f"{what} {desc.get('digest')}: size {desc.get('size')} in the "
-                              f"descriptor, {member.size} in the blob")
+    if size != desc.size:
+        found.problems.append(f"{what} {desc.digest}: size {desc.size} in the descriptor, "
+                              f"{size} in the blob")
     return name
 
 
-def _check_layout(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                  found: Findings) -> None:
-    layout = _json(outer, members, "oci-layout", found)
-    if layout is not None and layout.get("imageLayoutVersion") != "1.0.0":
-        found.problems.append(f"oci-layout: imageLayoutVersion {layout.get('imageLayoutVersion')!r}"
+def _check_layout(store: Store, found: Findings) -> None:
+    if not store.exists("oci-layout"):
+        found.problems.append("oci-layout: missing")
+        return
+    layout = store.read_json("oci-layout")
+    version = layout.get("imageLayoutVersion") if isinstance(layout, dict) else None
+    if version != "1.0.0":
+        found.problems.append(f"oci-layout: imageLayoutVersion {version!r}"
                               " (loaders expect \"1.0.0\")")
 
 
-def _is_index(desc: dict[str, Any]) -> bool:
-    return desc.get("mediaType") in INDEX_TYPES
-
-
-def _check_manifest(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                    desc: dict[str, Any], found: Findings,
-                    docker: Any, images: list[tuple[str | None, list[str | None]]]) -> None:
+def _check_manifest(store: Store, desc: Descriptor, found: Findings,
+                    docker: tuple[DockerEntry, ...] | None,
+                    images: list[tuple[str | None, list[str | None]]],
+                    stack: tuple[str, ...]) -> None:
     """One descriptor of an index: an image manifest, or an index whose images (one per
     platform) are checked in turn. `images` collects each image's config and layer names."""
-    name = _check_descriptor(members, desc, "manifest", found)
+    name = _check_descriptor(store, desc, "manifest", found)
     if name is None:
         return
-    manifest = _json(outer, members, name, found)
-    if manifest is None:
+    if str(desc.digest) in stack:
+        raise BadImage(f"{store.path}: index {desc.digest} lists itself")
+    data = store.read_bytes(name, MAX_MANIFEST)
+    document = parse_document(load_json(data, f"{store.path}: {name}"), At(store.path, name),
+                              desc.media_type)
+    if isinstance(document, Index):
+        if len(stack) >= MAX_NESTING:
+            raise BadImage(f"{store.path}: indexes nested more than {MAX_NESTING} deep "
+                           f"(at {desc.digest})")
+        for inner in document.manifests:
+            _check_manifest(store, inner, found, None, images, (*stack, str(desc.digest)))
         return
-    if _is_index(manifest):
-        for inner in manifest.get("manifests", []):
-            _check_manifest(outer, members, inner, found, None, images)
-        return
-    config_name = _check_descriptor(members, manifest.get("config", {}), "config", found)
-    config = _json(outer, members, config_name, found) if config_name else None
-    layers = manifest.get("layers", [])
-    layer_names = [_check_descriptor(members, layer, "layer", found) for layer in layers]
+    config_name = _check_descriptor(store, document.config, "config", found)
+    config = _config(store, config_name) if config_name else None
+    layer_names = [_check_descriptor(store, layer, "layer", found) for layer in document.layers]
     images.append((config_name, layer_names))
-    if config is not None and desc.get("platform"):
+    if config is not None and desc.platform is not None:
         _check_platform(desc, config, found)
     if config is not None:
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids", [])
-        if len(diff_ids) != len(layers):
-            found.problems.append(f"config: {len(diff_ids)} diff_ids for {len(layers)} layers")
+        diff_ids = config.diff_ids or ()
+        if len(diff_ids) != len(document.layers):
+            found.problems.append(f"config: {len(diff_ids)} diff_ids for "
+                                  f"{len(document.layers)} layers")
         for i, (layer_name, diff_id) in enumerate(zip(layer_names, diff_ids, strict=False)):
             if layer_name is not None:
-                _check_layer(outer, members[layer_name], i, diff_id, found)
+                _check_layer(store, layer_name, i, str(diff_id), found)
     if docker is not None:
-        _agree(docker, members, config_name, layer_names, found)
+        _agree(store, docker, config_name, layer_names, found)
 
 
-def _check_platform(desc: dict[str, Any], config: dict[str, Any], found: Findings) -> None:
+def _config(store: Store, name: str) -> ImageConfig:
+    data = store.read_bytes(name, MAX_CONFIG)
+    return parse_config(load_json(data, f"{store.path}: {name}"), At(store.path, name))
+
+
+def _check_platform(desc: Descriptor, config: ImageConfig, found: Findings) -> None:
     """An index's platform for a manifest must be what the image's config says."""
-    said = {k: str(v) for k, v in desc["platform"].items() if isinstance(v, str)}
-    said.setdefault("architecture", "")
-    said.setdefault("os", "")
-    if platform_key(said) != platform_key(platform_of(config)):
+    assert desc.platform is not None
+    said = desc.platform.as_dict()
+    own = config.platform.as_dict()
+    if platform_key(said) != platform_key(own):
         shown = ["/".join(x for x in key[:3] if x)
-                 for key in (platform_key(said), platform_key(platform_of(config)))]
-        found.problems.append(f"manifest {desc.get('digest')}: the index says {shown[0]}, "
+                 for key in (platform_key(said), platform_key(own))]
+        found.problems.append(f"manifest {desc.digest}: the index says {shown[0]}, "
                               f"its config {shown[1]}")
 
 
-def _docker_entries_match(docker: Any, images: list[tuple[str | None, list[str | None]]],
+def _docker_entries_match(docker: tuple[DockerEntry, ...],
+                          images: list[tuple[str | None, list[str | None]]],
                           found: Findings) -> None:
     """Beside a multi-platform index, each manifest.json entry must be one of its images."""
-    for entry in docker if isinstance(docker, list) else []:
-        if (entry.get("Config"), entry.get("Layers")) not in images:
-            found.problems.append(f"manifest.json: the entry for {entry.get('Config')} is "
+    for entry in docker:
+        if (entry.config, list(entry.layers)) not in images:
+            found.problems.append(f"manifest.json: the entry for {entry.config} is "
                                   "none of the index's images")
 
 
-def _check_layer(outer: tarfile.TarFile, member: tarfile.TarInfo, index: int, diff_id: str,
-                 found: Findings) -> None:
-    fh = outer.extractfile(member)
-    assert fh is not None
+def _check_layer(store: Store, name: str, index: int, diff_id: str, found: Findings) -> None:
     digest = hashlib.sha256()
     names: set[str] = set()
     owners = set()
     try:
-        stream = decompressed(fh)
-        hashing = _Hashing(stream, digest)
-        with tarfile.open(fileobj=hashing, mode="r|") as layer:
-            for entry in layer:
-                path = entry.name.rstrip("/")
-                if path in names:
-                    found.problems.append(f"layer {index}: {path} appears twice")
-                names.add(path)
-                if entry.uname or entry.gname:
-                    owners.add((entry.uname, entry.gname))
-                if "mtime" in entry.pax_headers:
-                    found.notes.append(f"layer {index}: {path} has a fractional mtime")
-        while hashing.read(CHUNK):
-            pass
-    except (tarfile.TarError, OSError, zstandard.ZstdError, EOFError) as exc:
-        found.problems.append(f"layer {index}: cannot be read ({exc})")
+        with store.open(name) as fh:
+            stream = decompressed(fh)
+            hashing = _Hashing(stream, digest)
+            with tarfile.open(fileobj=hashing, mode="r|") as layer:
+                for entry in layer:
+                    path = entry.name.rstrip("/")
+                    if path in names:
+                        found.problems.append(f"layer {index}: {path} appears twice")
+                    names.add(path)
+                    if entry.uname or entry.gname:
+                        owners.add((entry.uname, entry.gname))
+                    if "mtime" in entry.pax_headers:
+                        found.notes.append(f"layer {index}: {path} has a fractional mtime")
+            while hashing.read(CHUNK):
+                pass
+    except LAYER_ERRORS as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        found.problems.append(f"layer {index}: cannot be read ({first})")
         return
     found.layers += 1
     if "sha256:" + digest.hexdigest() != diff_id:
@@ -245,38 +241,37 @@ class _Hashing(io.RawIOBase):
         return len(data)
 
 
-def _agree(docker: Any, members: dict[str, tarfile.TarInfo], config_name: str | None,
+def _agree(store: Store, docker: tuple[DockerEntry, ...], config_name: str | None,
            layer_names: list[str | None], found: Findings) -> None:
     """manifest.json must name the same config and layers as the OCI manifest."""
-    entries = docker if isinstance(docker, list) else []
-    for entry in entries:
-        for name in [entry.get("Config"), *entry.get("Layers", [])]:
-            if name not in members:
+    for entry in docker:
+        for name in [entry.config, *entry.layers]:
+            if not store.exists(name):
                 found.problems.append(f"manifest.json: points at {name}, which is missing")
-    match = [e for e in entries if e.get("Config") == config_name]
+    match = [e for e in docker if e.config == config_name]
     if not match:
         found.problems.append(f"manifest.json: no entry for the config {config_name}")
         return
-    if match[0].get("Layers") != layer_names:
+    if list(match[0].layers) != layer_names:
         found.problems.append("manifest.json: its Layers differ from the OCI manifest's")
-    for tag in match[0].get("RepoTags") or []:
+    for tag in match[0].repo_tags:
         if ":" not in tag.rsplit("/", 1)[-1]:
             found.problems.append(f"manifest.json: RepoTags entry {tag!r} is not name:tag")
 
 
-def _check_docker_entry(outer: tarfile.TarFile, members: dict[str, tarfile.TarInfo],
-                        entry: dict[str, Any], found: Findings) -> None:
+def _check_docker_entry(store: Store, entry: DockerEntry, found: Findings) -> None:
     """A docker-save archive without index.json: its own config and layer files."""
-    config = _json(outer, members, str(entry.get("Config")), found)
-    layers = entry.get("Layers", [])
-    for name in layers:
-        if name not in members:
-            found.problems.append(f"manifest.json: layer {name} missing")
-    if config is None:
+    if not store.exists(entry.config):
+        found.problems.append(f"{entry.config}: missing")
         return
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids", [])
-    if len(diff_ids) != len(layers):
-        found.problems.append(f"config: {len(diff_ids)} diff_ids for {len(layers)} layers")
-    for i, (name, diff_id) in enumerate(zip(layers, diff_ids, strict=False)):
-        if name in members:
-            _check_layer(outer, members[name], i, diff_id, found)
+    config = _config(store, entry.config)
+    for name in entry.layers:
+        if not store.exists(name):
+            found.problems.append(f"manifest.json: layer {name} missing")
+    diff_ids = config.diff_ids or ()
+    if len(diff_ids) != len(entry.layers):
+        found.problems.append(f"config: {len(diff_ids)} diff_ids for {len(entry.layers)} "
+                              "layers")
+    for i, (name, diff_id) in enumerate(zip(entry.layers, diff_ids, strict=False)):
+        if store.exists(name):
+            _check_layer(store, name, i, str(diff_id), found)

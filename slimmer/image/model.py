@@ -1,0 +1,383 @@
+"""Typed values of an image, parsed once at the edge: digests, descriptors, platforms,
+manifests, indexes, docker manifest.json entries, image configs and slimmer.json.
+
+Every document is read into these frozen values by the `parse_*` functions, which check each
+field they keep and fail with one line naming the file, the field and what was wrong:
+
+    fat.tar: manifest.json[0].Layers: expected a list of strings, got an object
+
+Nothing past this module sees a raw dict whose shape was not checked. Unknown fields are
+ignored (the specs allow them); only the fields slimmer uses are typed.
+
+Our own small parser rather than a schema library: the documents are few and flat, the error
+line above is the whole requirement, and no dependency is needed. A validator from PyPI
+(pydantic, msgspec, jsonschema) would add a dependency, its own error format to translate, and
+import time (typer with pydantic and rich cost ~0.45 s per start, see cli.py). This module
+imports only `json`, `re` and `dataclasses` (measured: about 5 ms, mostly building the
+dataclasses), and `slimmer deps` does not import it at all.
+
+Bounds: a document is read with a size cap checked before reading (manifests and indexes 4 MiB,
+the distribution spec's limit; configs 32 MiB, far above real ones), and JSON nested deeper
+than MAX_DEPTH is refused before it is parsed (json.loads recurses: 100,000 levels would
+raise RecursionError).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from slimmer.errors import SlimmerError
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+
+MAX_MANIFEST = 4 << 20  # manifests, indexes, index.json, manifest.json (distribution: 4 MiB)
+MAX_CONFIG = 32 << 20  # image configs, slimmer.json: real ones are a few KiB
+MAX_DEPTH = 64  # JSON nesting: real documents are under 10 deep
+
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "sha512": re.compile(r"[0-9a-f]{128}")}
+_NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+class BadImage(SlimmerError):
+    """An image document or blob that is malformed, oversized, or does not match its digest."""
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+@dataclass(frozen=True, slots=True)
+class At:
+    """Where a value sits: the file (archive, then member) and the field path inside it."""
+
+    file: str
+    path: str
+
+    def __truediv__(self, key: str | int) -> At:
+        return At(self.file, f"{self.path}[{key}]" if isinstance(key, int) else
+                  f"{self.path}.{key}" if self.path else key)
+
+    def fail(self, expected: str, value: object) -> BadImage:
+        return BadImage(f"{self.file}: {self.path or '(top)'}: expected {expected}, got "
+                        f"{_kind(value)}")
+
+    def problem(self, text: str) -> BadImage:
+        return BadImage(f"{self.file}: {self.path or '(top)'}: {text}")
+
+
+# ---- reading JSON --------------------------------------------------------------------------
+
+
+def load_json(data: bytes, file: str) -> object:
+    """The JSON value of `data`, refusing nesting deeper than MAX_DEPTH before parsing."""
+    depth = 0
+    for token in _NESTING.finditer(data):
+        char = token.group()
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise BadImage(f"{file}: JSON nested more than {MAX_DEPTH} levels deep")
+        elif char in (b"]", b"}"):
+            depth -= 1
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+        raise BadImage(f"{file}: not valid JSON ({message})") from None
+
+
+# ---- typed fields --------------------------------------------------------------------------
+
+
+def _obj(value: object, at: At) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise at.fail("an object", value)
+    return value
+
+
+def _str(value: object, at: At) -> str:
+    if not isinstance(value, str):
+        raise at.fail("a string", value)
+    return value
+
+
+def _opt_str(doc: Mapping[str, Any], key: str, at: At) -> str:
+    value = doc.get(key)
+    return "" if value is None else _str(value, at / key)
+
+
+def _strings(value: object, at: At) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise at.fail("a list of strings", value)
+    return tuple(_str(item, at / i) for i, item in enumerate(value))
+
+
+def _opt_strings(doc: Mapping[str, Any], key: str, at: At) -> tuple[str, ...] | None:
+    value = doc.get(key)
+    return None if value is None else _strings(value, at / key)
+
+
+def _str_map(doc: Mapping[str, Any], key: str, at: At) -> dict[str, str]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise (at / key).fail("an object of strings", value)
+    return {k: _str(v, at / key / k) for k, v in value.items()}
+
+
+def _list(value: object, at: At) -> list[Any]:
+    if not isinstance(value, list):
+        raise at.fail("a list", value)
+    return value
+
+
+# ---- the values ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    algorithm: str  # sha256 or sha512
+    hex: str
+
+    @classmethod
+    def parse(cls, value: object, at: At) -> Digest:
+        text = _str(value, at)
+        algorithm, _, hexpart = text.partition(":")
+        pattern = _HEX.get(algorithm)
+        if pattern is None or not pattern.fullmatch(hexpart):
+            raise at.problem(f"{text[:80]!r} is not a sha256 or sha512 digest")
+        return cls(algorithm, hexpart)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    @property
+    def member(self) -> str:
+        """Where the blob is in an OCI layout."""
+        return f"blobs/{self.algorithm}/{self.hex}"
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    architecture: str
+    os: str
+    variant: str = ""
+    os_version: str = ""
+
+    @classmethod
+    def parse(cls, value: object, at: At) -> Platform:
+        doc = _obj(value, at)
+        return cls(_opt_str(doc, "architecture", at), _opt_str(doc, "os", at),
+                   _opt_str(doc, "variant", at), _opt_str(doc, "os.version", at))
+
+    def as_dict(self) -> dict[str, str]:
+        out = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            out["variant"] = self.variant
+        if self.os_version:
+            out["os.version"] = self.os_version
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    platform: Platform | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, value: object, at: At) -> Descriptor:
+        doc = _obj(value, at)
+        size = doc.get("size")
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise (at / "size").fail("an integer", size)
+        if size < 0:
+            raise (at / "size").problem(f"expected a size >= 0, got {size}")
+        platform = doc.get("platform")
+        return cls(_opt_str(doc, "mediaType", at), Digest.parse(doc.get("digest"), at / "digest"),
+                   size, None if platform is None else Platform.parse(platform, at / "platform"),
+                   _str_map(doc, "annotations", at))
+
+    @property
+    def ref_name(self) -> str:
+        """The image name its annotations give ("" when none)."""
+        return (self.annotations.get("io.containerd.image.name")
+                or self.annotations.get("org.opencontainers.image.ref.name") or "")
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest),
+                               "size": self.size}
+        if self.platform is not None:
+            out["platform"] = self.platform.as_dict()
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+
+
+def parse_document(value: object, at: At, hint: str = "") -> Manifest | Index:
+    """An image manifest or an index, told apart by mediaType (its own, else the descriptor's
+    `hint`), else by what it holds."""
+    doc = _obj(value, at)
+    media_type = _opt_str(doc, "mediaType", at) or hint
+    if not media_type:
+        media_type = OCI_INDEX if "manifests" in doc else OCI_MANIFEST if "config" in doc else ""
+    if media_type in INDEX_TYPES:
+        return parse_index(doc, at, media_type)
+    if media_type in MANIFEST_TYPES:
+        return parse_manifest(doc, at, media_type)
+    raise (at / "mediaType").problem(f"{media_type[:80]!r} is neither an image manifest nor "
+                                     "an index")
+
+
+def parse_manifest(value: object, at: At, media_type: str = OCI_MANIFEST) -> Manifest:
+    doc = _obj(value, at)
+    layers = _list(doc.get("layers", []), at / "layers")
+    return Manifest(media_type, Descriptor.parse(doc.get("config"), at / "config"),
+                    tuple(Descriptor.parse(d, at / "layers" / i) for i, d in enumerate(layers)))
+
+
+def parse_index(value: object, at: At, media_type: str = OCI_INDEX) -> Index:
+    doc = _obj(value, at)
+    found = _list(doc.get("manifests", []), at / "manifests")
+    return Index(media_type, tuple(Descriptor.parse(d, at / "manifests" / i)
+                                   for i, d in enumerate(found)))
+
+
+@dataclass(frozen=True, slots=True)
+class DockerEntry:
+    """One image of a docker archive's manifest.json."""
+
+    config: str
+    repo_tags: tuple[str, ...]
+    layers: tuple[str, ...]
+
+    @property
+    def tags(self) -> str:
+        return ", ".join(self.repo_tags) or "(untagged)"
+
+
+def parse_docker_manifest(value: object, at: At) -> tuple[DockerEntry, ...]:
+    if not isinstance(value, list):
+        raise at.fail("a list of images", value)
+    out = []
+    for i, item in enumerate(value):
+        here = at / i
+        doc = _obj(item, here)
+        out.append(DockerEntry(_str(doc.get("Config"), here / "Config"),
+                               _opt_strings(doc, "RepoTags", here) or (),
+                               _strings(doc.get("Layers"), here / "Layers")))
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """The run-time part of an image config (its `config` object)."""
+
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    working_dir: str = ""
+    user: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    exposed_ports: tuple[str, ...] = ()
+    stop_signal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ImageConfig:
+    architecture: str
+    os: str
+    variant: str
+    os_version: str
+    config: RunConfig
+    diff_ids: tuple[Digest, ...] | None  # None: the config has no rootfs (hand-made)
+    raw: Mapping[str, Any]  # the checked document, for code that compares or copies it
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.architecture, self.os, self.variant, self.os_version)
+
+
+def parse_config(value: object, at: At) -> ImageConfig:
+    doc = _obj(value, at)
+    run = doc.get("config")
+    run_at = at / "config"
+    if run is None:
+        run_config = RunConfig()
+    else:
+        rc = _obj(run, run_at)
+        ports = rc.get("ExposedPorts")
+        if ports is not None and not isinstance(ports, dict):
+            raise (run_at / "ExposedPorts").fail("an object", ports)
+        run_config = RunConfig(
+            _opt_strings(rc, "Env", run_at) or (), _opt_strings(rc, "Entrypoint", run_at),
+            _opt_strings(rc, "Cmd", run_at), _opt_str(rc, "WorkingDir", run_at),
+            _opt_str(rc, "User", run_at), _str_map(rc, "Labels", run_at),
+            tuple(ports or ()), _opt_str(rc, "StopSignal", run_at))
+    diff_ids = None
+    rootfs = doc.get("rootfs")
+    if rootfs is not None:
+        found = _obj(rootfs, at / "rootfs").get("diff_ids", [])
+        items = _list(found, at / "rootfs" / "diff_ids")
+        diff_ids = tuple(Digest.parse(d, at / "rootfs" / "diff_ids" / i)
+                         for i, d in enumerate(items))
+    return ImageConfig(_opt_str(doc, "architecture", at), _opt_str(doc, "os", at),
+                       _opt_str(doc, "variant", at), _opt_str(doc, "os.version", at),
+                       run_config, diff_ids, doc)
+
+
+@dataclass(frozen=True, slots=True)
+class Contents:
+    """slimmer.json: why each path is in the image, and the path that brought it in."""
+
+    reasons: Mapping[str, str]
+    parents: Mapping[str, str]
+
+
+def parse_contents(value: object, at: At) -> Contents:
+    doc = _obj(value, at)
+    reasons: dict[str, str] = {}
+    parents: dict[str, str] = {}
+    for i, item in enumerate(_list(doc.get("files", []), at / "files")):
+        here = at / "files" / i
+        entry = _obj(item, here)
+        path = _str(entry.get("path"), here / "path")
+        reasons[path] = _str(entry.get("reason"), here / "reason")
+        if "parent" in entry:
+            parents[path] = _str(entry["parent"], here / "parent")
+    return Contents(reasons, parents)
