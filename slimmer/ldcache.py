@@ -7,7 +7,8 @@ import functools
 import struct
 from typing import NamedTuple
 
-from slimmer.errors import CorruptCache
+from slimmer.errors import CorruptCache, FileProblem
+from slimmer.sysroot import Root
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"
@@ -15,6 +16,9 @@ EXTENSION_MAGIC = 0xEAA42174
 EXT_TAG_GENERATOR = 0
 EXT_TAG_GLIBC_HWCAPS = 1
 HWCAP_EXTENSION_HIGH = 1 << 30  # DL_CACHE_HWCAP_EXTENSION >> 32
+# A real cache is tens of KB (Debian 12 with 2,000 packages: under 200 KB); this bounds the
+# memory a hostile root can make us spend on one.
+MAX_CACHE_SIZE = 64 << 20
 
 
 class CacheEntry(NamedTuple):
@@ -64,6 +68,21 @@ class LdCache(NamedTuple):
                 continue  # legacy hwcap/platform entries: not for a baseline CPU
             return CacheEntry(*entry)
         return CacheEntry(*best) if best is not None else None
+
+
+def read_ldcache(root: Root, path: str = "/etc/ld.so.cache") -> LdCache | None:
+    """The cache of a root, or None when there is none or glibc's loader would pass it over
+    (it cannot be parsed). One larger than MAX_CACHE_SIZE is refused before it is read."""
+    found = root.lookup(path)
+    if found is None or not found.is_file:
+        return None
+    if found.size > MAX_CACHE_SIZE:
+        raise FileProblem(f"{root.describe(path)}: {found.size} bytes, more than the "
+                          f"{MAX_CACHE_SIZE >> 20} MiB an ld.so.cache may have")
+    try:
+        return parse_ldcache(root.read_real(found.real, MAX_CACHE_SIZE), path)
+    except CorruptCache:
+        return None  # glibc's loader passes over a cache it cannot read
 
 
 def parse_ldcache(data: bytes, name: str = "/etc/ld.so.cache") -> LdCache:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from slimmer.arch import Arch
-from slimmer.sysroot import Root, normalize
+from slimmer.errors import FileProblem
+from slimmer.sysroot import Resolved, Root, normalize
 
 # glibc keeps SYSTEM_DIRS as one NUL-separated run of absolute directories with a trailing slash,
 # e.g. b"/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0" in ld.so's
@@ -79,15 +81,41 @@ def split_musl_path(value: str, origin: str) -> tuple[str, ...] | None:
     return tuple(d for d in rest.replace("\0", origin).split(":") if d)
 
 
-def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf",
-                    _seen: frozenset[str] = frozenset()) -> tuple[str, ...]:
-    """Directories named by ld.so.conf and its `include` globs, in order (what ldconfig reads)."""
-    if path in _seen:
-        return ()
-    data = root.read_bytes(path)
-    if data is None:
-        return ()
+# ld.so.conf files are a few hundred bytes; a bigger one is not a configuration file.
+MAX_CONF_SIZE = 1 << 20
+
+
+def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf") -> tuple[str, ...]:
+    """Directories named by ld.so.conf and its `include` globs, in order (what ldconfig reads).
+    Each file is read once, however often it is included (files that include each other would
+    otherwise be read a factorial number of times); an explicit stack instead of recursion, so
+    a long chain of includes cannot exhaust Python's."""
     dirs: list[str] = []
+    seen: set[str] = set()
+    stack: list[Iterator[tuple[bool, str]]] = [iter([(True, path)])]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        is_file, value = item
+        if not is_file:
+            dirs.append(value)
+            continue
+        found = root.lookup(value)
+        if found is None or not found.is_file or found.real in seen:
+            continue
+        seen.add(found.real)
+        stack.append(_conf_items(root, value, found))
+    return tuple(dict.fromkeys(dirs))
+
+
+def _conf_items(root: Root, path: str, found: Resolved) -> Iterator[tuple[bool, str]]:
+    """One conf file's entries in order: (False, directory) or (True, included file)."""
+    if found.size > MAX_CONF_SIZE:
+        raise FileProblem(f"{root.describe(path)}: {found.size} bytes, more than the "
+                          f"{MAX_CONF_SIZE >> 20} MiB an ld.so.conf file may have")
+    data = root.read_real(found.real, MAX_CONF_SIZE)
     base = path.rsplit("/", 1)[0] or "/"
     for raw in data.decode("utf-8", "replace").splitlines():
         line = raw.split("#", 1)[0].strip()
@@ -98,16 +126,11 @@ def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf",
             for pattern in words[1:]:
                 full = pattern if pattern.startswith("/") else f"{base}/{pattern}"
                 for conf in _glob(root, normalize(full)):
-                    dirs.extend(read_ld_so_conf(root, conf, _seen | {path}))
-        elif words[0] == "hwcap":
-            continue
-        else:
-            dirs.extend(normalize(d) for d in re.split(r"[:,\s]+", line) if d.startswith("/"))
-    unique: list[str] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return tuple(unique)
+                    yield True, conf
+        elif words[0] != "hwcap":
+            for d in re.split(r"[:,\s]+", line):
+                if d.startswith("/"):
+                    yield False, normalize(d)
 
 
 def _glob(root: Root, pattern: str) -> list[str]:

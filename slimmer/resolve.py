@@ -24,7 +24,6 @@ from typing import NamedTuple
 from slimmer.arch import Arch
 from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
 from slimmer.errors import (
-    CorruptCache,
     CorruptElf,
     FileProblem,
     NotElf,
@@ -32,7 +31,7 @@ from slimmer.errors import (
     SymlinkLoop,
     UnsupportedElf,
 )
-from slimmer.ldcache import LdCache, parse_ldcache
+from slimmer.ldcache import LdCache, read_ldcache
 from slimmer.ldpaths import (
     SearchDefaults,
     glibc_defaults,
@@ -169,11 +168,7 @@ class Resolver:
 
     def ld_cache(self) -> LdCache | None:
         if not self._cache_read:
-            data = self.root.read_bytes("/etc/ld.so.cache")
-            try:
-                self._cache = parse_ldcache(data) if data is not None else None
-            except CorruptCache:
-                self._cache = None  # glibc's loader passes over a cache it cannot read
+            self._cache = read_ldcache(self.root)
             self._cache_read = True
         return self._cache
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from slimmer import Closure, Options, Resolver, SysRoot
 from slimmer.elf import Kind
+from slimmer.ldpaths import read_ld_so_conf
 from tests.conftest import (
     HOST_LOADER,
     Compile,
@@ -372,3 +374,28 @@ def test_missing_interpreter_is_reported(cc: Compile, tmp_path: Path) -> None:
     assert closure.interpreter is None
     assert closure.missing[0].soname == HOST_LOADER
     assert closure.missing[0].reason == "interpreter not found"
+
+
+def test_ld_so_conf_files_that_include_each_other_are_read_once(tmp_path: Path) -> None:
+    # Each of 12 files names its directory and includes all the others: read along every
+    # include chain this is 12! readings; ldconfig's answer needs each file once.
+    conf_d = tmp_path / "etc/ld.so.conf.d"
+    conf_d.mkdir(parents=True)
+    (tmp_path / "etc/ld.so.conf").write_text("/first\ninclude ld.so.conf.d/*.conf\n/last\n")
+    for i in range(12):
+        (conf_d / f"{i:02}.conf").write_text(f"/opt/d{i:02}\ninclude *.conf\n"
+                                             "include /etc/ld.so.conf\n")
+
+    class Counting(SysRoot):
+        reads: list[str] = []
+
+        def read_real(self, real: str, limit: int | None = None) -> bytes:
+            self.reads.append(real)
+            return super().read_real(real, limit)
+
+    root = Counting(tmp_path)
+    started = time.monotonic()
+    dirs = read_ld_so_conf(root)
+    assert time.monotonic() - started < 5
+    assert dirs == ("/first", *(f"/opt/d{i:02}" for i in range(12)), "/last")
+    assert sorted(root.reads) == sorted(set(root.reads)) and len(root.reads) == 13
