@@ -396,11 +396,21 @@ class _State:
             raise LoadFailure(f"{found.asked}: ELF file OS ABI invalid")
         return elf
 
-    def _try(self, path: str, searched: list[str]) -> tuple[Resolved, ElfInfo] | None:
+    def _try(self, path: str, searched: list[str],
+             last: bool = True) -> tuple[Resolved, ElfInfo] | None:
+        """Open one candidate. `last` is false for a candidate whose open error glibc forgets:
+        one in a hwcaps subdirectory (only the errno of a directory's last candidate, the plain
+        one, counts) and the cache's (ld.so goes on to the default directories)."""
         try:
             found = self.root.lookup(path)
         except SymlinkLoop:
-            # open() fails with ELOOP, which is not ENOENT: glibc's open_path gives up there.
+            if not self.musl and (not last or not self._dir_exists(path.rpartition("/")[0])):
+                # glibc's open_path stat()s a directory it could not open a file in; one that
+                # fails (ELOOP too) is marked nonexisting and the search goes on.
+                searched.append(f"{path} (skipped: too many levels of symbolic links)")
+                return None
+            # open() fails with ELOOP, which is not ENOENT: glibc's open_path gives up there
+            # when the directory exists; musl's path_open gives up on any such error.
             raise LoadFailure(f"{path}: too many levels of symbolic links") from None
         if found is None:
             searched.append(path)
@@ -420,15 +430,28 @@ class _State:
             raise LoadFailure(f"{path}: cannot dynamically load position-independent executable")
         return found, elf
 
+    def _dir_exists(self, directory: str) -> bool:
+        """Whether glibc's stat() finds a directory there (a symlink loop: no)."""
+        try:
+            return self.root.is_dir(directory or "/")
+        except SymlinkLoop:
+            return False
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return self.root.lookup(path) is not None
+        except SymlinkLoop:
+            return False
+
     def _in_dirs(self, dirs: tuple[str, ...], name: str, via: str,
                  searched: list[str]) -> Hit | None:
         for d in dirs:
             base = d if d.endswith("/") else d + "/"
             hw_dir = f"{base}glibc-hwcaps/"
-            has_hwcaps = not self.musl and self.root.is_dir(hw_dir)
+            has_hwcaps = not self.musl and self._dir_exists(hw_dir)
             if has_hwcaps:
                 for sub in self.opts.hwcaps:
-                    hit = self._try(f"{hw_dir}{sub}/{name}", searched)
+                    hit = self._try(f"{hw_dir}{sub}/{name}", searched, last=False)
                     if hit is not None:
                         path = f"{hw_dir}{sub}/{name}"
                         return path, hit[0], hit[1], VIA_HWCAPS, ()
@@ -438,7 +461,7 @@ class _State:
                 variants: tuple[str, ...] = ()
                 if has_hwcaps:
                     variants = tuple(f"{hw_dir}{sub}/{name}" for sub in self.arch.hwcaps
-                                     if self.root.lookup(f"{hw_dir}{sub}/{name}") is not None)
+                                     if self._exists(f"{hw_dir}{sub}/{name}"))
                 return path, hit[0], hit[1], via, variants
         return None
 
@@ -511,7 +534,7 @@ class _State:
         if cache is not None:
             entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps)
             if entry is not None and not (nodeflib and self._in_system_dir(entry.path)):
-                hit2 = self._try(entry.path, searched)
+                hit2 = self._try(entry.path, searched, last=False)
                 if hit2 is not None:
                     via = VIA_HWCAPS if entry.hwcaps_subdir else VIA_CACHE
                     return entry.path, hit2[0], hit2[1], via, ()

@@ -399,3 +399,22 @@ def test_ld_so_conf_files_that_include_each_other_are_read_once(tmp_path: Path) 
     assert time.monotonic() - started < 5
     assert dirs == ("/first", *(f"/opt/d{i:02}" for i in range(12)), "/last")
     assert sorted(root.reads) == sorted(set(root.reads)) and len(root.reads) == 13
+
+
+def test_a_search_directory_that_is_a_symlink_loop_is_skipped(cc: Compile,
+                                                              tmp_path: Path) -> None:
+    # glibc stat()s a directory it could not open the library in; ELOOP marks it nonexisting
+    # and the search goes on. A loop at the library itself, in a directory that exists, stops
+    # the program (test_root_with_absolute_symlinks_never_reaches_the_host).
+    cc("good/libx.so", lib_source("x"), "-shared", "-fPIC")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "l1").symlink_to("l2")
+    (tmp_path / "l2").symlink_to("l1")
+    rpath = f"{tmp_path}/loop:{tmp_path}/l1/sub:{tmp_path}/good"
+    for tags in ("--disable-new-dtags", "--enable-new-dtags"):
+        prog = cc("prog", main_source(("x",)), f"-L{tmp_path}/good", "-lx",
+                  f"-Wl,-rpath,{rpath}", f"-Wl,{tags}")
+        closure = agree(prog)
+        assert via(closure)["libx.so"][0] == f"{tmp_path}/good/libx.so"
+    closure = agree(prog, library_path=f"{tmp_path}/loop")
+    assert via(closure)["libx.so"][0] == f"{tmp_path}/good/libx.so"
