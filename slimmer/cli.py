@@ -48,10 +48,13 @@ class Exit(Exception):
 # ---- helpers shared by the commands -----------------------------------------------------------
 
 
-def _split_paths(values: Sequence[str]) -> tuple[str, ...]:
+def _split_paths(values: Sequence[str], cwd: str | None = None) -> tuple[str, ...]:
+    """--library-path values, split. With `cwd` (programs of the host root), a relative
+    directory is relative to it, as program paths and -o are; otherwise to the root's `/`."""
     out: list[str] = []
     for value in values:
-        out.extend(p for p in value.replace(";", ":").split(":") if p)
+        out.extend(os.path.normpath(os.path.join(cwd, p)) if cwd is not None else p
+                   for p in value.replace(";", ":").split(":") if p)
     return tuple(out)
 
 
@@ -141,13 +144,13 @@ def cmd_deps(args: argparse.Namespace) -> int:
     if args.list and args.json:
         raise SlimmerError("--list and --json cannot be used together")
     sysroot = SysRoot(args.root)
+    cwd = os.getcwd()
     options = Options(
-        library_path=_split_paths(args.library_path),
+        library_path=_split_paths(args.library_path, cwd if args.root == "/" else None),
         hwcaps=tuple(h for h in args.hwcaps.split(",") if h),
         platform=args.platform,
     )
     resolver = Resolver(sysroot, options)
-    cwd = os.getcwd()
     closures: list[Closure] = [resolver.closure(_program_path(sysroot, b, cwd))
                                for b in args.binaries]
     if args.json:
@@ -191,7 +194,9 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
         return read_image(host).tree
     sysroot = SysRoot(args.root)
     options = PackOptions(programs=(_program_path(sysroot, target, cwd),), output="",
-                          root=args.root, library_path=_split_paths(args.library_path))
+                          root=args.root,
+                          library_path=_split_paths(args.library_path,
+                                                    cwd if args.root == "/" else None))
     return assemble(options).tree
 
 
@@ -444,7 +449,9 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         annotations=_pairs(args.annotation, "--annotation"),
         expose=tuple(args.expose),
         add=tuple(adds),
-        library_path=_split_paths(args.library_path),
+        # slim (no programs given) resolves inside the image: its paths are the image's
+        library_path=_split_paths(args.library_path,
+                                  cwd if args.root == "/" and programs else None),
         compression=args.compress,
         keep_setuid=args.keep_setuid,
         epoch=epoch,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -418,3 +420,18 @@ def test_a_search_directory_that_is_a_symlink_loop_is_skipped(cc: Compile,
         assert via(closure)["libx.so"][0] == f"{tmp_path}/good/libx.so"
     closure = agree(prog, library_path=f"{tmp_path}/loop")
     assert via(closure)["libx.so"][0] == f"{tmp_path}/good/libx.so"
+
+
+def test_a_relative_library_path_is_relative_to_the_working_directory(cc: Compile,
+                                                                      tmp_path: Path) -> None:
+    cc("work/lib/libx.so", lib_source("x"), "-shared", "-fPIC")
+    cc("work/prog", main_source(("x",)), f"-L{tmp_path}/work/lib", "-lx")
+    done = subprocess.run([sys.executable, "-m", "slimmer", "deps", "--json",
+                           "--library-path", "lib", "prog"], capture_output=True, text=True,
+                          cwd=tmp_path / "work")
+    assert done.returncode == 0, done.stderr
+    (found,) = json.loads(done.stdout)
+    libx = next(lib for lib in found["libraries"] if lib["soname"] == "libx.so")
+    assert (libx["path"], libx["found_via"]) == (f"{tmp_path}/work/lib/libx.so", "library-path")
+    oracle = loader_list(tmp_path / "work/prog", {"LD_LIBRARY_PATH": f"{tmp_path}/work/lib"})
+    assert libx["path"] in oracle
