@@ -452,6 +452,8 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         # slim (no programs given) resolves inside the image: its paths are the image's
         library_path=_split_paths(args.library_path,
                                   cwd if args.root == "/" and programs else None),
+        hwcaps=tuple(h for h in args.hwcaps.split(",") if h),
+        platform=args.platform,
         compression=args.compress,
         keep_setuid=args.keep_setuid,
         epoch=epoch,
@@ -493,11 +495,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
                                       "loader finds them, like lddtree but exact.")
     deps.add_argument("binaries", nargs="+", metavar="BIN")
     _common_options(deps)
-    deps.add_argument("--hwcaps", default="", metavar="LIST",
-                      help="glibc-hwcaps subdirectories the target CPU supports, best first "
-                           "(e.g. x86-64-v3,x86-64-v2); default: a baseline CPU")
-    deps.add_argument("--platform", default=None, help="value of $PLATFORM (default: the "
-                                                       "architecture's AT_PLATFORM)")
+    _cpu_options(deps)
     deps.add_argument("--list", action="store_true",
                       help="print every file the loader opens, one path per line")
     deps.add_argument("--json", action="store_true",
@@ -640,6 +638,16 @@ def _insecure_option(p: argparse.ArgumentParser) -> None:
                         "::1, localhost); HTTPS otherwise")
 
 
+def _cpu_options(p: argparse.ArgumentParser) -> None:
+    """What the target CPU makes the loader search (`ld.so --help` on it says both)."""
+    p.add_argument("--hwcaps", default="", metavar="LIST",
+                   help="glibc-hwcaps subdirectories the target CPU supports, best first "
+                        "(e.g. x86-64-v3,x86-64-v2); default: a baseline CPU")
+    p.add_argument("--platform", default=None,
+                   help="the target CPU's $PLATFORM, also a legacy hwcaps subdirectory for "
+                        "glibc < 2.37 (e.g. haswell; default: the architecture's AT_PLATFORM)")
+
+
 def _image_options(pk: argparse.ArgumentParser) -> None:
     pk.add_argument("-o", "--output", required=True, help="the image archive to write")
     pk.add_argument("--tag", help="NAME[:TAG] (default: the first program's name, tag latest)")
@@ -658,6 +666,7 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
                     help="host file or directory to add; ELF files among them are resolved "
                          "too (repeatable)")
     _common_options(pk)
+    _cpu_options(pk)
     pk.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
                     help="layer compression: gzip (every engine), zstd (Docker 23+, podman, "
                          "containerd, skopeo; not Docker 20.10 or umoci) or none")

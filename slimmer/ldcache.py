@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 from slimmer.errors import CorruptCache, FileProblem
@@ -46,10 +47,12 @@ class LdCache(NamedTuple):
     def entries(self) -> tuple[CacheEntry, ...]:
         return tuple(CacheEntry(*e) for e in self.raw)
 
-    def lookup(self, soname: str, flags: tuple[int, ...],
-               hwcaps: tuple[str, ...] = ()) -> CacheEntry | None:
+    def lookup(self, soname: str, flags: tuple[int, ...], hwcaps: tuple[str, ...] = (),
+               legacy: Callable[[CacheEntry], bool] | None = None) -> CacheEntry | None:
         """The entry ld.so would use for `soname`: for an ABI accepting `flags`, on a CPU whose
-        glibc-hwcaps subdirectories are `hwcaps` (best first; empty for a baseline CPU)."""
+        glibc-hwcaps subdirectories are `hwcaps` (best first; empty for a baseline CPU).
+        `legacy` says whether a legacy hwcap entry (glibc < 2.37) suits the CPU (it may raise
+        to refuse one); None: such entries are passed over, as glibc 2.37 does."""
         best: RawEntry | None = None
         best_rank = len(hwcaps)
         for entry in self.by_name.get(soname, ()):
@@ -64,8 +67,8 @@ class LdCache(NamedTuple):
                 continue
             if best is not None:
                 break  # named hwcaps entries come first; a usable one beats the baseline
-            if hwcap != 0:
-                continue  # legacy hwcap/platform entries: not for a baseline CPU
+            if hwcap != 0 and (legacy is None or not legacy(CacheEntry(*entry))):
+                continue  # ldconfig sorts them first, the most specific first
             return CacheEntry(*entry)
         return CacheEntry(*best) if best is not None else None
 

@@ -24,6 +24,16 @@ class SearchDefaults(NamedTuple):
 
     dirs: tuple[str, ...]  # without trailing slash
     lib_token: str
+    legacy: bool = True  # searches the legacy hwcaps subdirectories (tls/, x86_64/...)
+
+
+# glibc 2.37 dropped the legacy hwcaps subdirectories; 2.33 to 2.36 print this heading in
+# `ld.so --help`, and loaders before 2.33 know no glibc-hwcaps at all (and search them).
+_LEGACY_HEADING = b"Legacy HWCAP subdirectories"
+
+
+def _searches_legacy(loader: bytes | None) -> bool:
+    return loader is None or _LEGACY_HEADING in loader or b"glibc-hwcaps" not in loader
 
 
 def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDefaults:
@@ -39,11 +49,26 @@ def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDef
                 dirs = tuple(d.decode().rstrip("/") or "/"
                              for d in match.group().split(b"\0") if d)
                 if all("lib" in d for d in dirs):
-                    return SearchDefaults(dirs, dirs[0].lstrip("/"))
+                    return SearchDefaults(dirs, dirs[0].lstrip("/"), _searches_legacy(data))
                 pos = match.end()
             pos = data.find(b"/\0/", pos + 1)
     multiarch = root.is_dir(f"/usr/lib/{arch.triplet}") or root.is_dir(f"/lib/{arch.triplet}")
-    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch))
+    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch),
+                          _searches_legacy(data))
+
+
+def legacy_subdirs(hwcap_names: tuple[str, ...], platform: str | None) -> tuple[str, ...]:
+    """The legacy hwcaps subdirectories glibc before 2.37 tries in every search directory,
+    after the glibc-hwcaps ones and before the directory itself (elf/dl-hwcaps.c
+    _dl_important_hwcaps): every combination of the CPU's hwcap names (`hwcap_names` in bit
+    order), the platform and "tls", the fullest first, counting down with the first name as the
+    lowest bit, each written from the last name to the first: for x86_64 on a haswell CPU
+    tls/haswell/x86_64, tls/haswell, tls/x86_64, tls, haswell/x86_64, haswell, x86_64."""
+    names = [*hwcap_names, *([platform] if platform else []), "tls"]
+    out: list[str] = []
+    for mask in range((1 << len(names)) - 1, 0, -1):
+        out.append("/".join(names[n] for n in reversed(range(len(names))) if mask >> n & 1))
+    return tuple(dict.fromkeys(out))
 
 
 _TOKEN = re.compile(r"\$(\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")

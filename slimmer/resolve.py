@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from slimmer.arch import Arch
+from slimmer.arch import LEGACY_HWCAP_BITS, LEGACY_PLATFORM_BITS, LEGACY_PLATFORM_MASK, Arch
 from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
 from slimmer.errors import (
     CorruptElf,
@@ -31,10 +31,11 @@ from slimmer.errors import (
     SymlinkLoop,
     UnsupportedElf,
 )
-from slimmer.ldcache import LdCache, read_ldcache
+from slimmer.ldcache import CacheEntry, LdCache, read_ldcache
 from slimmer.ldpaths import (
     SearchDefaults,
     glibc_defaults,
+    legacy_subdirs,
     musl_is_libc,
     musl_system_dirs,
     read_ld_so_conf,
@@ -61,6 +62,9 @@ class Options(NamedTuple):
     library_path: tuple[str, ...] = ()  # LD_LIBRARY_PATH, already split
     hwcaps: tuple[str, ...] = ()  # glibc-hwcaps subdirectories the target CPU supports, best first
     platform: str | None = None  # $PLATFORM; default: the architecture's AT_PLATFORM
+    # legacy hwcap names of the target CPU (glibc < 2.37), in bit order, e.g. ("x86_64",
+    # "avx512_1"); default: the ones every CPU of the architecture has
+    legacy_hwcaps: tuple[str, ...] | None = None
 
 
 class Library(NamedTuple):
@@ -131,6 +135,10 @@ Hit = tuple[str, Resolved, ElfInfo, str, tuple[str, ...]]  # path, file, facts, 
 SystemSearch = tuple[Hit | None, tuple[str, ...], str | None]  # hit, searched, failure
 
 
+class UnsupportedCache(SlimmerError):
+    """An ld.so.cache whose entries slimmer cannot follow the way the loader would."""
+
+
 class LoadFailure(SlimmerError):
     """A candidate the loader would open and then refuse (fatal for the program)."""
 
@@ -150,6 +158,7 @@ class Resolver:
         self._musl_dirs: dict[str, tuple[tuple[str, ...], str]] = {}
         self._system: dict[tuple[str, bool, str, str | None], SystemSearch] = {}
         self._templates: dict[tuple[object, ...], _Template] = {}
+        self._legacy: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -283,6 +292,7 @@ class _State:
         self.warnings: list[str] = []
         interp = main.elf.interpreter
         self.platform = self.opts.platform or arch.platform
+        self.legacy: tuple[str, ...] = ()  # legacy hwcaps subdirectories, best first
         if self.musl:
             assert interp is not None
             key = interp
@@ -294,6 +304,10 @@ class _State:
             if dkey not in resolver._defaults:
                 resolver._defaults[dkey] = glibc_defaults(self.root, interp, arch)
             self.defaults = resolver._defaults[dkey]
+            if self.defaults.legacy:
+                names = self.opts.legacy_hwcaps
+                self.legacy = legacy_subdirs(arch.legacy_hwcaps if names is None else names,
+                                             self.platform)
 
     # ---- interpreter ---------------------------------------------------------------------
 
@@ -455,6 +469,10 @@ class _State:
                     if hit is not None:
                         path = f"{hw_dir}{sub}/{name}"
                         return path, hit[0], hit[1], VIA_HWCAPS, ()
+            for sub in self._legacy_in(base):
+                hit = self._try(f"{base}{sub}/{name}", searched, last=False)
+                if hit is not None:
+                    return f"{base}{sub}/{name}", hit[0], hit[1], via, ()
             path = base + name
             hit = self._try(path, searched)
             if hit is not None:
@@ -464,6 +482,21 @@ class _State:
                                      if self._exists(f"{hw_dir}{sub}/{name}"))
                 return path, hit[0], hit[1], via, variants
         return None
+
+    def _legacy_in(self, base: str) -> tuple[str, ...]:
+        """The legacy hwcaps subdirectories that exist in one search directory (remembered:
+        most directories have none, and each name searched would try them all)."""
+        if not self.legacy:
+            return ()
+        key = (base, self.legacy)
+        found = self.r._legacy.get(key)
+        if found is None:
+            tops = {sub.split("/", 1)[0] for sub in self.legacy}
+            present = {top for top in tops if self._dir_exists(base + top)}
+            found = tuple(sub for sub in self.legacy
+                          if sub.split("/", 1)[0] in present and self._dir_exists(base + sub))
+            self.r._legacy[key] = found
+        return found
 
     def _expand(self, obj: _Obj, tag: str, value: str) -> tuple[str, ...]:
         if tag not in obj.extra:
@@ -532,7 +565,8 @@ class _State:
                                 searched: list[str]) -> Hit | None:
         cache = self.r.ld_cache()
         if cache is not None:
-            entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps)
+            entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps,
+                                 self._legacy_entry if self.legacy else None)
             if entry is not None and not (nodeflib and self._in_system_dir(entry.path)):
                 hit2 = self._try(entry.path, searched, last=False)
                 if hit2 is not None:
@@ -549,6 +583,27 @@ class _State:
         if not nodeflib:
             return self._in_dirs(self.defaults.dirs, name, VIA_DEFAULT, searched)
         return None
+
+    def _legacy_entry(self, entry: CacheEntry) -> bool:
+        """Whether ld.so 2.36's search_cache takes a legacy hwcap entry on the target CPU: its
+        hwcap bits among the CPU's, its platform bit (if any) the CPU's platform."""
+        machine = self.arch.machine
+        bits = LEGACY_HWCAP_BITS.get(machine)
+        if bits is None:
+            raise UnsupportedCache(
+                f"/etc/ld.so.cache: {entry.soname} => {entry.path} is a legacy hwcaps entry "
+                f"({entry.hwcap:#x}), which slimmer follows only on x86; rebuild the cache "
+                "without hwcap subdirectories")
+        names = self.opts.legacy_hwcaps
+        allowed = 1 << 63  # tls
+        for hw in self.arch.legacy_hwcaps if names is None else names:
+            allowed |= 1 << bits[hw] if hw in bits else 0
+        platform_mask = LEGACY_PLATFORM_MASK[machine]
+        bit = LEGACY_PLATFORM_BITS[machine].get(self.platform)
+        platform = 1 << bit if bit is not None else 0
+        if entry.hwcap & ~(allowed | platform_mask):
+            return False
+        return entry.hwcap & platform_mask in (0, platform)
 
     def _in_system_dir(self, path: str) -> bool:
         return any(path.startswith(d.rstrip("/") + "/") for d in self.defaults.dirs)

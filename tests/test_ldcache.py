@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.arch import ARCHES
 from slimmer import SysRoot
+from slimmer.arch import ARCHES
 from slimmer.errors import CorruptCache, FileProblem
 from slimmer.ldcache import parse_ldcache, read_ldcache
 
