@@ -90,6 +90,9 @@ static int vaddr_to_offset(const Load *loads, int count, uint64_t addr, uint64_t
 {
     for (int i = 0; i < count; i++) {
         if (loads[i].vaddr <= addr && addr - loads[i].vaddr < loads[i].filesz) {
+            /* elf.py adds without wrapping: an offset past 2^64 lies outside any file */
+            if (addr - loads[i].vaddr > UINT64_MAX - loads[i].offset)
+                return -1;
             *out = loads[i].offset + (addr - loads[i].vaddr);
             return 0;
         }

@@ -44,6 +44,8 @@ class Arch(NamedTuple):
     oci_arch: str
     oci_variant: str = ""
     hwcaps: tuple[str, ...] = ()  # glibc-hwcaps subdirectory names, best first
+    # legacy hwcap names (glibc < 2.37) every CPU of the ABI has, in bit order
+    legacy_hwcaps: tuple[str, ...] = ()
 
     def default_dirs(self, multiarch: bool) -> tuple[str, ...]:
         """glibc's compiled-in system directories when the interpreter does not tell us."""
@@ -66,9 +68,10 @@ def _libc6(required: int) -> tuple[int, ...]:
 
 ARCHES: tuple[Arch, ...] = (
     Arch("x86_64", EM_X86_64, 64, True, "x86_64-linux-gnu", _libc6(0x0300), True, "x86_64",
-         "x86_64", "amd64", hwcaps=("x86-64-v4", "x86-64-v3", "x86-64-v2")),
+         "x86_64", "amd64", hwcaps=("x86-64-v4", "x86-64-v3", "x86-64-v2"),
+         legacy_hwcaps=("x86_64",)),
     Arch("i386", EM_386, 32, True, "i386-linux-gnu", (FLAG_ELF_LIBC6, FLAG_ELF), False, "i686",
-         "i386", "386"),
+         "i386", "386", legacy_hwcaps=("sse2",)),
     Arch("aarch64", EM_AARCH64, 64, True, "aarch64-linux-gnu", _libc6(0x0A00), True, "aarch64",
          "aarch64", "arm64", "v8"),
     Arch("armhf", EM_ARM, 32, True, "arm-linux-gnueabihf", _libc6(0x0900), False, "v7l",
@@ -84,6 +87,16 @@ ARCHES: tuple[Arch, ...] = (
     Arch("loong64", EM_LOONGARCH, 64, True, "loongarch64-linux-gnu", _libc6(0x1200), True,
          "loongarch64", "loongarch64", "loong64"),
 )
+
+# The bits of legacy ld.so.cache entries (glibc < 2.37) on x86, as ldconfig sets them for a
+# library in a hwcap or platform subdirectory (sysdeps/x86/dl-hwcap.h; platforms from
+# _DL_FIRST_PLATFORM, 48) and as ld.so's search_cache checks them. Other architectures: none.
+LEGACY_HWCAP_BITS = {EM_X86_64: {"sse2": 0, "x86_64": 1, "avx512_1": 2},
+                     EM_386: {"sse2": 0, "x86_64": 1, "avx512_1": 2}}
+LEGACY_PLATFORM_BITS = {EM_X86_64: {"haswell": 50, "xeon_phi": 51},
+                        EM_386: {"i586": 48, "i686": 49, "haswell": 50, "xeon_phi": 51}}
+LEGACY_PLATFORM_MASK = {EM_X86_64: 0xF << 48, EM_386: 0xF << 48}
+
 
 _MACHINE_NAMES = {
     EM_386: "i386", EM_MIPS: "mips", EM_PPC64: "ppc64", EM_S390: "s390", EM_ARM: "arm",

@@ -48,10 +48,13 @@ class Exit(Exception):
 # ---- helpers shared by the commands -----------------------------------------------------------
 
 
-def _split_paths(values: Sequence[str]) -> tuple[str, ...]:
+def _split_paths(values: Sequence[str], cwd: str | None = None) -> tuple[str, ...]:
+    """--library-path values, split. With `cwd` (programs of the host root), a relative
+    directory is relative to it, as program paths and -o are; otherwise to the root's `/`."""
     out: list[str] = []
     for value in values:
-        out.extend(p for p in value.replace(";", ":").split(":") if p)
+        out.extend(os.path.normpath(os.path.join(cwd, p)) if cwd is not None else p
+                   for p in value.replace(";", ":").split(":") if p)
     return tuple(out)
 
 
@@ -141,13 +144,13 @@ def cmd_deps(args: argparse.Namespace) -> int:
     if args.list and args.json:
         raise SlimmerError("--list and --json cannot be used together")
     sysroot = SysRoot(args.root)
+    cwd = os.getcwd()
     options = Options(
-        library_path=_split_paths(args.library_path),
+        library_path=_split_paths(args.library_path, cwd if args.root == "/" else None),
         hwcaps=tuple(h for h in args.hwcaps.split(",") if h),
         platform=args.platform,
     )
     resolver = Resolver(sysroot, options)
-    cwd = os.getcwd()
     closures: list[Closure] = [resolver.closure(_program_path(sysroot, b, cwd))
                                for b in args.binaries]
     if args.json:
@@ -191,7 +194,9 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
         return read_image(host).tree  # an archive or a layout directory
     sysroot = SysRoot(args.root)
     options = PackOptions(programs=(_program_path(sysroot, target, cwd),), output="",
-                          root=args.root, library_path=_split_paths(args.library_path))
+                          root=args.root,
+                          library_path=_split_paths(args.library_path,
+                                                    cwd if args.root == "/" else None))
     return assemble(options).tree
 
 
@@ -451,7 +456,11 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         annotations=_pairs(args.annotation, "--annotation"),
         expose=tuple(args.expose),
         add=tuple(adds),
-        library_path=_split_paths(args.library_path),
+        # slim (no programs given) resolves inside the image: its paths are the image's
+        library_path=_split_paths(args.library_path,
+                                  cwd if args.root == "/" and programs else None),
+        hwcaps=tuple(h for h in args.hwcaps.split(",") if h),
+        platform=args.platform,
         compression=args.compress,
         keep_setuid=args.keep_setuid,
         epoch=epoch,
@@ -493,11 +502,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
                                       "loader finds them, like lddtree but exact.")
     deps.add_argument("binaries", nargs="+", metavar="BIN")
     _common_options(deps)
-    deps.add_argument("--hwcaps", default="", metavar="LIST",
-                      help="glibc-hwcaps subdirectories the target CPU supports, best first "
-                           "(e.g. x86-64-v3,x86-64-v2); default: a baseline CPU")
-    deps.add_argument("--platform", default=None, help="value of $PLATFORM (default: the "
-                                                       "architecture's AT_PLATFORM)")
+    _cpu_options(deps)
     deps.add_argument("--list", action="store_true",
                       help="print every file the loader opens, one path per line")
     deps.add_argument("--json", action="store_true",
@@ -657,6 +662,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _cpu_options(p: argparse.ArgumentParser) -> None:
+    """What the target CPU makes the loader search (`ld.so --help` on it says both)."""
+    p.add_argument("--hwcaps", default="", metavar="LIST",
+                   help="glibc-hwcaps subdirectories the target CPU supports, best first "
+                        "(e.g. x86-64-v3,x86-64-v2); default: a baseline CPU")
+    p.add_argument("--platform", default=None,
+                   help="the target CPU's $PLATFORM, also a legacy hwcaps subdirectory for "
+                        "glibc < 2.37 (e.g. haswell; default: the architecture's AT_PLATFORM)")
+
+
 def _image_options(pk: argparse.ArgumentParser) -> None:
     pk.add_argument("-o", "--output", required=True, help="the image archive to write")
     pk.add_argument("--tag", help="NAME[:TAG] (default: the first program's name, tag latest)")
@@ -675,6 +690,7 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
                     help="host file or directory to add; ELF files among them are resolved "
                          "too (repeatable)")
     _common_options(pk)
+    _cpu_options(pk)
     pk.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
                     help="layer compression: gzip (every engine), zstd (Docker 23+, podman, "
                          "containerd, skopeo; not Docker 20.10 or umoci) or none")

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from slimmer.arch import Arch
-from slimmer.sysroot import Root, normalize
+from slimmer.errors import FileProblem
+from slimmer.sysroot import Resolved, Root, normalize
 
 # glibc keeps SYSTEM_DIRS as one NUL-separated run of absolute directories with a trailing slash,
 # e.g. b"/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0" in ld.so's
@@ -22,6 +24,16 @@ class SearchDefaults(NamedTuple):
 
     dirs: tuple[str, ...]  # without trailing slash
     lib_token: str
+    legacy: bool = True  # searches the legacy hwcaps subdirectories (tls/, x86_64/...)
+
+
+# glibc 2.37 dropped the legacy hwcaps subdirectories; 2.33 to 2.36 print this heading in
+# `ld.so --help`, and loaders before 2.33 know no glibc-hwcaps at all (and search them).
+_LEGACY_HEADING = b"Legacy HWCAP subdirectories"
+
+
+def _searches_legacy(loader: bytes | None) -> bool:
+    return loader is None or _LEGACY_HEADING in loader or b"glibc-hwcaps" not in loader
 
 
 def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDefaults:
@@ -37,11 +49,26 @@ def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDef
                 dirs = tuple(d.decode().rstrip("/") or "/"
                              for d in match.group().split(b"\0") if d)
                 if all("lib" in d for d in dirs):
-                    return SearchDefaults(dirs, dirs[0].lstrip("/"))
+                    return SearchDefaults(dirs, dirs[0].lstrip("/"), _searches_legacy(data))
                 pos = match.end()
             pos = data.find(b"/\0/", pos + 1)
     multiarch = root.is_dir(f"/usr/lib/{arch.triplet}") or root.is_dir(f"/lib/{arch.triplet}")
-    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch))
+    return SearchDefaults(arch.default_dirs(multiarch), arch.lib_token(multiarch),
+                          _searches_legacy(data))
+
+
+def legacy_subdirs(hwcap_names: tuple[str, ...], platform: str | None) -> tuple[str, ...]:
+    """The legacy hwcaps subdirectories glibc before 2.37 tries in every search directory,
+    after the glibc-hwcaps ones and before the directory itself (elf/dl-hwcaps.c
+    _dl_important_hwcaps): every combination of the CPU's hwcap names (`hwcap_names` in bit
+    order), the platform and "tls", the fullest first, counting down with the first name as the
+    lowest bit, each written from the last name to the first: for x86_64 on a haswell CPU
+    tls/haswell/x86_64, tls/haswell, tls/x86_64, tls, haswell/x86_64, haswell, x86_64."""
+    names = [*hwcap_names, *([platform] if platform else []), "tls"]
+    out: list[str] = []
+    for mask in range((1 << len(names)) - 1, 0, -1):
+        out.append("/".join(names[n] for n in reversed(range(len(names))) if mask >> n & 1))
+    return tuple(dict.fromkeys(out))
 
 
 _TOKEN = re.compile(r"\$(\{(ORIGIN|LIB|PLATFORM)\}|(ORIGIN|LIB|PLATFORM)(?![A-Za-z0-9_]))")
@@ -79,15 +106,41 @@ def split_musl_path(value: str, origin: str) -> tuple[str, ...] | None:
     return tuple(d for d in rest.replace("\0", origin).split(":") if d)
 
 
-def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf",
-                    _seen: frozenset[str] = frozenset()) -> tuple[str, ...]:
-    """Directories named by ld.so.conf and its `include` globs, in order (what ldconfig reads)."""
-    if path in _seen:
-        return ()
-    data = root.read_bytes(path)
-    if data is None:
-        return ()
+# ld.so.conf files are a few hundred bytes; a bigger one is not a configuration file.
+MAX_CONF_SIZE = 1 << 20
+
+
+def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf") -> tuple[str, ...]:
+    """Directories named by ld.so.conf and its `include` globs, in order (what ldconfig reads).
+    Each file is read once, however often it is included (files that include each other would
+    otherwise be read a factorial number of times); an explicit stack instead of recursion, so
+    a long chain of includes cannot exhaust Python's."""
     dirs: list[str] = []
+    seen: set[str] = set()
+    stack: list[Iterator[tuple[bool, str]]] = [iter([(True, path)])]
+    while stack:
+        item = next(stack[-1], None)
+        if item is None:
+            stack.pop()
+            continue
+        is_file, value = item
+        if not is_file:
+            dirs.append(value)
+            continue
+        found = root.lookup(value)
+        if found is None or not found.is_file or found.real in seen:
+            continue
+        seen.add(found.real)
+        stack.append(_conf_items(root, value, found))
+    return tuple(dict.fromkeys(dirs))
+
+
+def _conf_items(root: Root, path: str, found: Resolved) -> Iterator[tuple[bool, str]]:
+    """One conf file's entries in order: (False, directory) or (True, included file)."""
+    if found.size > MAX_CONF_SIZE:
+        raise FileProblem(f"{root.describe(path)}: {found.size} bytes, more than the "
+                          f"{MAX_CONF_SIZE >> 20} MiB an ld.so.conf file may have")
+    data = root.read_real(found.real, MAX_CONF_SIZE)
     base = path.rsplit("/", 1)[0] or "/"
     for raw in data.decode("utf-8", "replace").splitlines():
         line = raw.split("#", 1)[0].strip()
@@ -98,16 +151,11 @@ def read_ld_so_conf(root: Root, path: str = "/etc/ld.so.conf",
             for pattern in words[1:]:
                 full = pattern if pattern.startswith("/") else f"{base}/{pattern}"
                 for conf in _glob(root, normalize(full)):
-                    dirs.extend(read_ld_so_conf(root, conf, _seen | {path}))
-        elif words[0] == "hwcap":
-            continue
-        else:
-            dirs.extend(normalize(d) for d in re.split(r"[:,\s]+", line) if d.startswith("/"))
-    unique: list[str] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return tuple(unique)
+                    yield True, conf
+        elif words[0] != "hwcap":
+            for d in re.split(r"[:,\s]+", line):
+                if d.startswith("/"):
+                    yield False, normalize(d)
 
 
 def _glob(root: Root, pattern: str) -> list[str]:

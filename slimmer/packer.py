@@ -73,6 +73,7 @@ class PackOptions:
     add: tuple[tuple[str, str], ...] = ()  # (host source, image destination)
     library_path: tuple[str, ...] = ()
     hwcaps: tuple[str, ...] = ()
+    platform: str | None = None  # $PLATFORM of the target CPU (default: the architecture's)
     compression: str = "gzip"
     keep_setuid: bool = False
     epoch: int = 0  # SOURCE_DATE_EPOCH: file mtimes and `created`
@@ -143,7 +144,8 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     slimmed), else from the directory options.root."""
     if root is None:
         root = SysRoot(options.root)
-    resolver = Resolver(root, Options(library_path=options.library_path, hwcaps=options.hwcaps))
+    resolver = Resolver(root, Options(library_path=options.library_path, hwcaps=options.hwcaps,
+                                      platform=options.platform))
     env = _env(options.env)
     path_dirs = _path_dirs(env)
     scripts = {p: interpreters(root, p, path_dirs) for p in options.programs
@@ -257,7 +259,8 @@ def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
     """ELF programs and libraries among added files get their libraries too, found in the
     image first and then in the root."""
     view = OverlayRoot(tree, root)
-    resolver = Resolver(view, Options(library_path=options.library_path, hwcaps=options.hwcaps))
+    resolver = Resolver(view, Options(library_path=options.library_path, hwcaps=options.hwcaps,
+                                      platform=options.platform))
     closures = []
     for path in added:
         data = view.read_bytes(path, 4)
@@ -308,7 +311,8 @@ def check_tree(tree: FileTree, programs: list[str], options: PackOptions, arch: 
     """Resolve each program again inside the assembled tree alone (a script's interpreters in
     its place): refuse an image that would fail with "no such file or directory"."""
     view = TreeRoot(tree)
-    resolver = Resolver(view, Options(library_path=options.library_path, hwcaps=options.hwcaps))
+    resolver = Resolver(view, Options(library_path=options.library_path, hwcaps=options.hwcaps,
+                                      platform=options.platform))
     starts = [q for p in programs
               for q in (interpreters(view, p, path_dirs) if read_shebang(view, p) else [p])]
     for program in dict.fromkeys(starts):

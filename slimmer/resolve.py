@@ -21,10 +21,9 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from slimmer.arch import Arch
+from slimmer.arch import LEGACY_HWCAP_BITS, LEGACY_PLATFORM_BITS, LEGACY_PLATFORM_MASK, Arch
 from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
 from slimmer.errors import (
-    CorruptCache,
     CorruptElf,
     FileProblem,
     NotElf,
@@ -32,10 +31,11 @@ from slimmer.errors import (
     SymlinkLoop,
     UnsupportedElf,
 )
-from slimmer.ldcache import LdCache, parse_ldcache
+from slimmer.ldcache import CacheEntry, LdCache, read_ldcache
 from slimmer.ldpaths import (
     SearchDefaults,
     glibc_defaults,
+    legacy_subdirs,
     musl_is_libc,
     musl_system_dirs,
     read_ld_so_conf,
@@ -62,6 +62,9 @@ class Options(NamedTuple):
     library_path: tuple[str, ...] = ()  # LD_LIBRARY_PATH, already split
     hwcaps: tuple[str, ...] = ()  # glibc-hwcaps subdirectories the target CPU supports, best first
     platform: str | None = None  # $PLATFORM; default: the architecture's AT_PLATFORM
+    # legacy hwcap names of the target CPU (glibc < 2.37), in bit order, e.g. ("x86_64",
+    # "avx512_1"); default: the ones every CPU of the architecture has
+    legacy_hwcaps: tuple[str, ...] | None = None
 
 
 class Library(NamedTuple):
@@ -132,6 +135,10 @@ Hit = tuple[str, Resolved, ElfInfo, str, tuple[str, ...]]  # path, file, facts, 
 SystemSearch = tuple[Hit | None, tuple[str, ...], str | None]  # hit, searched, failure
 
 
+class UnsupportedCache(SlimmerError):
+    """An ld.so.cache whose entries slimmer cannot follow the way the loader would."""
+
+
 class LoadFailure(SlimmerError):
     """A candidate the loader would open and then refuse (fatal for the program)."""
 
@@ -151,6 +158,7 @@ class Resolver:
         self._musl_dirs: dict[str, tuple[tuple[str, ...], str]] = {}
         self._system: dict[tuple[str, bool, str, str | None], SystemSearch] = {}
         self._templates: dict[tuple[object, ...], _Template] = {}
+        self._legacy: dict[tuple[str, tuple[str, ...]], tuple[str, ...]] = {}
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -169,11 +177,7 @@ class Resolver:
 
     def ld_cache(self) -> LdCache | None:
         if not self._cache_read:
-            data = self.root.read_bytes("/etc/ld.so.cache")
-            try:
-                self._cache = parse_ldcache(data) if data is not None else None
-            except CorruptCache:
-                self._cache = None  # glibc's loader passes over a cache it cannot read
+            self._cache = read_ldcache(self.root)
             self._cache_read = True
         return self._cache
 
@@ -288,6 +292,7 @@ class _State:
         self.warnings: list[str] = []
         interp = main.elf.interpreter
         self.platform = self.opts.platform or arch.platform
+        self.legacy: tuple[str, ...] = ()  # legacy hwcaps subdirectories, best first
         if self.musl:
             assert interp is not None
             key = interp
@@ -299,6 +304,10 @@ class _State:
             if dkey not in resolver._defaults:
                 resolver._defaults[dkey] = glibc_defaults(self.root, interp, arch)
             self.defaults = resolver._defaults[dkey]
+            if self.defaults.legacy:
+                names = self.opts.legacy_hwcaps
+                self.legacy = legacy_subdirs(arch.legacy_hwcaps if names is None else names,
+                                             self.platform)
 
     # ---- interpreter ---------------------------------------------------------------------
 
@@ -401,11 +410,21 @@ class _State:
             raise LoadFailure(f"{found.asked}: ELF file OS ABI invalid")
         return elf
 
-    def _try(self, path: str, searched: list[str]) -> tuple[Resolved, ElfInfo] | None:
+    def _try(self, path: str, searched: list[str],
+             last: bool = True) -> tuple[Resolved, ElfInfo] | None:
+        """Open one candidate. `last` is false for a candidate whose open error glibc forgets:
+        one in a hwcaps subdirectory (only the errno of a directory's last candidate, the plain
+        one, counts) and the cache's (ld.so goes on to the default directories)."""
         try:
             found = self.root.lookup(path)
         except SymlinkLoop:
-            # open() fails with ELOOP, which is not ENOENT: glibc's open_path gives up there.
+            if not self.musl and (not last or not self._dir_exists(path.rpartition("/")[0])):
+                # glibc's open_path stat()s a directory it could not open a file in; one that
+                # fails (ELOOP too) is marked nonexisting and the search goes on.
+                searched.append(f"{path} (skipped: too many levels of symbolic links)")
+                return None
+            # open() fails with ELOOP, which is not ENOENT: glibc's open_path gives up there
+            # when the directory exists; musl's path_open gives up on any such error.
             raise LoadFailure(f"{path}: too many levels of symbolic links") from None
         if found is None:
             searched.append(path)
@@ -425,27 +444,59 @@ class _State:
             raise LoadFailure(f"{path}: cannot dynamically load position-independent executable")
         return found, elf
 
+    def _dir_exists(self, directory: str) -> bool:
+        """Whether glibc's stat() finds a directory there (a symlink loop: no)."""
+        try:
+            return self.root.is_dir(directory or "/")
+        except SymlinkLoop:
+            return False
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return self.root.lookup(path) is not None
+        except SymlinkLoop:
+            return False
+
     def _in_dirs(self, dirs: tuple[str, ...], name: str, via: str,
                  searched: list[str]) -> Hit | None:
         for d in dirs:
             base = d if d.endswith("/") else d + "/"
             hw_dir = f"{base}glibc-hwcaps/"
-            has_hwcaps = not self.musl and self.root.is_dir(hw_dir)
+            has_hwcaps = not self.musl and self._dir_exists(hw_dir)
             if has_hwcaps:
                 for sub in self.opts.hwcaps:
-                    hit = self._try(f"{hw_dir}{sub}/{name}", searched)
+                    hit = self._try(f"{hw_dir}{sub}/{name}", searched, last=False)
                     if hit is not None:
                         path = f"{hw_dir}{sub}/{name}"
                         return path, hit[0], hit[1], VIA_HWCAPS, ()
+            for sub in self._legacy_in(base):
+                hit = self._try(f"{base}{sub}/{name}", searched, last=False)
+                if hit is not None:
+                    return f"{base}{sub}/{name}", hit[0], hit[1], via, ()
             path = base + name
             hit = self._try(path, searched)
             if hit is not None:
                 variants: tuple[str, ...] = ()
                 if has_hwcaps:
                     variants = tuple(f"{hw_dir}{sub}/{name}" for sub in self.arch.hwcaps
-                                     if self.root.lookup(f"{hw_dir}{sub}/{name}") is not None)
+                                     if self._exists(f"{hw_dir}{sub}/{name}"))
                 return path, hit[0], hit[1], via, variants
         return None
+
+    def _legacy_in(self, base: str) -> tuple[str, ...]:
+        """The legacy hwcaps subdirectories that exist in one search directory (remembered:
+        most directories have none, and each name searched would try them all)."""
+        if not self.legacy:
+            return ()
+        key = (base, self.legacy)
+        found = self.r._legacy.get(key)
+        if found is None:
+            tops = {sub.split("/", 1)[0] for sub in self.legacy}
+            present = {top for top in tops if self._dir_exists(base + top)}
+            found = tuple(sub for sub in self.legacy
+                          if sub.split("/", 1)[0] in present and self._dir_exists(base + sub))
+            self.r._legacy[key] = found
+        return found
 
     def _expand(self, obj: _Obj, tag: str, value: str) -> tuple[str, ...]:
         if tag not in obj.extra:
@@ -514,9 +565,10 @@ class _State:
                                 searched: list[str]) -> Hit | None:
         cache = self.r.ld_cache()
         if cache is not None:
-            entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps)
+            entry = cache.lookup(name, self.arch.cache_flags, self.opts.hwcaps,
+                                 self._legacy_entry if self.legacy else None)
             if entry is not None and not (nodeflib and self._in_system_dir(entry.path)):
-                hit2 = self._try(entry.path, searched)
+                hit2 = self._try(entry.path, searched, last=False)
                 if hit2 is not None:
                     via = VIA_HWCAPS if entry.hwcaps_subdir else VIA_CACHE
                     return entry.path, hit2[0], hit2[1], via, ()
@@ -531,6 +583,27 @@ class _State:
         if not nodeflib:
             return self._in_dirs(self.defaults.dirs, name, VIA_DEFAULT, searched)
         return None
+
+    def _legacy_entry(self, entry: CacheEntry) -> bool:
+        """Whether ld.so 2.36's search_cache takes a legacy hwcap entry on the target CPU: its
+        hwcap bits among the CPU's, its platform bit (if any) the CPU's platform."""
+        machine = self.arch.machine
+        bits = LEGACY_HWCAP_BITS.get(machine)
+        if bits is None:
+            raise UnsupportedCache(
+                f"/etc/ld.so.cache: {entry.soname} => {entry.path} is a legacy hwcaps entry "
+                f"({entry.hwcap:#x}), which slimmer follows only on x86; rebuild the cache "
+                "without hwcap subdirectories")
+        names = self.opts.legacy_hwcaps
+        allowed = 1 << 63  # tls
+        for hw in self.arch.legacy_hwcaps if names is None else names:
+            allowed |= 1 << bits[hw] if hw in bits else 0
+        platform_mask = LEGACY_PLATFORM_MASK[machine]
+        bit = LEGACY_PLATFORM_BITS[machine].get(self.platform)
+        platform = 1 << bit if bit is not None else 0
+        if entry.hwcap & ~(allowed | platform_mask):
+            return False
+        return entry.hwcap & platform_mask in (0, platform)
 
     def _in_system_dir(self, path: str) -> bool:
         return any(path.startswith(d.rstrip("/") + "/") for d in self.defaults.dirs)

@@ -100,13 +100,6 @@ def parse_loader_list(done: subprocess.CompletedProcess[str]) -> list[str]:
     return out
 
 
-def host_hwcaps(loader: str = HOST_LOADER) -> tuple[str, ...]:
-    """The glibc-hwcaps subdirectories the host loader searches, best first (from --help)."""
-    done = subprocess.run([loader, "--help"], capture_output=True, text=True)
-    return tuple(re.findall(r"^\s+(\S+) \(supported, searched\)$", done.stdout.split(
-        "Legacy HWCAP")[0], re.M))
-
-
 def tiny_static_elf(message: bytes) -> bytes:
     """A complete static x86-64 program, made byte by byte (no compiler, so the same bytes on
     every machine): write(1, message) then exit(0)."""

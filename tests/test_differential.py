@@ -12,6 +12,7 @@ from slimmer import Resolver, SysRoot
 from slimmer.elf import read_elf
 from slimmer.errors import SlimmerError
 from tests.conftest import HOST_LOADER, loader_list
+from tests.host import host
 
 
 def host_programs() -> list[str]:
@@ -34,7 +35,7 @@ def host_programs() -> list[str]:
 def test_all_host_programs_match_the_real_loader() -> None:
     programs = host_programs()
     assert len(programs) > 300
-    resolver = Resolver(SysRoot("/"))
+    resolver = Resolver(SysRoot("/"), host().options())
     differ = []
     for program in programs:
         closure = resolver.closure(program)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import stat
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -116,3 +117,25 @@ def test_what_it_does_not_read_goes_to_python(scan: Scan, tmp_path: Path) -> Non
         assert scan(str(path)) is None
         with pytest.raises(SlimmerError):
             elf.read_elf(str(path))
+
+
+def test_an_offset_that_wraps_past_2_64_is_refused_by_both(scan: Scan, tmp_path: Path) -> None:
+    # The PT_LOAD holding DT_STRTAB moved to vaddr 0 with a file offset just below 2^64:
+    # offset + (DT_STRTAB - vaddr) lies past 2^64. Python's integers do not wrap, so the
+    # strings lie outside the file; C's uint64_t would wrap to a place inside it.
+    data = bytearray(Path("/usr/bin/jq").read_bytes())
+    phoff, phentsize, phnum = (struct.unpack_from("<Q", data, 32)[0],
+                               *struct.unpack_from("<HH", data, 54))
+    info = elf.read_elf_python("/usr/bin/jq", "jq")
+    assert info.needed  # so DT_STRTAB is used
+    headers = [phoff + i * phentsize for i in range(phnum)]
+    loads = [at for at in headers if struct.unpack_from("<I", data, at)[0] == 1]
+    for at in loads:
+        # every PT_LOAD: wherever DT_STRTAB is, it maps through the first one
+        struct.pack_into("<QQQQ", data, at + 8, 2**64 - 0x100, 0, 0, 2**63)
+    target = tmp_path / "wrapped"
+    target.write_bytes(bytes(data))
+    assert python_facts(str(target)) is None
+    assert scan(str(target)) is None
+    with pytest.raises(SlimmerError, match="outside the string table"):
+        elf.read_elf(str(target))

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from slimmer import SysRoot
 from slimmer.arch import ARCHES
-from slimmer.errors import CorruptCache
-from slimmer.ldcache import parse_ldcache
+from slimmer.errors import CorruptCache, FileProblem
+from slimmer.ldcache import parse_ldcache, read_ldcache
 
 X86_64 = next(a for a in ARCHES if a.name == "x86_64")
 _LINE = re.compile(r"^\s+(\S+) \(([^)]*)\) => (\S+)$")
@@ -96,3 +98,23 @@ def test_written_cache_reads_back_in_ldconfig_and_in_slimmer(tmp_path: Path) -> 
     for soname, path in pairs:
         entry = cache.lookup(soname, X86_64.cache_flags)
         assert entry is not None and entry.path == path
+
+
+def test_a_huge_cache_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # A 1.5 GB sparse file: read whole, it would cost 1.5 GB of memory.
+    (tmp_path / "etc").mkdir()
+    cache = tmp_path / "etc/ld.so.cache"
+    with open(cache, "wb") as fh:
+        fh.write(b"glibc-ld.so.cache1.1")
+        fh.truncate(1536 << 20)
+    with pytest.raises(FileProblem) as caught:
+        read_ldcache(SysRoot(tmp_path))
+    assert str(caught.value) == (f"/etc/ld.so.cache (in root {tmp_path}): {1536 << 20} bytes, "
+                                 "more than the 64 MiB an ld.so.cache may have")
+    # one within the limit is read (here: a header saying no entries, then zeros)
+    os.truncate(cache, 1 << 20)
+    empty = read_ldcache(SysRoot(tmp_path))
+    assert empty is not None and empty.entries == ()
+    cache.write_bytes(Path("/etc/ld.so.cache").read_bytes())
+    found = read_ldcache(SysRoot(tmp_path))
+    assert found is not None and found.lookup("libc.so.6", X86_64.cache_flags) is not None

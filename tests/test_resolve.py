@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from slimmer import Closure, Options, Resolver, SysRoot
 from slimmer.elf import Kind
+from slimmer.ldpaths import read_ld_so_conf
 from tests.conftest import (
     HOST_LOADER,
     Compile,
-    host_hwcaps,
     lib_source,
     loader_list,
     main_source,
     need_tool,
+    parse_loader_list,
 )
+from tests.host import host
 
 
 def resolve(program: Path | str, root: str = "/", library_path: tuple[str, ...] = (),
@@ -46,7 +51,7 @@ def agree(program: Path, library_path: str = "") -> Closure:
     """Resolve and assert that the real loader opens the same files in the same order."""
     env = {"LD_LIBRARY_PATH": library_path} if library_path else {}
     lp = tuple(library_path.split(":")) if library_path else ()
-    closure = resolve(program, library_path=lp)
+    closure = Resolver(SysRoot("/"), host().options(lp)).closure(str(program))
     oracle = loader_list(program, env)
     assert as_oracle(closure, oracle) == oracle
     return closure
@@ -121,15 +126,23 @@ def test_origin_through_a_symlinked_directory(cc: Compile, tmp_path: Path) -> No
 
 
 def test_lib_and_platform_tokens(cc: Compile, tmp_path: Path) -> None:
-    triplet = "x86_64-linux-gnu"
+    # $PLATFORM is the CPU's: x86_64, or haswell on an Intel CPU with AVX2 (tests/host.py).
+    triplet, platform = "x86_64-linux-gnu", host().platform
     cc(f"t/lib/{triplet}/liba.so", lib_source("a"), "-shared", "-fPIC")
-    cc("t/x86_64/libb.so", lib_source("b"), "-shared", "-fPIC")
+    cc(f"t/{platform}/libb.so", lib_source("b"), "-shared", "-fPIC")
     prog = cc("t/bin/prog", main_source(("a", "b")), f"-L{tmp_path}/t/lib/{triplet}",
-              f"-L{tmp_path}/t/x86_64", "-la", "-lb",
+              f"-L{tmp_path}/t/{platform}", "-la", "-lb",
               "-Wl,-rpath,$ORIGIN/../$LIB:${ORIGIN}/../$PLATFORM")
     closure = agree(prog)
     assert via(closure)["liba.so"][0] == f"{tmp_path}/t/bin/../lib/{triplet}/liba.so"
-    assert via(closure)["libb.so"][0] == f"{tmp_path}/t/bin/../x86_64/libb.so"
+    assert via(closure)["libb.so"][0] == f"{tmp_path}/t/bin/../{platform}/libb.so"
+    # and for a CPU of the other kind, whatever this one is
+    for other in ("x86_64", "haswell"):
+        got = Resolver(SysRoot("/"), Options(platform=other)).closure(str(prog))
+        libb = via(got).get("libb.so")
+        assert (libb is not None) == (other == platform)
+        if other != platform:
+            assert [m.soname for m in got.missing] == ["libb.so"]
 
 
 def test_wrong_class_library_earlier_in_the_path_is_skipped(cc: Compile, tmp_path: Path) -> None:
@@ -208,10 +221,10 @@ def test_hwcaps_variants_are_reported_and_baseline_is_default(cc: Compile, tmp_p
     lib = baseline.libraries[0]
     assert (lib.path, lib.found_via) == (f"{tmp_path}/h/libx.so", "runpath")
     assert lib.hwcaps == (f"{tmp_path}/h/glibc-hwcaps/x86-64-v2/libx.so",)
-    supported = host_hwcaps()
+    supported = host().hwcaps
     if "x86-64-v2" not in supported:
         pytest.skip("this CPU has no x86-64-v2 support")
-    tuned = resolve(prog, hwcaps=supported)
+    tuned = Resolver(SysRoot("/"), host().options()).closure(str(prog))
     assert via(tuned)["libx.so"] == (f"{tmp_path}/h/glibc-hwcaps/x86-64-v2/libx.so", "hwcaps")
     oracle = loader_list(prog)
     assert as_oracle(tuned, oracle) == oracle
@@ -372,3 +385,147 @@ def test_missing_interpreter_is_reported(cc: Compile, tmp_path: Path) -> None:
     assert closure.interpreter is None
     assert closure.missing[0].soname == HOST_LOADER
     assert closure.missing[0].reason == "interpreter not found"
+
+
+def test_ld_so_conf_files_that_include_each_other_are_read_once(tmp_path: Path) -> None:
+    # Each of 12 files names its directory and includes all the others: read along every
+    # include chain this is 12! readings; ldconfig's answer needs each file once.
+    conf_d = tmp_path / "etc/ld.so.conf.d"
+    conf_d.mkdir(parents=True)
+    (tmp_path / "etc/ld.so.conf").write_text("/first\ninclude ld.so.conf.d/*.conf\n/last\n")
+    for i in range(12):
+        (conf_d / f"{i:02}.conf").write_text(f"/opt/d{i:02}\ninclude *.conf\n"
+                                             "include /etc/ld.so.conf\n")
+
+    reads: list[str] = []
+
+    class Counting(SysRoot):
+        def read_real(self, real: str, limit: int | None = None) -> bytes:
+            reads.append(real)
+            return super().read_real(real, limit)
+
+    root = Counting(tmp_path)
+    started = time.monotonic()
+    dirs = read_ld_so_conf(root)
+    assert time.monotonic() - started < 5
+    assert dirs == ("/first", *(f"/opt/d{i:02}" for i in range(12)), "/last")
+    assert sorted(reads) == sorted(set(reads)) and len(reads) == 13
+
+
+def test_a_search_directory_that_is_a_symlink_loop_is_skipped(cc: Compile,
+                                                              tmp_path: Path) -> None:
+    # glibc stat()s a directory it could not open the library in; ELOOP marks it nonexisting
+    # and the search goes on. A loop at the library itself, in a directory that exists, stops
+    # the program (test_root_with_absolute_symlinks_never_reaches_the_host).
+    cc("good/libx.so", lib_source("x"), "-shared", "-fPIC")
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "l1").symlink_to("l2")
+    (tmp_path / "l2").symlink_to("l1")
+    rpath = f"{tmp_path}/loop:{tmp_path}/l1/sub:{tmp_path}/good"
+    for tags in ("--disable-new-dtags", "--enable-new-dtags"):
+        prog = cc("prog", main_source(("x",)), f"-L{tmp_path}/good", "-lx",
+                  f"-Wl,-rpath,{rpath}", f"-Wl,{tags}")
+        closure = agree(prog)
+        assert via(closure)["libx.so"][0] == f"{tmp_path}/good/libx.so"
+    closure = agree(prog, library_path=f"{tmp_path}/loop")
+    assert via(closure)["libx.so"][0] == f"{tmp_path}/good/libx.so"
+
+
+def test_a_relative_library_path_is_relative_to_the_working_directory(cc: Compile,
+                                                                      tmp_path: Path) -> None:
+    cc("work/lib/libx.so", lib_source("x"), "-shared", "-fPIC")
+    cc("work/prog", main_source(("x",)), f"-L{tmp_path}/work/lib", "-lx")
+    done = subprocess.run([sys.executable, "-m", "slimmer", "deps", "--json",
+                           "--library-path", "lib", "prog"], capture_output=True, text=True,
+                          cwd=tmp_path / "work")
+    assert done.returncode == 0, done.stderr
+    (found,) = json.loads(done.stdout)
+    libx = next(lib for lib in found["libraries"] if lib["soname"] == "libx.so")
+    assert (libx["path"], libx["found_via"]) == (f"{tmp_path}/work/lib/libx.so", "library-path")
+    oracle = loader_list(tmp_path / "work/prog", {"LD_LIBRARY_PATH": f"{tmp_path}/work/lib"})
+    assert libx["path"] in oracle
+
+
+LEGACY = {  # library -> the subdirectories of the search directory holding a copy of it
+    "liba.so": ("haswell", "x86_64", ""),
+    "libb.so": ("tls", ""),
+    "libc2.so": ("tls/haswell", "x86_64/x86_64", ""),
+    "libd.so": ("tls/haswell/x86_64", "haswell/x86_64", "tls/x86_64", ""),
+    "libe.so": ("avx512_1", ""),
+}
+EXPECTED = {  # where glibc 2.36 finds each, by $PLATFORM (hwcap names: x86_64 only)
+    "haswell": {"liba.so": "haswell", "libb.so": "tls", "libc2.so": "tls/haswell",
+                "libd.so": "tls/haswell/x86_64", "libe.so": ""},
+    "x86_64": {"liba.so": "x86_64", "libb.so": "tls", "libc2.so": "x86_64/x86_64",
+               "libd.so": "tls/x86_64", "libe.so": ""},
+}
+
+
+@pytest.mark.parametrize("tags", ["--disable-new-dtags", "--enable-new-dtags", "library-path"])
+def test_legacy_hwcaps_subdirectories(cc: Compile, tmp_path: Path, tags: str) -> None:
+    # glibc 2.36 still tries tls/, the platform and the hwcap names (all combinations) under
+    # every search directory, after glibc-hwcaps/ and before the directory itself.
+    for name, subdirs in LEGACY.items():
+        for sub in subdirs:
+            cc(f"d/{sub}/{name}".replace("//", "/"), lib_source(name[3:-3]), "-shared", "-fPIC")
+    names = [n[3:-3] for n in LEGACY]
+    link = [f"-L{tmp_path}/d", *(f"-l{n}" for n in names), "-Wl,--no-as-needed"]
+    if tags == "library-path":
+        prog = cc("prog", main_source(tuple(names)), *link)
+        closure = agree(prog, library_path=f"{tmp_path}/d")
+    else:
+        prog = cc("prog", main_source(tuple(names)), *link, f"-Wl,-rpath,{tmp_path}/d",
+                  f"-Wl,{tags}")
+        closure = agree(prog)  # the real loader, on this machine's CPU
+    lp = (f"{tmp_path}/d",) if tags == "library-path" else ()
+    for platform, expected in EXPECTED.items():
+        options = Options(library_path=lp, platform=platform, legacy_hwcaps=("x86_64",))
+        got = Resolver(SysRoot("/"), options).closure(str(prog))
+        assert {k: v[0] for k, v in via(got).items() if k in LEGACY} == {
+            k: f"{tmp_path}/d/{v}/{k}".replace("//", "/") for k, v in expected.items()}
+    assert via(closure)["liba.so"][0] == f"{tmp_path}/d/{host().platform}/liba.so"
+
+
+def test_legacy_hwcaps_entries_of_the_cache(cc: Compile, tmp_path: Path) -> None:
+    # ldconfig 2.36 lists libraries of tls/, platform and hwcap subdirectories with hwcap bits;
+    # ld.so 2.36 takes the first entry whose bits the CPU has.
+    root = make_root(tmp_path, cc)
+    for sub in ("", "x86_64/", "haswell/"):
+        cc(root / f"opt/v/lib/{sub}libv.so.1", lib_source("v"), "-shared", "-fPIC",
+           "-Wl,-soname,libv.so.1")
+    for sub in ("", "tls/"):
+        cc(root / f"opt/v/lib/{sub}libw.so.1", lib_source("w"), "-shared", "-fPIC",
+           "-Wl,-soname,libw.so.1")
+    cc(root / "usr/bin/vprog", main_source(("v", "w")), f"{root}/opt/v/lib/libv.so.1",
+       f"{root}/opt/v/lib/libw.so.1")
+    (root / "etc").mkdir()
+    (root / "etc/ld.so.conf").write_text("/opt/v/lib\n")
+    subprocess.run(["ldconfig", "-r", str(root)], check=True)
+    for platform in ("haswell", "x86_64"):
+        options = Options(platform=platform, legacy_hwcaps=("x86_64",))
+        closure = Resolver(SysRoot(root), options).closure("/usr/bin/vprog")
+        assert via(closure)["libv.so.1"] == (f"/opt/v/lib/{platform}/libv.so.1", "cache")
+        assert via(closure)["libw.so.1"] == ("/opt/v/lib/tls/libw.so.1", "cache")
+    if os.geteuid() == 0:  # the root's own loader, on this machine's CPU
+        closure = Resolver(SysRoot(root), host().options()).closure("/usr/bin/vprog")
+        done = subprocess.run(["/usr/sbin/chroot", str(root), HOST_LOADER, "--list",
+                               "/usr/bin/vprog"], capture_output=True, text=True, env={})
+        oracle = parse_loader_list(done)
+        assert as_oracle(closure, oracle) == oracle
+
+
+def test_pack_takes_the_platform_of_the_target_cpu(cc: Compile, tmp_path: Path) -> None:
+    from tests.test_pack import Archive
+
+    for sub in ("haswell", "x86_64"):
+        cc(f"d/{sub}/libx.so", lib_source("x"), "-shared", "-fPIC")
+    prog = cc("prog", main_source(("x",)), f"-L{tmp_path}/d/x86_64", "-lx",
+              f"-Wl,-rpath,{tmp_path}/d")
+    for platform in ("haswell", "x86_64"):
+        out = tmp_path / f"{platform}.tar"
+        done = subprocess.run([sys.executable, "-m", "slimmer", "pack", str(prog), "-o",
+                               str(out), "--platform", platform, "--hwcaps", "x86-64-v2"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        libs = [n for n in Archive(out).members() if n.endswith("/libx.so")]
+        assert [n.rsplit("/", 2)[1] for n in libs] == [platform], libs

@@ -1,0 +1,75 @@
+"""What the tests assume about the machine they run on, stated and checked in one place.
+
+The tests that compare slimmer with the real loader (`ld.so --list`) run on Debian 12 x86_64
+with glibc 2.36, whatever the CPU. The CPU decides $PLATFORM (`haswell` on an Intel CPU with
+AVX2, `x86_64` otherwise), the legacy hwcap names (`x86_64`, and `avx512_1` on some Intel
+CPUs) and the glibc-hwcaps subdirectories (x86-64-v2...v4): all read here, once, from the
+host loader's `--help`, and handed to the resolver as the options of the machine's CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import subprocess
+from dataclasses import dataclass
+
+from slimmer import Options
+
+LOADER = "/lib64/ld-linux-x86-64.so.2"
+DISTRO = ("debian", "12")
+GLIBC = "2.36"
+MACHINE = "x86_64"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    distro: tuple[str, str]  # ID and VERSION_ID of /etc/os-release
+    glibc: str
+    machine: str
+    platform: str  # $PLATFORM, as the loader expands it
+    hwcaps: tuple[str, ...]  # glibc-hwcaps subdirectories searched, best first
+    legacy_hwcaps: tuple[str, ...]  # legacy hwcap names searched, in bit order
+
+    def options(self, library_path: tuple[str, ...] = ()) -> Options:
+        """The resolver options that describe this machine's CPU."""
+        return Options(library_path=library_path, hwcaps=self.hwcaps, platform=self.platform,
+                       legacy_hwcaps=self.legacy_hwcaps)
+
+
+def parse_help(text: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """$PLATFORM, the glibc-hwcaps subdirectories and the legacy hwcap names that glibc 2.36's
+    `ld.so --help` says it searches. It prints the legacy names highest bit first."""
+    modern, _, legacy = text.partition("Legacy HWCAP subdirectories")
+    hwcaps = tuple(re.findall(r"^\s+(\S+) \(supported, searched\)$", modern, re.M))
+    found = re.search(r"^\s+(\S+) \(AT_PLATFORM; supported, searched\)$", legacy, re.M)
+    assert found is not None, "ld.so --help names no AT_PLATFORM"
+    names = re.findall(r"^\s+(\S+) \(supported, searched\)$", legacy, re.M)
+    return found.group(1), hwcaps, tuple(reversed([n for n in names if n != "tls"]))
+
+
+def _os_release() -> tuple[str, str]:
+    fields: dict[str, str] = {}
+    with open("/etc/os-release") as fh:
+        for line in fh:
+            key, sep, value = line.strip().partition("=")
+            if sep:
+                fields[key] = value.strip('"')
+    return fields.get("ID", ""), fields.get("VERSION_ID", "")
+
+
+@functools.cache
+def host() -> Host:
+    """This machine, checked against the assumptions above (a failure says which one)."""
+    distro = _os_release()
+    glibc = os.confstr("CS_GNU_LIBC_VERSION") or ""
+    machine = platform.machine()
+    problems = [f"{what} is {got!r}, the tests expect {want!r}" for what, got, want in (
+        ("the distribution", distro, DISTRO), ("glibc", glibc, f"glibc {GLIBC}"),
+        ("the machine", machine, MACHINE)) if got != want]
+    assert not problems, "; ".join(problems)
+    done = subprocess.run([LOADER, "--help"], capture_output=True, text=True, check=True)
+    plat, hwcaps, legacy = parse_help(done.stdout)
+    return Host(distro, glibc, machine, plat, hwcaps, legacy)
