@@ -36,9 +36,13 @@ def _searches_legacy(loader: bytes | None) -> bool:
     return loader is None or _LEGACY_HEADING in loader or b"glibc-hwcaps" not in loader
 
 
+LOADER_READ_LIMIT = 16 << 20
+
+
 def glibc_defaults(root: Root, interpreter: str | None, arch: Arch) -> SearchDefaults:
     """System directories of the loader at `interpreter` inside `root`, or the arch's table."""
-    data = root.read_bytes(interpreter) if interpreter else None
+    # Real loaders are 0.2-2 MB; a hostile root's "loader" is read no further than this.
+    data = root.read_bytes(interpreter, LOADER_READ_LIMIT) if interpreter else None
     if data is not None:
         # Every such run holds "/\0/": look only around those places (a regex over the whole
         # 200 KB loader would cost more than resolving a program).
