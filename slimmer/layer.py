@@ -200,6 +200,7 @@ def _copy_content(entry: File, sink: BlobWriter | IO[bytes],
     if entry.data is not None:
         sink.write(entry.data)
         written = len(entry.data)
+        advance(written)  # counted in the total too
     else:
         assert entry.source is not None
         written = 0
