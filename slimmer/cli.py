@@ -432,16 +432,12 @@ def _print_result(result: PackResult) -> None:
 def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
                   recipes: tuple[Recipe, ...]) -> PackOptions:
     from slimmer.packer import PackOptions
+    from slimmer.placing import parse_add
     from slimmer.runtime import check_features
 
     epoch = source_date_epoch(os.environ)
     cwd = os.getcwd()
-    adds = []
-    for spec in args.add:
-        src, sep, dest = spec.rpartition(":")
-        if not sep or not src or not dest:
-            raise SlimmerError(f"--add {spec}: expected SRC:DEST")
-        adds.append((os.path.join(cwd, src), dest))
+    adds = [parse_add(spec, cwd) for spec in args.add]  # SRC:DEST[:UID:GID[:MODE]]
     return PackOptions(
         programs=programs,
         output=os.path.join(cwd, args.output),
@@ -686,9 +682,10 @@ def _image_options(pk: argparse.ArgumentParser) -> None:
     pk.add_argument("--annotation", action="append", default=[], metavar="K=V",
                     help="manifest annotation (repeatable)")
     pk.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]")
-    pk.add_argument("--add", action="append", default=[], metavar="SRC:DEST",
-                    help="host file or directory to add; ELF files among them are resolved "
-                         "too (repeatable)")
+    pk.add_argument("--add", action="append", default=[], metavar="SRC:DEST[:UID:GID[:MODE]]",
+                    help="host file or directory to add, with its own mode bits or MODE (octal), "
+                         "owned by root or UID:GID; ELF files among them are resolved too "
+                         "(repeatable)")
     _common_options(pk)
     _cpu_options(pk)
     pk.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",

@@ -166,7 +166,9 @@ class _Merger:
             assert data is not None
             with data, open(spilled, "wb") as out:
                 shutil.copyfileobj(data, out, 1 << 20)
-            return File(mode, member.size, source=spilled, uid=member.uid, gid=member.gid)
+            # node: hard links to this member get this very entry, so they share it
+            return File(mode, member.size, source=spilled, uid=member.uid, gid=member.gid,
+                        xattrs=_xattrs(member), node=str(self.count))
         self.notes.append(f"layer {layer}: {member.name}: device or FIFO left out")
         return None
 
@@ -182,6 +184,14 @@ class _Merger:
             raise HostileArchive(f"layer {layer}: {path} would be written through a symlink "
                                  "or under a file (refused: it could lead outside the "
                                  "image)") from None
+
+
+def _xattrs(member: tarfile.TarInfo) -> tuple[tuple[str, bytes], ...]:
+    """A member's SCHILY.xattr records (a file capability, say), as the bytes they were:
+    tarfile decodes values with surrogateescape when they are not UTF-8."""
+    prefix = "SCHILY.xattr."
+    return tuple(sorted((key[len(prefix):], value.encode("utf-8", "surrogateescape"))
+                        for key, value in member.pax_headers.items() if key.startswith(prefix)))
 
 
 def _safe_name(name: str, layer: str) -> str | None:

@@ -1,9 +1,11 @@
 """Tree -> one normalised layer tar, streamed through the compressor into a blob file.
 
-Every header field is set here (uid/gid 0, empty names, mtime = the build epoch, normalised
-modes); entries come in FileTree order; gzip and zstd settings are pinned so that the same tree
-gives the same bytes (docs/reproducibility.md). Nothing holds the layer in memory: content is
-copied in 1 MiB chunks while both digests are computed on the way.
+Every header field is set here (the tree's owners and modes, empty names, mtime = the build
+epoch); entries come in FileTree order, a file's extended attributes as PAX SCHILY.xattr records,
+and files that are one file (the same node) as one regular entry then hard links to it; gzip and
+zstd settings are pinned so that the same tree gives the same bytes (docs/reproducibility.md).
+Nothing holds the layer in memory: content is copied in 1 MiB chunks while both digests are
+computed on the way.
 """
 
 from __future__ import annotations
@@ -132,8 +134,9 @@ class BlobWriter:
             os.unlink(self.path)
 
 
-def tar_header(name: str, entry: Entry, mtime: int) -> bytes:
-    """One tar header with every field set here (PAX only where a name needs it)."""
+def tar_header(name: str, entry: Entry, mtime: int, link: str | None = None) -> bytes:
+    """One tar header with every field set here (PAX only where a name or an extended attribute
+    needs it). `link`: write a File as a hard link to that (earlier) name."""
     info = tarfile.TarInfo(name)
     info.mtime = mtime
     info.uid = info.gid = 0
@@ -147,17 +150,34 @@ def tar_header(name: str, entry: Entry, mtime: int) -> bytes:
         info.mode = 0o777
         info.linkname = entry.target
     else:
-        info.type = tarfile.REGTYPE
+        info.type = tarfile.REGTYPE if link is None else tarfile.LNKTYPE
         info.mode = entry.mode
-        info.size = entry.size
+        info.size = entry.size if link is None else 0
+        info.linkname = link or ""
         info.uid, info.gid = entry.uid, entry.gid
+        if link is None:
+            info.pax_headers = _xattr_records(entry.xattrs)
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _xattr_records(xattrs: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
+    """SCHILY.xattr.NAME records, sorted. Values are bytes (a capability is binary): decoded
+    with surrogateescape, which tarfile encodes back to the same bytes (marking the header
+    hdrcharset=BINARY when they are not UTF-8), as Go's archive/tar reads them."""
+    return {f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")
+            for key, value in sorted(xattrs)}
 
 
 def write_tar(entries: list[tuple[str, Entry]], sink: BlobWriter | IO[bytes], mtime: int,
               progress: Progress | None = None) -> None:
-    """Write entries (name without leading slash, entry) as a tar stream to `sink`."""
-    total = sum(e.size for _, e in entries if isinstance(e, File))
+    """Write entries (name without leading slash, entry) as a tar stream to `sink`. A File
+    whose node an earlier File had is written as a hard link to the earlier one's name."""
+    firsts: dict[str, str] = {}  # node -> the name it was stored under
+    for name, entry in entries:
+        if isinstance(entry, File) and entry.node is not None:
+            firsts.setdefault(entry.node, name)
+    total = sum(e.size for n, e in entries if isinstance(e, File) and
+                (e.node is None or firsts[e.node] == n))
     done = 0
 
     def advance(n: int) -> None:
@@ -167,8 +187,10 @@ def write_tar(entries: list[tuple[str, Entry]], sink: BlobWriter | IO[bytes], mt
             progress(done, total)
 
     for name, entry in entries:
-        sink.write(tar_header(name, entry, mtime))
-        if isinstance(entry, File):
+        first = firsts.get(entry.node) if isinstance(entry, File) and entry.node else None
+        link = first if first is not None and first != name else None
+        sink.write(tar_header(name, entry, mtime, link))
+        if isinstance(entry, File) and link is None:
             _copy_content(entry, sink, advance)
     sink.write(b"\0" * 1024)
 
@@ -178,6 +200,7 @@ def _copy_content(entry: File, sink: BlobWriter | IO[bytes],
     if entry.data is not None:
         sink.write(entry.data)
         written = len(entry.data)
+        advance(written)  # counted in the total too
     else:
         assert entry.source is not None
         written = 0

@@ -29,12 +29,15 @@ from slimmer.oci import (
     write_image,
 )
 from slimmer.placing import (
+    Add,
     Placement,
     add_closure,
     add_elf_closures,
     add_host_path,
+    add_parents,
     add_resolved,
     add_root_path,
+    merge_added,
 )
 from slimmer.provenance import (
     Dpkg,
@@ -70,7 +73,8 @@ class PackOptions:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     expose: tuple[str, ...] = ()
-    add: tuple[tuple[str, str], ...] = ()  # (host source, image destination)
+    # --add: Add, or (host source, image destination) for root's and the source's own modes
+    add: tuple[Add | tuple[str, str], ...] = ()
     library_path: tuple[str, ...] = ()
     hwcaps: tuple[str, ...] = ()
     platform: str | None = None  # $PLATFORM of the target CPU (default: the architecture's)
@@ -144,6 +148,10 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     slimmed), else from the directory options.root."""
     if root is None:
         root = SysRoot(options.root)
+    relocate = isinstance(root, SysRoot) and root.root == "/"
+    added, added_files = _host_files(root, options)
+    if options.add:  # the image's own files are searched like the root's (a library --added)
+        root = OverlayRoot(added, root)
     resolver = Resolver(root, Options(library_path=options.library_path, hwcaps=options.hwcaps,
                                       platform=options.platform))
     env = _env(options.env)
@@ -156,13 +164,13 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     _refuse_missing(closures)
     arch = _one_arch(closures)
     ref = parse_reference(options.tag or _default_tag(options.programs[0]))
-    relocate = isinstance(root, SysRoot) and root.root == "/"
     place = Placement.plan(closures, relocate=relocate, also=tuple(scripts))
     recipes = _recipes_for(closures, options)
     image = merged_defaults(options, recipes)
 
     tree = FileTree()
     baseline.add_to(tree)
+    merge_added(tree, added)
     for script, needs in scripts.items():
         found = root.require_file(script)
         add_resolved(tree, root, found.real, found.links, place,
@@ -184,9 +192,7 @@ def assemble(options: PackOptions, root: Root | None = None) -> Assembled:
     warnings += add_runtime_needs(tree, root, resolver, closures, place, features, options,
                                   with_features)
     _refuse_other_arches(closures, arch)  # what recipes and rules brought in; --add's below
-    for source, dest in options.add:
-        added = add_host_path(tree, source, dest, options.keep_setuid)
-        closures.extend(_add_elf_closures(tree, root, added, options, arch))
+    closures.extend(_add_elf_closures(tree, root, added_files, options, arch))
     if "ld-cache" in features:
         add_ld_cache(tree, closures, place, arch)
     wants_dpkg = "dpkg-status" in features or options.sbom or options.lock or options.locked
@@ -251,7 +257,19 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
     return closure._replace(libraries=(itself, *closure.libraries))
 
 
-# ---- --add: ELF files among them ---------------------------------------------------------
+# ---- --add ------------------------------------------------------------------------------------
+
+
+def _host_files(root: Root, options: PackOptions) -> tuple[FileTree, list[str]]:
+    """The --add files in a tree of their own, placed before anything is resolved so that the
+    programs' libraries are found among them too; each destination resolved through the
+    symlinks of the image so far. Returns the tree and the image paths of its regular files."""
+    added = FileTree()
+    files: list[str] = []
+    for spec in options.add:
+        add = spec if isinstance(spec, Add) else Add(*spec)
+        files += add_host_path(added, OverlayRoot(added, root), add, options.keep_setuid)
+    return added, files
 
 
 def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
@@ -275,8 +293,10 @@ def _add_elf_closures(tree: FileTree, root: Root, added: list[str],
                 continue
             for link in lib.links:
                 if link.path not in tree:
+                    add_parents(tree, root, link.path, Placement(None), options.keep_setuid)
                     tree.add(link.path, Symlink(link.target), f"symlink on the way to {lib.real}",
                              lib.real)
+            add_parents(tree, root, lib.real, Placement(None), options.keep_setuid)
             tree.add(lib.real, root.file_entry(lib.real, options.keep_setuid),
                      f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})", lib.needed_by)
     return closures

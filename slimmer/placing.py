@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from slimmer.errors import FileProblem, SlimmerError, UnsupportedElf
+from slimmer.errors import FileProblem, SlimmerError, SymlinkLoop, UnsupportedElf
 from slimmer.resolve import Closure, Resolver
-from slimmer.rootfs import Dir, FileTree, Symlink, host_file
-from slimmer.sysroot import Link, Root, normalize
+from slimmer.rootfs import IMPLIED, SETID, Dir, File, FileTree, Symlink, kept_mode
+from slimmer.sysroot import MAX_SYMLINKS, Link, Root, normalize
 
 APP_DIR = "/app"
 # Files under these keep their place in the image; anything else (a build tree, a home
@@ -91,9 +93,28 @@ def add_resolved(tree: FileTree, root: Root, real: str, links: tuple[Link, ...],
     file)."""
     target = place.image_path(real)
     for link in links:
+        add_parents(tree, root, link.path, place, keep_setuid)
         tree.add(place.image_path(link.path), Symlink(place.link_target(link)),
                  f"symlink on the way to {target}", target)
+    add_parents(tree, root, real, place, keep_setuid)
     tree.add(target, root.file_entry(real, keep_setuid), reason, parent)
+
+
+def add_parents(tree: FileTree, root: Root, real: str, place: Placement,
+                keep_setuid: bool) -> None:
+    """The directories above a path of the root as the root has them (an image's owners and
+    modes: a postgres data directory stays 0700 postgres), where the tree has none yet or only
+    an implied one. A relocated host tree keeps implied ones: its host directories mean nothing
+    in the image, and a host root's directories are root's 0755 anyway."""
+    if place.base is not None:
+        return
+    cur = ""
+    for name in real.strip("/").split("/")[:-1]:
+        cur = f"{cur}/{name}"
+        if cur not in tree or tree.reasons.get(cur) == IMPLIED:
+            entry = root.dir_entry(cur, keep_setuid)
+            if tree.get(cur) != entry:
+                tree.add(cur, entry, IMPLIED)
 
 
 def add_elf_closures(tree: FileTree, root: Root, resolver: Resolver, paths: Iterable[str],
@@ -134,15 +155,17 @@ def add_root_path(tree: FileTree, root: Root, path: str, place: Placement, reaso
     if found is None:
         return []
     for link in found.links:
+        add_parents(tree, root, link.path, place, keep_setuid)
         tree.add(place.image_path(link.path), Symlink(place.link_target(link)), reason)
     if not found.is_dir:
         return add_tree_entry(tree, root, path, found.real, place, reason, keep_setuid)
+    add_parents(tree, root, found.real, place, keep_setuid)
     files: list[str] = []
     for real, dirnames, others in root.walk(found.real):
         rel = real[len(found.real):].lstrip("/")
         asked = f"{path.rstrip('/')}/{rel}" if rel else path
         dirnames[:] = [d for d in dirnames if not (skip and skip(f"{asked}/{d}"))]
-        tree.add(place.image_path(real), Dir(), reason)
+        tree.add(place.image_path(real), root.dir_entry(real, keep_setuid), reason)
         for name in others:
             if skip is None or not skip(f"{asked}/{name}"):
                 files += add_tree_entry(tree, root, f"{asked}/{name}",
@@ -159,10 +182,11 @@ def add_tree_entry(tree: FileTree, root: Root, asked: str, real: str, place: Pla
     image = place.image_path(real)
     if st is None:
         return []
+    add_parents(tree, root, real, place, keep_setuid)
     if stat.S_ISLNK(st.mode):
         tree.add(image, Symlink(root.readlink_real(real)), reason)
     elif stat.S_ISDIR(st.mode):
-        tree.add(image, Dir(), reason)
+        tree.add(image, root.dir_entry(real, keep_setuid), reason)
     elif stat.S_ISREG(st.mode):
         tree.add(image, root.file_entry(real, keep_setuid), reason)
         return [real]
@@ -172,35 +196,145 @@ def add_tree_entry(tree: FileTree, root: Root, asked: str, real: str, place: Pla
 # ---- --add ----------------------------------------------------------------------------------
 
 
-def add_host_path(tree: FileTree, source: str, dest: str, keep_setuid: bool) -> list[str]:
-    """Copy a host file or directory into the image at `dest`; returns the image paths of the
-    regular files added."""
+@dataclass(frozen=True, slots=True)
+class Add:
+    """--add SRC:DEST[:UID:GID[:MODE]]: a host file or directory copied into the image, owned
+    by UID:GID (default root), with MODE (default: the source's own permission bits)."""
+
+    source: str
+    dest: str
+    uid: int = 0
+    gid: int = 0
+    mode: int | None = None
+
+
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown
+
+
+def parse_add(spec: str, cwd: str) -> Add:
+    """SRC:DEST[:UID:GID[:MODE]]; SRC may hold colons (DEST is the last absolute part)."""
+    parts = spec.split(":")
+    at = max((i for i, p in enumerate(parts) if p.startswith("/") and i > 0), default=None)
+    if at is None:  # no absolute DEST: the last part is DEST (add_host_path says what is wrong)
+        at = len(parts) - 1
+    source, dest, extra = ":".join(parts[:at]), parts[at], parts[at + 1:]
+    if not source or not dest or len(extra) not in (0, 2, 3):
+        raise SlimmerError(f"--add {spec}: expected SRC:DEST[:UID:GID[:MODE]]")
+    source = os.path.join(cwd, source)
+    if not extra:
+        return Add(source, dest)
+    uid, gid = (_id(spec, "UID", v) for v in extra[:2])
+    mode = None
+    if len(extra) == 3:
+        if not re.fullmatch(r"[0-7]{1,4}", extra[2]):
+            raise SlimmerError(f"--add {spec}: MODE {extra[2]!r} is not an octal mode "
+                               "(e.g. 0640)")
+        mode = int(extra[2], 8)
+    return Add(source, dest, uid, gid, mode)
+
+
+def _id(spec: str, what: str, value: str) -> int:
+    if not value.isdigit() or int(value) > MAX_ID:
+        raise SlimmerError(f"--add {spec}: {what} {value!r} is not a number from 0 to {MAX_ID}")
+    return int(value)
+
+
+def add_host_path(tree: FileTree, root: Root, add: Add, keep_setuid: bool) -> list[str]:
+    """Copy a host file or directory into the image at `add.dest`, its directories resolved
+    through the image's own symlinks (merged /usr: /lib/terminfo lands in /usr/lib/terminfo,
+    /lib kept as the link); `root` is the image so far (the tree over the root). Returns the
+    image paths of the regular files added."""
+    source, dest = add.source, add.dest
     if not os.path.lexists(source):
         raise FileProblem(f"{source}: no such file or directory (--add)")
     if not dest.startswith("/"):
         raise SlimmerError(f"--add {source}:{dest}: the destination must be an absolute path")
+    if add.mode is not None and add.mode & SETID and not keep_setuid:
+        raise SlimmerError(f"--add {source}:{dest}: MODE {add.mode:04o} sets setuid/setgid: "
+                           "add --keep-setuid to allow it")
     reason = f"--add to {normalize(dest)}"
     files: list[str] = []
     if not os.path.isdir(source) or os.path.islink(source):
-        _add_one(tree, source, normalize(dest), reason, keep_setuid, files)
+        _add_one(tree, root, add, source, dest, reason, keep_setuid, files)
         return files
     for top, dirnames, filenames in os.walk(source):
         dirnames.sort()
         rel = os.path.relpath(top, source)
-        image_dir = normalize(f"{dest}/{rel}")
-        tree.add(image_dir, Dir(), reason)
+        image_dir = in_image(tree, root, normalize(f"{dest}/{rel}"), keep_setuid)
+        tree.add(image_dir, Dir(_dir_mode(add, os.stat(top).st_mode, keep_setuid), add.uid,
+                                add.gid), reason)
         for name in sorted(filenames) + [d for d in dirnames if os.path.islink(f"{top}/{d}")]:
-            _add_one(tree, f"{top}/{name}", f"{image_dir}/{name}", reason, keep_setuid, files)
+            _add_one(tree, root, add, f"{top}/{name}", f"{image_dir}/{name}", reason,
+                     keep_setuid, files)
     return files
 
 
-def _add_one(tree: FileTree, source: str, image: str, reason: str, keep_setuid: bool,
-             files: list[str]) -> None:
+def _add_one(tree: FileTree, root: Root, add: Add, source: str, dest: str, reason: str,
+             keep_setuid: bool, files: list[str]) -> None:
     st = os.lstat(source)
+    image = in_image(tree, root, normalize(dest), keep_setuid)
     if stat.S_ISLNK(st.st_mode):
         tree.add(image, Symlink(os.readlink(source)), reason)
     elif stat.S_ISREG(st.st_mode):
-        tree.add(image, host_file(source, keep_setuid), reason)
+        mode = add.mode if add.mode is not None else kept_mode(st.st_mode & ~stat.S_ISVTX,
+                                                               keep_setuid)
+        tree.add(image, File(mode, st.st_size, source=source, uid=add.uid, gid=add.gid),
+                 reason)
         files.append(image)
     elif not stat.S_ISDIR(st.st_mode):
         raise FileProblem(f"{source}: not a regular file, directory or symlink (--add)")
+
+
+def _dir_mode(add: Add, host_mode: int, keep_setuid: bool) -> int:
+    """A directory's own bits; under a MODE, that MODE with search allowed wherever reading is
+    (as chmod's X: a 0640 MODE gives files 0640 and their directories 0750)."""
+    if add.mode is None:
+        return kept_mode(host_mode, keep_setuid)
+    return add.mode | (add.mode & 0o444) >> 2
+
+
+def in_image(tree: FileTree, root: Root, path: str, keep_setuid: bool) -> str:
+    """Where `path` lands in the image: each directory on the way resolved through the image's
+    own symlinks (never the host's: `root` is the image so far), as a shell writing there would;
+    the links met are added to the tree, and the directories met as the root has them (an
+    image's /etc/ssl/private keeps its mode). The last name is not followed."""
+    pending = deque(path.strip("/").split("/")[:-1])
+    last = path.rsplit("/", 1)[-1]
+    cur = ""
+    hops = 0
+    while pending:
+        name = pending.popleft()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            cur = cur.rsplit("/", 1)[0]
+            continue
+        nxt = f"{cur}/{name}"
+        st = root.stat_real(nxt)
+        if st is None or not stat.S_ISLNK(st.mode):
+            implied = tree.reasons.get(nxt, IMPLIED) == IMPLIED
+            if st is not None and stat.S_ISDIR(st.mode) and implied:
+                entry = root.dir_entry(nxt, keep_setuid)
+                if tree.get(nxt) != entry:
+                    tree.add(nxt, entry, IMPLIED)
+            cur = nxt
+            continue
+        hops += 1
+        if hops > MAX_SYMLINKS:
+            raise SymlinkLoop(f"{path}: too many levels of symbolic links in the image (--add)")
+        target = root.readlink_real(nxt)
+        if nxt not in tree:
+            tree.add(nxt, Symlink(target), f"symlink on the way to {path}")
+        cur = "" if target.startswith("/") else cur
+        pending.extendleft(reversed(target.split("/")))
+    return f"{cur}/{last}"
+
+
+def merge_added(tree: FileTree, added: FileTree) -> None:
+    """The --add entries (built apart, see packer) into the image; a directory they only imply
+    does not replace one the image has for a reason (baseline's /tmp stays 1777)."""
+    for path, entry in added.items():
+        reason = added.reasons.get(path, "")
+        if reason == IMPLIED and tree.reasons.get(path, IMPLIED) != IMPLIED:
+            continue
+        tree.add(path, entry, reason, added.parents.get(path))

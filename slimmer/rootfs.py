@@ -51,15 +51,27 @@ class Symlink:
 
 
 Entry = Dir | File | Symlink
+IMPLIED = "parent directory"  # the reason of a directory only implied by what is below it
+
+
+SETID = stat.S_ISUID | stat.S_ISGID
 
 
 def normal_mode(host_mode: int, keep_setuid: bool = False) -> int:
-    """0755 for anything executable, 0644 otherwise, so that the umask and the source's owner
-    never show; setuid/setgid only on request."""
-    mode = 0o755 if host_mode & 0o111 else 0o644
+    """0755 for anything executable, 0644 otherwise, so that the umask and a build user's
+    group or world write bits never show, but never looser than the source: its own permission
+    bits are kept out too (a 0640 key stays 0640, a 0700 tool 0700); setuid/setgid only on
+    request."""
+    mode = (0o755 if host_mode & 0o111 else 0o644) & host_mode
     if keep_setuid:
-        mode |= host_mode & (stat.S_ISUID | stat.S_ISGID)
+        mode |= host_mode & SETID
     return mode
+
+
+def kept_mode(mode: int, keep_setuid: bool) -> int:
+    """An image's own permission bits, as they are (sticky included); setuid/setgid only on
+    request."""
+    return mode & 0o7777 if keep_setuid else mode & 0o7777 & ~SETID
 
 
 class FileTree:
@@ -108,7 +120,7 @@ class FileTree:
             old = self._entries.get(cur)
             if old is None:
                 self._entries[cur] = Dir()
-                self.reasons.setdefault(cur, "parent directory")
+                self.reasons.setdefault(cur, IMPLIED)
             elif not isinstance(old, Dir):
                 raise TreeConflict(f"{cur}: is a {_describe(old)} in the image, but "
                                    f"{path} needs it to be a directory")
@@ -133,7 +145,15 @@ class FileTree:
         return sum(1 for e in self._entries.values() if isinstance(e, File))
 
     def content_size(self) -> int:
-        return sum(e.size for e in self._entries.values() if isinstance(e, File))
+        """Bytes of content, each hard-linked file once (the layer stores it once)."""
+        seen: set[str] = set()
+        total = 0
+        for e in self._entries.values():
+            if isinstance(e, File) and (e.node is None or e.node not in seen):
+                total += e.size
+                if e.node is not None:
+                    seen.add(e.node)
+        return total
 
 
 def _describe(entry: Entry) -> str:
@@ -200,8 +220,16 @@ class TreeRoot(Root):
         return read_imports(entry.source, shown)
 
     def file_entry(self, real: str, keep_setuid: bool) -> File:
+        """The entry as the image has it: owner, permission bits, xattrs and hard-link identity
+        kept (a service's 0640 key stays its own); setuid/setgid only on request."""
         entry = self._file(real)
-        return replace(entry, mode=normal_mode(entry.mode, keep_setuid), uid=0, gid=0)
+        return replace(entry, mode=kept_mode(entry.mode, keep_setuid))
+
+    def dir_entry(self, real: str, keep_setuid: bool) -> Dir:
+        entry = self.tree.get(real)
+        if not isinstance(entry, Dir):
+            return Dir()
+        return replace(entry, mode=kept_mode(entry.mode, keep_setuid))
 
     def _file(self, real: str) -> File:
         entry = self.tree.get(real)
@@ -253,3 +281,6 @@ class OverlayRoot(Root):
 
     def file_entry(self, real: str, keep_setuid: bool) -> File:
         return self._layer(real).file_entry(real, keep_setuid)
+
+    def dir_entry(self, real: str, keep_setuid: bool) -> Dir:
+        return self._layer(real).dir_entry(real, keep_setuid)

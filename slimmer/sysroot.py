@@ -19,7 +19,7 @@ from slimmer.elf import ElfInfo, read_elf, read_imports
 from slimmer.errors import FileProblem, SymlinkLoop
 
 if TYPE_CHECKING:
-    from slimmer.rootfs import File
+    from slimmer.rootfs import Dir, File
 
 # Linux gives up after 40 symbolic links in one resolution (MAXSYMLINKS, ELOOP).
 MAX_SYMLINKS = 40
@@ -108,6 +108,13 @@ class Root(ABC):
     @abstractmethod
     def file_entry(self, real: str, keep_setuid: bool) -> File:
         """A regular file of this root as an image entry (its mode normalised)."""
+
+    def dir_entry(self, real: str, keep_setuid: bool) -> Dir:
+        """A directory of this root as an image entry: root's 0755 for a host directory (its
+        owner and mode are the build machine's); an image root gives its own."""
+        from slimmer.rootfs import Dir  # rootfs builds on this module
+
+        return Dir()
 
     def walk(self, top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         """Like os.walk over a real directory of the root, top-down, never following a

@@ -210,12 +210,21 @@ def test_setuid_bits_are_dropped_unless_asked(tmp_path: Path) -> None:
 
 
 def test_modes_ignore_the_umask_and_source_modes(tmp_path: Path) -> None:
+    """Normalised to 0755/0644 and root's, but never looser than the source (issue 11: a
+    0700 tool stays 0700, a 0640 key 0640; group/world write bits never show)."""
     root = tiny_root(tmp_path)
-    (root / "bin/hello").chmod(0o700)
-    out = tmp_path / "m.tar"
-    assert slimmer("pack", "--root", str(root), "/bin/hello", "-o", str(out)).returncode == 0
-    member = Archive(out).members()["bin/hello"]
-    assert (member.mode, member.uid, member.gid) == (0o755, 0, 0)
+    for wide, expected in ((0o777, 0o755), (0o700, 0o700)):
+        (root / "bin/hello").chmod(wide)
+        out = tmp_path / f"m{wide:o}.tar"
+        done = slimmer("pack", "--root", str(root), "/bin/hello", "-o", str(out))
+        assert done.returncode == 0, done.stderr
+        member = Archive(out).members()["bin/hello"]
+        assert (member.mode, member.uid, member.gid) == (expected, 0, 0)
+    from slimmer.rootfs import normal_mode
+
+    assert [normal_mode(m) for m in (0o640, 0o666, 0o600, 0o4711)] == [0o640, 0o644, 0o600,
+                                                                        0o711]
+    assert normal_mode(0o4755, keep_setuid=True) == 0o4755
 
 
 def test_zstd_layer(tmp_path: Path) -> None:
