@@ -16,7 +16,8 @@ from slimmer.errors import SlimmerError
 from slimmer.globs import BadGlob, compile_glob
 from slimmer.image_in import Image
 from slimmer.packer import PackOptions, assemble, pack
-from slimmer.recipe import User, builtin_recipes, find_recipe, load_recipe
+from slimmer.recipe import User, builtin_recipes, expand, find_recipe, load_recipe
+from slimmer.recipes_apply import _glob
 from slimmer.rootfs import Dir, File
 from slimmer.slim import _account
 
@@ -277,3 +278,10 @@ def test_an_included_file_keeps_its_tighter_mode(tmp_path: Path, literal: bool) 
     entry = built.tree.get(str(secret))
     assert isinstance(entry, File)
     assert entry.mode & 0o777 & ~0o640 == 0, oct(entry.mode)
+
+
+def test_a_glob_made_bad_by_a_program_name_fails_in_one_line(tmp_path: Path) -> None:
+    # `{name}` is replaced when the recipe is applied: a program named `x[z-a]` makes a class.
+    recipe = load_recipe(write(tmp_path, 'name = "x"\n[files]\ninclude = ["/usr/lib/{name}*"]\n'))
+    with pytest.raises(SlimmerError, match=r"r\.toml: glob '/usr/lib/x\[z-a\]\*': the range"):
+        _glob(recipe, expand(recipe.include[0], "/usr/bin/x[z-a]", "x86_64-linux-gnu"))
