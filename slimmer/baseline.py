@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from slimmer.errors import SlimmerError
-from slimmer.recipe import Group, User
+from slimmer.recipe import Group, User, account_problem, one_line
 from slimmer.rootfs import Dir, File, FileTree
 
 NONROOT = 65532
@@ -51,12 +51,26 @@ def accounts(extra_users: Iterable[User] = (),
     users = {u.name: u for u in USERS}
     groups = {g.name: g for g in GROUPS}
     for user in extra_users:
+        _check_fields("user", user.name, (user.name, user.home, user.shell), user.uid, user.gid)
         if users.setdefault(user.name, user) != user:
             raise SlimmerError(f"user {user.name} is defined twice, differently")
     for group in extra_groups:
+        _check_fields("group", group.name, (group.name,), group.gid)
         if groups.setdefault(group.name, group) != group:
             raise SlimmerError(f"group {group.name} is defined twice, differently")
     return tuple(users.values()), tuple(groups.values())
+
+
+def _check_fields(kind: str, name: str, fields: tuple[str, ...], *ids: int) -> None:
+    """Every account becomes a line of /etc/passwd or /etc/group, wherever it came from (a
+    recipe, a fat image's /etc/passwd): none may add a field or a line."""
+    shown = one_line(repr(name), 80)
+    for value in fields:
+        problem = account_problem(value)
+        if problem:
+            raise SlimmerError(f"{kind} {shown}: {one_line(repr(value), 80)} {problem}")
+    if not all(0 <= number < 2**31 for number in ids):
+        raise SlimmerError(f"{kind} {shown}: ids must be numbers from 0 to 2147483647")
 
 
 def add_accounts(tree: FileTree, users: tuple[User, ...], groups: tuple[Group, ...],

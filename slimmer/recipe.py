@@ -20,6 +20,8 @@ from importlib import resources
 from typing import Any
 
 from slimmer.errors import SlimmerError
+from slimmer.fileio import read_small_file
+from slimmer.globs import BadGlob, compile_glob
 from slimmer.sysroot import normalize
 
 
@@ -93,17 +95,35 @@ _IMAGE = {"entrypoint", "cmd", "env", "workdir", "user", "expose", "stop_signal"
 
 
 def load_recipe(path: str) -> Recipe:
-    """Read and check one recipe file."""
+    """Read and check one recipe file (a FIFO, a directory or a huge file is refused before
+    it is read)."""
+    raw = read_small_file(path, "recipe")
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise RecipeError(f"{path}: no such recipe file") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({exc})") from None
-    except OSError as exc:
-        raise RecipeError(f"{path}: cannot read ({exc.strerror})") from None
+        raise RecipeError(f"{path}: not valid TOML ({one_line(str(exc))})") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise RecipeError(f"{path}: not a recipe (arrays or tables nested too deeply)") from None
     return parse_recipe(data, path)
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` fit for a one-line message: line breaks and control characters escaped, long
+    text shortened."""
+    shown = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    return shown if len(shown) <= limit else shown[:limit] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A value from a recipe in a message: repr (which escapes line breaks), shortened."""
+    if isinstance(value, (list, dict)):
+        return type(value).__name__  # a deeply nested one must not be printed whole
+    return one_line(repr(value), 80)
 
 
 def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
@@ -122,24 +142,25 @@ def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
     users = []
     for item in check.tables(data, "users"):
         check.keys(item, _USER, "[[users]]")
-        users.append(User(check.text(item, "name", required=True), check.number(item, "uid"),
-                          check.number(item, "gid"), check.path(item, "home") or "/nonexistent",
-                          check.path(item, "shell") or "/usr/sbin/nologin"))
+        users.append(User(check.account(item, "name", required=True), check.number(item, "uid"),
+                          check.number(item, "gid"),
+                          check.account(item, "home", path=True) or "/nonexistent",
+                          check.account(item, "shell", path=True) or "/usr/sbin/nologin"))
     groups = []
     for item in check.tables(data, "groups"):
         check.keys(item, _GROUP, "[[groups]]")
-        groups.append(Group(check.text(item, "name", required=True), check.number(item, "gid")))
-    env = image.get("env", {})
-    if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-        raise RecipeError(f"{source}: [image] env must be a table of strings")
+        groups.append(Group(check.account(item, "name", required=True),
+                            check.number(item, "gid")))
     return Recipe(
-        name=check.text(data, "name", required=True),
+        name=check.name(data),
         source=source,
         description=check.text(data, "description"),
-        match=check.strings(data, "match"),
+        match=tuple(check.glob(p, "match") for p in check.strings(data, "match")),
         programs=tuple(check.abs_path(p, "programs") for p in check.strings(data, "programs")),
-        include=tuple(check.abs_path(p, "include") for p in check.strings(files, "include")),
-        exclude=tuple(check.abs_path(p, "exclude") for p in check.strings(files, "exclude")),
+        include=tuple(check.glob(check.abs_path(p, "include"), "include")
+                      for p in check.strings(files, "include")),
+        exclude=tuple(check.glob(check.abs_path(p, "exclude"), "exclude")
+                      for p in check.strings(files, "exclude")),
         dirs=tuple(dirs),
         users=tuple(users),
         groups=tuple(groups),
@@ -147,13 +168,25 @@ def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
         image=ImageDefaults(
             entrypoint=check.strings(image, "entrypoint") if "entrypoint" in image else None,
             cmd=check.strings(image, "cmd") if "cmd" in image else None,
-            env=tuple(sorted(env.items())),
+            env=check.env(image),
             workdir=check.path(image, "workdir"),
             user=check.text(image, "user"),
             expose=check.strings(image, "expose"),
             stop_signal=check.text(image, "stop_signal"),
         ),
     )
+
+
+def account_problem(value: str) -> str | None:
+    """Why `value` cannot be a field of an /etc/passwd or /etc/group line, or None: a ':'
+    would start another field and a line break another line (another user, uid 0 say)."""
+    if ":" in value:
+        return "must not contain ':'"
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or not value.isprintable():
+        return "must not contain line breaks or control characters"
+    if value[:1] in ("+", "-"):
+        return "must not start with '+' or '-' (NIS entries in /etc/passwd)"
+    return None
 
 
 class _Checker:
@@ -170,7 +203,7 @@ class _Checker:
             if key not in allowed:
                 close = difflib.get_close_matches(key, sorted(allowed), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise self.fail(f"unknown key '{key}' in {where}{hint}")
+                raise self.fail(f"unknown key {_shown(key)} in {where}{hint}")
 
     def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
         value = data.get(key, {})
@@ -209,15 +242,48 @@ class _Checker:
 
     def mode(self, value: Any) -> int:
         if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value):
-            raise self.fail(f"mode {value!r} must be an octal string such as \"0755\"")
+            raise self.fail(f"mode {_shown(value)} must be an octal string such as \"0755\"")
         return int(value, 8)
 
     def abs_path(self, value: str, where: str) -> str:
         if not value.startswith("/"):
-            raise self.fail(f"{where}: {value!r} must be an absolute path")
+            raise self.fail(f"{where}: {_shown(value)} must be an absolute path")
         if ".." in value.split("/"):
-            raise self.fail(f"{where}: {value!r} must not contain '..' (paths stay in the root)")
+            raise self.fail(f"{where}: {_shown(value)} must not contain '..' "
+                            "(paths stay in the root)")
         return value
+
+    def glob(self, value: str, where: str) -> str:
+        try:
+            compile_glob(value)
+        except BadGlob as exc:
+            raise self.fail(f"{where}: {exc}") from None
+        return value
+
+    def name(self, data: dict[str, Any]) -> str:
+        value = self.text(data, "name", required=True)
+        if not value.isprintable():
+            raise self.fail(f"'name' {_shown(value)} must not contain control characters")
+        return value
+
+    def account(self, data: dict[str, Any], key: str, required: bool = False,
+                path: bool = False) -> str:
+        """A field of an /etc/passwd or /etc/group line."""
+        value = self.path(data, key, required) if path else self.text(data, key, "", required)
+        problem = account_problem(value) if value else None
+        if problem:
+            raise self.fail(f"'{key}' {_shown(value)} {problem}")
+        return value
+
+    def env(self, image: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        env = image.get("env", {})
+        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
+            raise self.fail("[image] env must be a table of strings")
+        for key, value in env.items():
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise self.fail(f"[image] env {_shown(key)}: a name must be non-empty without "
+                                "'=', and neither name nor value may hold a NUL")
+        return tuple(sorted(env.items()))
 
     def path(self, data: dict[str, Any], key: str, required: bool = False) -> str:
         value = self.text(data, key, required=required)
@@ -258,39 +324,6 @@ def expand(pattern: str, program_real: str, triplet: str) -> str:
     """`{name}`: the program's real file name; `{triplet}`: the Debian multiarch triplet of its
     architecture (x86_64-linux-gnu)."""
     return pattern.replace("{name}", os.path.basename(program_real)).replace("{triplet}", triplet)
-
-
-def glob_regex(pattern: str) -> re.Pattern[str]:
-    """An absolute glob as a regex over absolute paths: `*` and `?` stay within one name,
-    `**` spans any number of directories, `[...]` is a character class."""
-    out = []
-    parts = pattern.strip("/").split("/")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if part == "**":
-            out.append(".*" if last else "(?:[^/]+/)*")
-            continue
-        out.append(_segment(part) + ("" if last else "/"))
-    return re.compile("/" + "".join(out))
-
-
-def _segment(part: str) -> str:
-    out, i = [], 0
-    while i < len(part):
-        c = part[i]
-        if c == "*":
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[" and "]" in part[i + 1:]:
-            end = part.index("]", i + 1)
-            body = part[i + 1:end]
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = end
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
 
 
 def fixed_prefix(pattern: str) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from slimmer import baseline
+from slimmer.globs import BadGlob, Glob, compile_glob
 from slimmer.placing import (
     Placement,
     Skip,
@@ -19,11 +20,11 @@ from slimmer.placing import (
 from slimmer.recipe import (
     Group,
     Recipe,
+    RecipeError,
     User,
     builtin_recipes,
     expand,
     fixed_prefix,
-    glob_regex,
     matching_recipes,
 )
 from slimmer.resolve import Closure, Resolver
@@ -83,8 +84,8 @@ def apply_recipe(tree: FileTree, root: Root, resolver: Resolver, recipe: Recipe,
     """Add a recipe's files; return the closures of the ELF files among them (their libraries
     are added; one that cannot be loaded gives a warning, not a failure: it is optional)."""
     reason = f"recipe {recipe.name}"
-    excludes = [glob_regex(expand(p, program, triplet)) for p in recipe.exclude]
-    excludes += [glob_regex(expand(p[:-3], program, triplet)) for p in recipe.exclude
+    excludes = [_glob(recipe, expand(p, program, triplet)) for p in recipe.exclude]
+    excludes += [_glob(recipe, expand(p[:-3], program, triplet)) for p in recipe.exclude
                  if p.endswith("/**")]
 
     def skip(path: str) -> bool:
@@ -97,22 +98,30 @@ def apply_recipe(tree: FileTree, root: Root, resolver: Resolver, recipe: Recipe,
             if not skip(pattern):
                 added += add_root_path(tree, root, pattern, place, reason, keep_setuid, skip)
             continue
-        added += _add_matches(tree, root, pattern, place, reason, keep_setuid, skip)
+        added += _add_matches(tree, root, _glob(recipe, pattern), place, reason, keep_setuid,
+                              skip)
     return add_elf_closures(tree, root, resolver, added, place, keep_setuid, warnings,
                             f"recipe {recipe.name}")
 
 
-def _add_matches(tree: FileTree, root: Root, pattern: str, place: Placement, reason: str,
+def _glob(recipe: Recipe, pattern: str) -> Glob:
+    """A recipe's glob after `{name}` was replaced (a program's name may hold `[z-a]`)."""
+    try:
+        return compile_glob(pattern)
+    except BadGlob as exc:
+        raise RecipeError(f"{recipe.source}: {exc}") from None
+
+
+def _add_matches(tree: FileTree, root: Root, glob: Glob, place: Placement, reason: str,
                  keep_setuid: bool, skip: Skip) -> list[str]:
     """Every entry below the pattern's fixed directories that the pattern matches (`dir/**`
     for a whole tree: a directory matched alone comes without what it holds)."""
-    prefix = fixed_prefix(pattern)
+    prefix = fixed_prefix(glob.pattern)
     top = root.lookup(prefix)
     if top is None or not top.is_dir:
         return []
     for link in top.links:
         tree.add(place.image_path(link.path), Symlink(place.link_target(link)), reason)
-    regex = glob_regex(pattern)
     files: list[str] = []
     for real, dirnames, others in root.walk(top.real):
         rel = real[len(top.real):].lstrip("/")
@@ -120,7 +129,7 @@ def _add_matches(tree: FileTree, root: Root, pattern: str, place: Placement, rea
         dirnames[:] = [d for d in dirnames if not skip(f"{asked}/{d}")]
         for name in sorted(others + dirnames):
             path = f"{asked.rstrip('/')}/{name}"
-            if regex.fullmatch(path) and not skip(path):
+            if glob.fullmatch(path) and not skip(path):
                 files += add_tree_entry(tree, root, path, f"{real.rstrip('/')}/{name}", place,
                                         reason, keep_setuid)
     return files

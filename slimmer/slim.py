@@ -119,11 +119,14 @@ def _recipe(image: Image, keep: tuple[str, ...], user: str) -> Recipe:
 def _account(image: Image, name: str) -> tuple[tuple[User, ...], tuple[Group, ...]]:
     passwd = (image.root.read_bytes("/etc/passwd") or b"").decode("utf-8", "replace")
     group = (image.root.read_bytes("/etc/group") or b"").decode("utf-8", "replace")
-    for line in passwd.splitlines():
+    # Lines end at "\n" only, as glibc reads them (splitlines would also end one at "\r" or
+    # U+0085 and take a user that glibc sees inside another line).
+    for line in passwd.split("\n"):
         fields = line.split(":")
-        if len(fields) >= 7 and fields[0] == name and fields[2].isdigit() and fields[3].isdigit():
+        if (len(fields) >= 7 and fields[0] == name and fields[2].isdecimal()
+                and fields[3].isdecimal()):
             gid = int(fields[3])
-            names = [g.split(":")[0] for g in group.splitlines()
+            names = [g.split(":")[0] for g in group.split("\n")
                      if len(g.split(":")) >= 3 and g.split(":")[2] == str(gid)]
             return ((User(name, int(fields[2]), gid, fields[5] or "/nonexistent",
                           fields[6] or "/usr/sbin/nologin"),),
