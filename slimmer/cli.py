@@ -408,10 +408,14 @@ def check_push(args: argparse.Namespace) -> None:
     if args.insecure and not args.push:
         raise SlimmerError("--insecure is about --push: give --push REGISTRY/REPO:TAG")
     if args.push:
+        from slimmer.outputs import target
         from slimmer.registry import checked_destination
 
         for reference in args.push:
             checked_destination(reference, args.insecure)
+        if target(os.path.join(os.getcwd(), args.output)).stream:
+            raise SlimmerError(f"{args.output}: --push reads the archive back: write it to a "
+                               "file, not a device or FIFO")
 
 
 def cmd_push(args: argparse.Namespace) -> int:

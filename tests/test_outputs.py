@@ -276,6 +276,9 @@ def test_stdout_gets_the_archive_and_the_summary_goes_to_stderr(root: Path,
     assert done.returncode == 0, done.stderr
     assert done.stdout == reference_bytes(root, tmp_path)
     assert done.stderr.startswith(b"wrote /proc/self/fd/1")
+    one_line_error(slimmer("pack", "/bin/hello", "--root", str(root), "-o", "/proc/self/fd/1",
+                           "--push", "localhost:5000/x:1", "--insecure"),
+                   "--push reads the archive back")
 
 
 def test_a_symlink_is_followed_to_the_file_it_names(root: Path, out_dir: Path,
