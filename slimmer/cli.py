@@ -14,6 +14,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
     from slimmer.slim import SlimResult
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the program was so that cleanup runs (like KeyboardInterrupt)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 class Exit(Exception):
@@ -229,11 +238,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     ref = parse_reference(args.tag)
     epoch = source_date_epoch(os.environ)
     result = write_index(inputs, output, ref, epoch)
+    out = _summary_stream(output)
     print(f"wrote {result.path}: {ref.short}, {len(result.images)} platforms, "
-          f"archive {result.archive_size / 1e6:.1f} MB")
-    print(f"index {result.index_digest}")
+          f"archive {result.archive_size / 1e6:.1f} MB", file=out)
+    print(f"index {result.index_digest}", file=out)
     for image in result.images:
-        print(f"  {image.name}: manifest {image.manifest['digest']} ({image.source})")
+        print(f"  {image.name}: manifest {image.manifest['digest']} ({image.source})", file=out)
     if args.check_reproducible:
         _check_reproducible(output, lambda out: write_index(inputs, out, ref, epoch))
     push_written(args, output)
@@ -292,7 +302,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     options = _pack_options(args, tuple(_program_path(sysroot, b, cwd) for b in binaries),
                             recipes)
     result = run_pack(options, _progress())
-    _print_result(result)
+    _print_result(result, _summary_stream(options.output))
     if args.check_reproducible:
         from dataclasses import replace
 
@@ -311,6 +321,9 @@ def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
 
     with tempfile.TemporaryDirectory(prefix="slimmer-again-") as other:
         again = os.path.join(other, "again.tar")
+        if not os.path.isfile(output):  # a device or FIFO: what went there cannot be read back
+            output = os.path.join(other, "first.tar")
+            build(output)
         umask = os.umask(0o077)
         zone = os.environ.get("TZ")
         os.environ["TZ"] = "Pacific/Kiritimati"
@@ -354,15 +367,15 @@ def cmd_slim(args: argparse.Namespace) -> int:
     if args.report == "json":
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
     else:
-        _print_slimmed(args, result)
+        _print_slimmed(args, result, _summary_stream(options.pack.output))
     # A JSON report owns stdout: what was pushed goes to stderr then.
     push_written(args, options.pack.output, sys.stderr if args.report == "json" else sys.stdout)
     return 0
 
 
-def _print_slimmed(args: argparse.Namespace, result: SlimResult) -> None:
+def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) -> None:
     report = result.report()
-    _print_result(result.packed)
+    _print_result(result.packed, out)
     before, after = report["before"], report["after"]
     share = after["bytes"] / before["bytes"] if before["bytes"] else 0.0
     print(f"slimmed {result.reference or args.input} (entry {result.program}): "
@@ -407,10 +420,14 @@ def check_push(args: argparse.Namespace) -> None:
         if given and not args.push:
             raise SlimmerError(f"{flag} is about --push: give --push REGISTRY/REPO:TAG")
     if args.push:
+        from slimmer.outputs import target
         from slimmer.registry import checked_destination
 
         for reference in args.push:
             checked_destination(reference, args.insecure)
+        if target(os.path.join(os.getcwd(), args.output)).stream:
+            raise SlimmerError(f"{args.output}: --push reads the archive back: write it to a "
+                               "file, not a device or FIFO")
 
 
 def cmd_push(args: argparse.Namespace) -> int:
@@ -418,15 +435,25 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_result(result: PackResult) -> None:
+def _summary_stream(output: str) -> TextIO:
+    """stdout, or stderr when the archive itself went to stdout (-o /dev/stdout)."""
+    try:
+        there, out = os.stat(output), os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError):
+        return sys.stdout
+    same = (there.st_dev, there.st_ino) == (out.st_dev, out.st_ino)
+    return sys.stderr if same else sys.stdout
+
+
+def _print_result(result: PackResult, out: TextIO = sys.stdout) -> None:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     image = result.image
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
-          f"archive {image.archive_size / 1e6:.1f} MB")
-    print(f"image id {image.config_digest}")
-    print(f"manifest {image.manifest_digest}")
+          f"archive {image.archive_size / 1e6:.1f} MB", file=out)
+    print(f"image id {image.config_digest}", file=out)
+    print(f"manifest {image.manifest_digest}", file=out)
 
 
 def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
@@ -723,6 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     gc.set_threshold(200_000, 50, 100)
     words = sys.argv[1:] if argv is None else list(argv)
     args = parser(only=words[0] if words else None).parse_args(words)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code: int = args.run(args)
         return code
@@ -731,15 +759,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback  # only here: it costs start-up time
 
             traceback.print_exc()
-        print(f"error: {exc.message}", file=sys.stderr)
+        from slimmer.outputs import printable  # names from images: no fake lines
+
+        print(f"error: {printable(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {printable(exc.hint)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimmer.image_in import Image, open_image
+from slimmer.outputs import printable
 from slimmer.provenance import file_digests
 from slimmer.rootfs import Dir, Entry, File, Symlink
 
@@ -18,7 +19,10 @@ CONFIG_FIELDS = ("architecture", "os", "variant", "created")
 @dataclass(frozen=True, slots=True)
 class Difference:
     rank: int  # lower is more useful
-    line: str
+    line: str  # names quoted (outputs.printable): one line whatever the image holds
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "line", printable(self.line))
 
 
 def diff(a: str, b: str) -> list[Difference]:

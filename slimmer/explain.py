@@ -15,6 +15,7 @@ from slimmer.image.model import MAX_CONFIG, At, parse_contents
 from slimmer.image.store import Store
 from slimmer.image_in import open_image
 from slimmer.oci import CONTENTS
+from slimmer.outputs import printable
 from slimmer.rootfs import File, FileTree, Symlink, TreeRoot
 from slimmer.sysroot import normalize
 
@@ -77,7 +78,7 @@ def format_why(steps: list[Step]) -> list[str]:
     for depth, step in enumerate(steps):
         pad = "  " * depth
         name = step.path if step.path == step.real else f"{step.path} => {step.real}"
-        lines.append(f"{pad}{name}: {step.reason}")
+        lines.append(printable(f"{pad}{name}: {step.reason}"))
     return lines
 
 
@@ -112,7 +113,7 @@ def format_inventory(doc: dict[str, Any], limit: int | None = None) -> list[str]
     rows = [f for f in doc["files"] if f["type"] == "file"]
     shown = rows if limit is None else rows[:limit]
     width = max((len(f"{f['size']:,}") for f in shown), default=1)
-    lines = [f"{f['size']:>{width},}  {f['path']}  ({f['reason'] or 'reason unknown'})"
+    lines = [printable(f"{f['size']:>{width},}  {f['path']}  ({f['reason'] or 'reason unknown'})")
              for f in shown]
     if limit is not None and len(rows) > limit:
         lines.append(f"... and {len(rows) - limit} more files")

@@ -10,11 +10,11 @@ computed on the way.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import IO, Protocol
 import zstandard
 
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.outputs import Sink, scratch_file
 from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink
 
 CHUNK = 1 << 20
@@ -44,13 +45,23 @@ class ChangedWhilePacking(SlimmerError):
 
 @dataclass(frozen=True, slots=True)
 class Blob:
-    """A finished blob in a temporary file."""
+    """A finished blob in a file without a name (outputs.scratch_file): nothing is left behind,
+    whatever ends the process. `close` when done."""
 
-    path: str
+    file: IO[bytes]
     digest: str  # "sha256:<hex>"
     size: int
     media_type: str
     diff_id: str  # sha256 of the uncompressed tar (equal to digest when uncompressed)
+
+    def copy_to(self, out: Sink) -> None:
+        offset, fd = 0, self.file.fileno()
+        while chunk := os.pread(fd, CHUNK, offset):
+            out.write(chunk)
+            offset += len(chunk)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class _Compressor(Protocol):
@@ -101,16 +112,15 @@ def _compressor(kind: str) -> _Compressor:
 
 class BlobWriter:
     """A file-like sink: bytes in are hashed (uncompressed), compressed, hashed again and written
-    to a temporary file in `directory`."""
+    to a file without a name in `directory` (None: the temporary directory)."""
 
-    def __init__(self, directory: str, compression: str) -> None:
+    def __init__(self, directory: str | None, compression: str) -> None:
         self.compression = compression
         self._compressor = _compressor(compression)
         self._raw = hashlib.sha256()
         self._out = hashlib.sha256()
         self._size = 0
-        fd, self.path = tempfile.mkstemp(prefix=".slimmer-blob-", dir=directory)
-        self._file: IO[bytes] = os.fdopen(fd, "wb")
+        self._file = scratch_file(directory)
 
     def write(self, data: bytes) -> None:
         self._raw.update(data)
@@ -124,14 +134,13 @@ class BlobWriter:
 
     def finish(self) -> Blob:
         self._emit(self._compressor.flush())
-        self._file.close()
-        return Blob(self.path, "sha256:" + self._out.hexdigest(), self._size,
+        self._file.flush()
+        return Blob(self._file, "sha256:" + self._out.hexdigest(), self._size,
                     MEDIA_TYPES[self.compression], "sha256:" + self._raw.hexdigest())
 
     def discard(self) -> None:
-        self._file.close()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        with contextlib.suppress(OSError):  # a full disk fails the flush again: closed anyway
+            self._file.close()
 
 
 def tar_header(name: str, entry: Entry, mtime: int, link: str | None = None) -> bytes:
@@ -228,9 +237,9 @@ def layer_entries(tree: FileTree) -> list[tuple[str, Entry]]:
             for path, e in tree.items()]
 
 
-def write_layer(tree: FileTree, directory: str, compression: str, mtime: int,
+def write_layer(tree: FileTree, directory: str | None, compression: str, mtime: int,
                 progress: Progress | None = None) -> Blob:
-    """Write the tree as one layer blob into a temporary file in `directory`."""
+    """Write the tree as one layer blob into a file without a name in `directory`."""
     writer = BlobWriter(directory, compression)
     try:
         write_tar(layer_entries(tree), writer, mtime, progress)

@@ -12,11 +12,10 @@ one entry per platform tagged NAME:TAG-ARCH[-VARIANT], the first input also NAME
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 from slimmer.errors import FileProblem, SlimmerError
 from slimmer.image.model import (
@@ -40,6 +39,7 @@ from slimmer.oci import (
     ref_annotations,
     write_layout,
 )
+from slimmer.outputs import Sink, refuse_overlap
 
 CHUNK = 1 << 20
 
@@ -209,8 +209,7 @@ def write_index(inputs: Sequence[str], output: str, ref: Reference,
                 epoch: int = 0) -> IndexResult:
     """Combine the single-platform archives `inputs` into one multi-platform archive at
     `output` (written through a temporary file; tar times = `epoch`)."""
-    if any(_same_file(name, output) for name in inputs):
-        raise FileProblem(f"{output}: is also an input")
+    refuse_overlap([("-o", output)], [("input", name) for name in inputs])
     with ExitStack() as stack:
         files = [stack.enter_context(Store(path)) for path in inputs]
         images = collect(files)
@@ -247,7 +246,7 @@ def _copying(files: Store, ref: BlobRef) -> LayoutBlob:
     """A blob copied from an input when the archive is written, its digest checked on the
     way (a mismatch aborts the write: the output is left as it was)."""
 
-    def copy(out: IO[bytes]) -> None:
+    def copy(out: Sink) -> None:
         digest = hashlib.sha256()
         size = 0
         with files.open("blobs/sha256/" + ref.digest.removeprefix("sha256:")) as fh:
@@ -259,9 +258,3 @@ def _copying(files: Store, ref: BlobRef) -> LayoutBlob:
 
     return LayoutBlob(ref.digest.removeprefix("sha256:"), ref.size, copy=copy)
 
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False

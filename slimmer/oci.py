@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 from slimmer.errors import SlimmerError
 from slimmer.layer import Blob, tar_header
+from slimmer.outputs import Output, Sink, writing
 from slimmer.rootfs import Dir, File
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -174,7 +172,7 @@ class LayoutBlob:
     hex: str  # sha256 hex digest: the member blobs/sha256/<hex>
     size: int
     data: bytes | None = None
-    copy: Callable[[IO[bytes]], None] | None = None
+    copy: Callable[[Sink], None] | None = None
 
     @classmethod
     def of(cls, data: bytes) -> LayoutBlob:
@@ -187,10 +185,10 @@ CONTENTS = "slimmer.json"  # beside index.json: why each file is in the image (n
 def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, created: int,
                 created_by: str, annotations: dict[str, str] | None = None,
                 contents: bytes | None = None) -> ImageResult:
-    """Write the combined OCI + docker archive to `output` through a temporary file in the same
-    directory, renamed into place only when complete. `contents` (the reasons, for `slimmer
-    why` and `inspect`) goes in as slimmer.json: an extra file of the layout, which every loader
-    passes over, so that it changes no digest of the image."""
+    """Write the combined OCI + docker archive to `output` (as outputs.writing writes).
+    `contents` (the reasons, for `slimmer why` and `inspect`) goes in as slimmer.json: an extra
+    file of the layout, which every loader passes over, so that it changes no digest of the
+    image."""
     config = config_json(cfg, [layer.diff_id], created, created_by)
     config_desc = descriptor(OCI_CONFIG, config)
     manifest_doc: dict[str, Any] = {
@@ -210,8 +208,7 @@ def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, crea
                          "annotations": ref_annotations(ref)}])
     docker_manifest = canonical_json([docker_entry(config_desc["digest"], [layer.digest],
                                                    [ref.short])])
-    layer_blob = LayoutBlob(layer.digest[7:], layer.size,
-                            copy=lambda out: _copy_file(layer.path, out))
+    layer_blob = LayoutBlob(layer.digest[7:], layer.size, copy=layer.copy_to)
     size = write_layout(output, [LayoutBlob.of(config), LayoutBlob.of(manifest), layer_blob],
                         index, docker_manifest, created, contents)
     return ImageResult(output, ref, manifest_desc["digest"], config_desc["digest"], layer.digest,
@@ -229,30 +226,16 @@ def docker_entry(config_digest: str, layer_digests: list[str],
 def write_layout(output: str, blobs: list[LayoutBlob], index: bytes, docker_manifest: bytes,
                  mtime: int, contents: bytes | None = None) -> int:
     """Write an OCI layout tar (blobs sorted by digest, each once; index.json, manifest.json,
-    oci-layout, and slimmer.json when `contents` is given) to `output` through a temporary file
-    beside it, renamed into place only when complete. Returns the archive's size."""
+    oci-layout, and slimmer.json when `contents` is given) to `output`, in place only when
+    complete (outputs.writing). Returns the archive's size."""
     unique = {blob.hex: blob for blob in blobs}
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".slimmer-image-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            _archive(out, [unique[h] for h in sorted(unique)], index, docker_manifest, mtime,
-                     contents)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return os.path.getsize(output)
+    with writing(output) as out:
+        _archive(out, [unique[h] for h in sorted(unique)], index, docker_manifest, mtime,
+                 contents)
+    return out.size
 
 
-def _copy_file(path: str, out: IO[bytes]) -> None:
-    with open(path, "rb") as fh:
-        shutil.copyfileobj(fh, out, 1 << 20)
-
-
-def _archive(out: IO[bytes], blobs: list[LayoutBlob], index: bytes, docker_manifest: bytes,
+def _archive(out: Output, blobs: list[LayoutBlob], index: bytes, docker_manifest: bytes,
              mtime: int, contents: bytes | None) -> None:
     def put(name: str, data: bytes) -> None:
         out.write(tar_header(name, File(0o644, len(data), data=data), mtime))

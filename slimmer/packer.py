@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from slimmer import baseline, runtime
+from slimmer import baseline, outputs, runtime
 from slimmer.arch import Arch
 from slimmer.elf import Versions, parse_versions, read_versions
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
@@ -115,23 +115,27 @@ class Assembled:
 def pack(options: PackOptions, progress: Progress | None = None,
          root: Root | None = None) -> PackResult:
     """Build the image archive described by `options` (from `root`, see `assemble`)."""
-    output = _check_output(options.output)
+    written_files = output_names(options)
+    outputs.refuse_overlap(written_files, input_names(options, root))
     built = assemble(options, root)
     tree = built.tree
+    outputs.refuse_overlap(written_files, [("file read into the image", e.source)
+                                           for _, e in tree.items()
+                                           if isinstance(e, File) and e.source is not None])
     items = inputs(tree, built.dpkg) if options.lock or options.locked or options.sbom else []
     if options.locked:
         raw = read_small_file(options.locked, "lock file")
         check_lock(raw.decode("utf-8", "replace"), items, options.locked)
+    output = outputs.target(options.output)
+    scratch = None if output.stream else os.path.dirname(output.path)  # not /dev
     try:
-        layer = write_layer(tree, os.path.dirname(output), options.compression, options.epoch,
-                            progress)
+        layer = write_layer(tree, scratch, options.compression, options.epoch, progress)
         try:
-            written = write_image(output, layer, built.config, built.reference, options.epoch,
-                                  f"slimmer {VERSION}", options.annotations,
+            written = write_image(options.output, layer, built.config, built.reference,
+                                  options.epoch, f"slimmer {VERSION}", options.annotations,
                                   contents_json(tree))
         finally:
-            if os.path.exists(layer.path):
-                os.unlink(layer.path)
+            layer.close()
     except OSError as exc:
         raise FileProblem(f"{options.output}: cannot write the image ({exc.strerror})") from exc
     if options.lock:
@@ -260,14 +264,17 @@ def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
 # ---- --add ------------------------------------------------------------------------------------
 
 
+def _adds(options: PackOptions) -> list[Add]:
+    return [spec if isinstance(spec, Add) else Add(*spec) for spec in options.add]
+
+
 def _host_files(root: Root, options: PackOptions) -> tuple[FileTree, list[str]]:
     """The --add files in a tree of their own, placed before anything is resolved so that the
     programs' libraries are found among them too; each destination resolved through the
     symlinks of the image so far. Returns the tree and the image paths of its regular files."""
     added = FileTree()
     files: list[str] = []
-    for spec in options.add:
-        add = spec if isinstance(spec, Add) else Add(*spec)
+    for add in _adds(options):
         files += add_host_path(added, OverlayRoot(added, root), add, options.keep_setuid)
     return added, files
 
@@ -430,14 +437,24 @@ def _recipes_for(closures: list[Closure], options: PackOptions) -> list[tuple[Re
                        options.builtin_recipes)
 
 
-def _check_output(output: str) -> str:
-    path = os.path.abspath(output)
-    directory = os.path.dirname(path)
-    if not os.path.isdir(directory):
-        raise FileProblem(f"{output}: output directory {directory} does not exist")
-    if os.path.isdir(path):
-        raise FileProblem(f"{output}: is a directory")
-    return path
+def output_names(options: PackOptions) -> list[outputs.Named]:
+    """The files `pack` writes, named as on the command line."""
+    named = [("-o", options.output), ("--sbom", options.sbom), ("--lock", options.lock)]
+    return [(what, path) for what, path in named if path]
+
+
+def input_names(options: PackOptions, root: Root | None) -> list[outputs.Named]:
+    """The host files `pack` reads that the user named: the programs (when read from a host
+    directory rather than an image), --add sources, recipe files, the --locked file."""
+    named: list[outputs.Named] = []
+    if root is None:
+        named += [("program", os.path.join(options.root, p.lstrip("/")))
+                  for p in options.programs]
+    named += [("--add source", add.source) for add in _adds(options)]
+    named += [("recipe", r.source) for r in options.recipes if os.path.isabs(r.source)]
+    if options.locked:
+        named.append(("--locked file", options.locked))
+    return named
 
 
 def _default_tag(program: str) -> str:

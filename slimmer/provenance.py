@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 
 from slimmer.errors import SlimmerError
+from slimmer.outputs import write_file
 from slimmer.rootfs import File, FileTree
 from slimmer.sysroot import Root, normalize
 
@@ -255,11 +255,6 @@ def _verification_code(sha1s: list[str]) -> str:
 
 
 def write_atomically(path: str, data: bytes) -> None:
-    """Write beside `path` and rename into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise SlimmerError(f"{path}: directory {directory} does not exist")
-    tmp = f"{path}.slimmer-tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
+    """Write `path` as every output is written (outputs.writing: never through a planted
+    temporary name, in place only when complete, a device or FIFO as a stream)."""
+    write_file(path, data)

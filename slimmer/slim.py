@@ -15,7 +15,8 @@ from typing import Any
 from slimmer.errors import SlimmerError
 from slimmer.image_in import Image, open_image
 from slimmer.layer import Progress
-from slimmer.packer import DEFAULT_PATH, PackOptions, PackResult, pack
+from slimmer.outputs import refuse_overlap
+from slimmer.packer import DEFAULT_PATH, PackOptions, PackResult, input_names, output_names, pack
 from slimmer.recipe import Group, Recipe, User
 from slimmer.sysroot import normalize
 
@@ -50,6 +51,8 @@ class SlimOptions:
 
 
 def slim(source: str, options: SlimOptions, progress: Progress | None = None) -> SlimResult:
+    refuse_overlap(output_names(options.pack),
+                   [("input image", source), *input_names(options.pack, None)])
     with open_image(source, options.image) as image:
         cfg = image.source.config.get("config") or {}
         program, pack_options = _options(image, cfg, options)
