@@ -21,6 +21,7 @@ from typing import IO, Any
 from slimmer.errors import FileProblem, SlimmerError
 from slimmer.image.model import (
     MAX_MANIFEST,
+    OCI_INDEX,
     At,
     Descriptor,
     Manifest,
@@ -29,7 +30,6 @@ from slimmer.image.model import (
 )
 from slimmer.image.store import Store
 from slimmer.oci import (
-    OCI_INDEX,
     LayoutBlob,
     Reference,
     canonical_json,

@@ -38,6 +38,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 MAX_MANIFEST = 4 << 20  # manifests, indexes, index.json, manifest.json (distribution: 4 MiB)
 MAX_CONFIG = 32 << 20  # image configs, slimmer.json: real ones are a few KiB
