@@ -326,7 +326,7 @@ class ImageConfig:
     variant: str
     os_version: str
     config: RunConfig
-    diff_ids: tuple[Digest, ...] | None  # None: the config has no rootfs (hand-made)
+    diff_ids: tuple[Digest, ...] | None  # None: no rootfs.diff_ids (store refuses it)
     raw: Mapping[str, Any]  # the checked document, for code that compares or copies it
 
     @property
@@ -352,8 +352,8 @@ def parse_config(value: object, at: At) -> ImageConfig:
             tuple(ports or ()), _opt_str(rc, "StopSignal", run_at))
     diff_ids = None
     rootfs = doc.get("rootfs")
-    if rootfs is not None:
-        found = _obj(rootfs, at / "rootfs").get("diff_ids", [])
+    found = None if rootfs is None else _obj(rootfs, at / "rootfs").get("diff_ids")
+    if found is not None:
         items = _list(found, at / "rootfs" / "diff_ids")
         diff_ids = tuple(Digest.parse(d, at / "rootfs" / "diff_ids" / i)
                          for i, d in enumerate(items))
