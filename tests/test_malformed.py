@@ -276,6 +276,14 @@ CASES: list[Any] = [
                  "symbolic link", id="manifest.json-symlink"),
     pytest.param(lambda: with_member(docker(), "manifest.json", ("hard", "config.json")), ALL,
                  "hard link", id="manifest.json-hardlink"),
+    # names and tags with line breaks (found by tests/test_fuzz_image.py): no line of their own
+    pytest.param(lambda: docker(manifest=set_at((0, "Config"), "\r")), ALL, "Config",
+                 id="Config-a-line-break"),
+    pytest.param(lambda: docker(manifest=set_at((0, "Layers"), ["x\nerror: fake"])), ALL,
+                 "Layers[0]", id="Layers-a-line-break"),
+    pytest.param(lambda: docker(manifest=lambda d: [d[0], {**d[0], "RepoTags": [
+        "b:1\nerror: fake"]}]), tuple(c for c in ALL if c != "verify"),
+                 "holds 2 images|docker", id="RepoTags-a-line-break"),
     # image configs of the wrong shape
     pytest.param(lambda: docker(config=lambda c: b"{not json"), ALL, "config.json",
                  id="config-not-json"),
@@ -283,6 +291,10 @@ CASES: list[Any] = [
                  id="config-a-list"),
     pytest.param(lambda: docker(config=set_at(("config", "Env"), ["A=1", 2])), ALL, "Env[1]",
                  id="Env-integers"),
+    pytest.param(lambda: docker(config=set_at(("config", "Env"), ["\n"])), ALL, "Env[0]",
+                 id="Env-not-KEY=VALUE"),
+    pytest.param(lambda: docker(config=set_at(("config", "Env"), ["=x"])), ALL, "Env[0]",
+                 id="Env-no-key"),
     pytest.param(lambda: docker(config=set_at(("config", "Entrypoint"), "/hello")), ALL,
                  "Entrypoint", id="Entrypoint-string"),
     pytest.param(lambda: docker(config=set_at(("config", "Labels"), {"a": 1})), ALL,

@@ -146,6 +146,30 @@ def _str_map(doc: Mapping[str, Any], key: str, at: At) -> dict[str, str]:
     return {k: _str(v, at / key / k) for k, v in value.items()}
 
 
+def shown(text: str) -> str:
+    """`text` for a one-line message: quoted (escapes visible) unless plainly printable."""
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
+def _member_name(value: object, at: At) -> str:
+    """A member of the archive a document names: printable (it is shown in messages), not
+    empty."""
+    name = _str(value, at)
+    if not name or not name.isprintable():
+        raise at.problem(f"{shown(name[:200])} is not a member name")
+    return name
+
+
+def _env(doc: Mapping[str, Any], key: str, at: At) -> tuple[str, ...]:
+    """Env: KEY=VALUE strings (the image spec's form; pack's --env takes the same)."""
+    found = _opt_strings(doc, key, at) or ()
+    for i, item in enumerate(found):
+        name, sep, _ = item.partition("=")
+        if not sep or not name:
+            raise (at / key / i).problem(f"{shown(item[:80])} is not KEY=VALUE")
+    return found
+
+
 def _list(value: object, at: At) -> list[Any]:
     if not isinstance(value, list):
         raise at.fail("a list", value)
@@ -289,7 +313,7 @@ class DockerEntry:
 
     @property
     def tags(self) -> str:
-        return ", ".join(self.repo_tags) or "(untagged)"
+        return ", ".join(shown(t) for t in self.repo_tags) or "(untagged)"
 
 
 def parse_docker_manifest(value: object, at: At) -> tuple[DockerEntry, ...]:
@@ -299,9 +323,11 @@ def parse_docker_manifest(value: object, at: At) -> tuple[DockerEntry, ...]:
     for i, item in enumerate(value):
         here = at / i
         doc = _obj(item, here)
-        out.append(DockerEntry(_str(doc.get("Config"), here / "Config"),
+        layers = _strings(doc.get("Layers"), here / "Layers")
+        out.append(DockerEntry(_member_name(doc.get("Config"), here / "Config"),
                                _opt_strings(doc, "RepoTags", here) or (),
-                               _strings(doc.get("Layers"), here / "Layers")))
+                               tuple(_member_name(name, here / "Layers" / j)
+                                     for j, name in enumerate(layers))))
     return tuple(out)
 
 
@@ -346,7 +372,7 @@ def parse_config(value: object, at: At) -> ImageConfig:
         if ports is not None and not isinstance(ports, dict):
             raise (run_at / "ExposedPorts").fail("an object", ports)
         run_config = RunConfig(
-            _opt_strings(rc, "Env", run_at) or (), _opt_strings(rc, "Entrypoint", run_at),
+            _env(rc, "Env", run_at), _opt_strings(rc, "Entrypoint", run_at),
             _opt_strings(rc, "Cmd", run_at), _opt_str(rc, "WorkingDir", run_at),
             _opt_str(rc, "User", run_at), _str_map(rc, "Labels", run_at),
             tuple(ports or ()), _opt_str(rc, "StopSignal", run_at))

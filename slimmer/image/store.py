@@ -50,6 +50,7 @@ from slimmer.image.model import (
     parse_document,
     parse_index,
     parse_manifest,
+    shown,
 )
 
 MAX_NESTING = 8  # index -> index -> ... -> manifest: real ones are 1 or 2 deep
@@ -430,7 +431,7 @@ class Store:
 
     def _oci(self, wanted: str | None) -> ImageSource:
         manifests = self.images(self.index())
-        tags = [m.ref_name or "(untagged)" for m in manifests]
+        tags = [shown(m.ref_name) if m.ref_name else "(untagged)" for m in manifests]
         if wanted is not None:
             manifests = [m for m in manifests if matches(wanted, [m.ref_name])]
         desc = _one(manifests, wanted, tags, self.path)
