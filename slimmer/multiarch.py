@@ -20,15 +20,15 @@ from typing import Any
 from slimmer.errors import FileProblem, SlimmerError
 from slimmer.image.model import (
     MAX_MANIFEST,
+    OCI_INDEX,
     At,
     Descriptor,
     Manifest,
     load_json,
     parse_document,
 )
-from slimmer.image.store import Store
+from slimmer.image.store import Store, layer_diff_ids
 from slimmer.oci import (
-    OCI_INDEX,
     LayoutBlob,
     Reference,
     canonical_json,
@@ -146,6 +146,7 @@ def read_platform_image(files: Store) -> PlatformImage:
     platform = platform_of(dict(config.raw))
     if not platform["architecture"] or not platform["os"]:
         raise NotAnImage(f"{path}: its config names no architecture or os")
+    layer_diff_ids(config, len(document.layers), f"{path}: {document.config.digest.member}")
     layers = tuple(_ref(layer, path) for layer in document.layers)
     for layer in document.layers:
         if files.size(layer.digest.member) is None:

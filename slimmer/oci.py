@@ -12,17 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slimmer.errors import SlimmerError
+from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST  # the one home of media types
 from slimmer.layer import Blob, tar_header
 from slimmer.outputs import Output, Sink, writing
 from slimmer.rootfs import Dir, File
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)  # image manifests
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 class BadReference(SlimmerError):

@@ -125,3 +125,10 @@ def tiny_static_elf(message: bytes) -> bytes:
 # The engine fixtures (a private Docker daemon, podman storage) and the qemu binfmt one live in
 # their own modules.
 pytest_plugins = ["tests.engines", "tests.roots"]
+
+# Hypothesis (the fuzz targets): "ci" is derandomized, the same examples on every run.
+from hypothesis import settings as _hypothesis  # noqa: E402
+
+_hypothesis.register_profile("ci", derandomize=True, database=None, print_blob=True)
+_hypothesis.register_profile("dev", print_blob=True)
+_hypothesis.load_profile("ci" if os.environ.get("CI") == "true" else "dev")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -71,7 +72,9 @@ def test_inspect_an_archive_from_another_tool(tmp_path: Path, cc: Compile) -> No
     image = tmp_path / "other.tar"
     (tmp_path / "manifest.json").write_text(json.dumps(
         [{"Config": "c.json", "RepoTags": ["x:1"], "Layers": ["layer.tar"]}]))
-    (tmp_path / "c.json").write_text('{"architecture": "amd64", "os": "linux"}')
+    diff_id = "sha256:" + hashlib.sha256(layer.read_bytes()).hexdigest()
+    (tmp_path / "c.json").write_text(json.dumps({"architecture": "amd64", "os": "linux",
+                                                 "rootfs": {"diff_ids": [diff_id]}}))
     with tarfile.open(image, "w") as t:
         t.add(tmp_path / "manifest.json", arcname="manifest.json")
         t.add(tmp_path / "c.json", arcname="c.json")

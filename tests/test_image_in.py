@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -51,12 +52,15 @@ def docker_archive(path: Path, layers: list[list[Member]], tags: tuple[str, ...]
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        names = []
+        names, diff_ids = [], []
         for i, members in enumerate(layers):
             names.append(f"{i:064x}/layer.tar")
-            put(names[-1], layer_tar(members))
-        put("config.json", json.dumps(config or {"architecture": "amd64", "os": "linux",
-                                                 "config": {}}).encode())
+            data = layer_tar(members)
+            put(names[-1], data)
+            diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
+        put("config.json", json.dumps(config or {
+            "architecture": "amd64", "os": "linux", "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode())
         put("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": list(tags),
                                           "Layers": names}]).encode())
     return path
@@ -136,12 +140,14 @@ def test_choosing_among_images(tmp_path: Path) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        put("l1.tar", layer_tar([("file", "one", b"1")]))
-        put("l2.tar", layer_tar([("file", "two", b"2")]))
-        put("c.json", b'{"architecture": "amd64", "os": "linux"}')
+        for i, name in ((1, "one"), (2, "two")):
+            data = layer_tar([("file", name, str(i).encode())])
+            put(f"l{i}.tar", data)
+            put(f"c{i}.json", json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+                "diff_ids": ["sha256:" + hashlib.sha256(data).hexdigest()]}}).encode())
         put("manifest.json", json.dumps([
-            {"Config": "c.json", "RepoTags": ["a:1"], "Layers": ["l1.tar"]},
-            {"Config": "c.json", "RepoTags": ["b:2"], "Layers": ["l2.tar"]}]).encode())
+            {"Config": "c1.json", "RepoTags": ["a:1"], "Layers": ["l1.tar"]},
+            {"Config": "c2.json", "RepoTags": ["b:2"], "Layers": ["l2.tar"]}]).encode())
     with pytest.raises(Exception, match="holds 2 images \\(a:1; b:2\\): choose one"), \
             open_image(str(archive)):
         pass

@@ -32,6 +32,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
+LAYER = "application/vnd.oci.image.layer.v1.tar"
 CLOSED_PORT = "127.0.0.1:9"  # discard: nothing listens there
 
 Member = bytes | tuple[str, str]  # content, or ("sym" | "hard", target)
@@ -42,6 +43,16 @@ def plain_layer() -> bytes:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in (("hello", b"hi\n" * 1000), ("etc/motd", b"welcome\n")):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def tarfile_of(files: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(data), 0o755
             tar.addfile(info, io.BytesIO(data))
@@ -197,6 +208,43 @@ def tar_and_config(layer: bytes, plain: bytes) -> Members:
     return docker(config=lambda c: good_config([sha(plain)]), layer=layer)
 
 
+def docker_layers(layers: list[bytes], diff_ids: list[bytes], new_layout: bool = False,
+                  config: Edit | None = None) -> Members:
+    """A `docker save` archive of several layers, the config's diff_ids those of `diff_ids`:
+    the classic layout (`<id>/layer.tar`, the config by its id) or Docker 25's (config and
+    layers in blobs/sha256 under their digests, beside index.json)."""
+    cfg = good_config([sha(d) for d in diff_ids])
+    data = encode(config(cfg) if config else cfg)
+    members: Members = {}
+    if new_layout:
+        names = [blob(layer)[0] for layer in layers]
+        config_name = blob(data)[0]
+        manifest = encode({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": desc(OCI_CONFIG, data),
+                           "layers": [desc(LAYER, layer) for layer in layers]})
+        members.update([blob(manifest)])
+        members["oci-layout"] = b'{"imageLayoutVersion": "1.0.0"}'
+        members["index.json"] = encode({"schemaVersion": 2, "manifests": [{
+            **desc(OCI_MANIFEST, manifest),
+            "annotations": {"io.containerd.image.name": "docker.io/library/x:1"}}]})
+    else:
+        names = [f"{hashlib.sha256(bytes([i])).hexdigest()}/layer.tar" for i in range(len(layers))]
+        config_name = f"{sha(data)[7:]}.json"
+    members.update(zip(names, layers, strict=True))
+    members[config_name] = data
+    members["manifest.json"] = encode([{"Config": config_name, "RepoTags": ["x:1"],
+                                        "Layers": names}])
+    return members
+
+
+OTHER = tarfile_of({"bin/tool": b"\x7fELF" + b"x" * 2000})
+
+
+def without_rootfs(config: Any) -> Any:
+    del config["rootfs"]
+    return config
+
+
 ALL = ("slim", "verify", "inspect", "why", "diff", "index", "push")
 NO_PUSH = tuple(c for c in ALL if c != "push")  # push reads layers only while uploading
 READERS = ("slim", "verify", "inspect", "why", "diff")  # those that decompress layers
@@ -228,6 +276,14 @@ CASES: list[Any] = [
                  "symbolic link", id="manifest.json-symlink"),
     pytest.param(lambda: with_member(docker(), "manifest.json", ("hard", "config.json")), ALL,
                  "hard link", id="manifest.json-hardlink"),
+    # names and tags with line breaks (found by tests/test_fuzz_image.py): no line of their own
+    pytest.param(lambda: docker(manifest=set_at((0, "Config"), "\r")), ALL, "Config",
+                 id="Config-a-line-break"),
+    pytest.param(lambda: docker(manifest=set_at((0, "Layers"), ["x\nerror: fake"])), ALL,
+                 "Layers[0]", id="Layers-a-line-break"),
+    pytest.param(lambda: docker(manifest=lambda d: [d[0], {**d[0], "RepoTags": [
+        "b:1\nerror: fake"]}]), tuple(c for c in ALL if c != "verify"),
+                 "holds 2 images|docker", id="RepoTags-a-line-break"),
     # image configs of the wrong shape
     pytest.param(lambda: docker(config=lambda c: b"{not json"), ALL, "config.json",
                  id="config-not-json"),
@@ -235,6 +291,10 @@ CASES: list[Any] = [
                  id="config-a-list"),
     pytest.param(lambda: docker(config=set_at(("config", "Env"), ["A=1", 2])), ALL, "Env[1]",
                  id="Env-integers"),
+    pytest.param(lambda: docker(config=set_at(("config", "Env"), ["\n"])), ALL, "Env[0]",
+                 id="Env-not-KEY=VALUE"),
+    pytest.param(lambda: docker(config=set_at(("config", "Env"), ["=x"])), ALL, "Env[0]",
+                 id="Env-no-key"),
     pytest.param(lambda: docker(config=set_at(("config", "Entrypoint"), "/hello")), ALL,
                  "Entrypoint", id="Entrypoint-string"),
     pytest.param(lambda: docker(config=set_at(("config", "Labels"), {"a": 1})), ALL,
@@ -262,6 +322,22 @@ CASES: list[Any] = [
                  id="truncated-tar-consistent-digest"),
     pytest.param(lambda: docker(config=set_at(("rootfs", "diff_ids"), [])), ALL, "diff_ids",
                  id="diff_ids-too-few"),
+    # docker archives: each layer's uncompressed content against the config's diff_ids
+    pytest.param(lambda: docker_layers([PLAIN, flip(OTHER, 600)], [PLAIN, OTHER]), ALL,
+                 "/layer.tar", id="docker-classic-second-layer-byte-changed"),
+    pytest.param(lambda: docker_layers([gzip.compress(PLAIN, mtime=0),
+                                        gzip.compress(flip(OTHER, 600), mtime=0)],
+                                       [PLAIN, OTHER]), ALL, "diff_id",
+                 id="docker-classic-gzip-layer-content-changed"),
+    pytest.param(lambda: docker_layers([PLAIN, flip(OTHER, 600)], [PLAIN, OTHER], True),
+                 READERS, "diff_id", id="docker25-layer-changed-and-renamed"),
+    pytest.param(lambda: docker_layers([PLAIN], [PLAIN], config=without_rootfs), ALL,
+                 "rootfs.diff_ids", id="docker-config-without-rootfs"),
+    pytest.param(lambda: docker_layers([PLAIN], [PLAIN], True, config=set_at(
+        ("rootfs",), {"type": "layers"})), NO_PUSH, "rootfs.diff_ids",
+                 id="docker25-config-rootfs-without-diff_ids"),
+    pytest.param(lambda: oci(config=without_rootfs), NO_PUSH, "rootfs.diff_ids",
+                 id="oci-config-without-rootfs"),
     # OCI index and manifests of the wrong shape
     pytest.param(lambda: oci(index=lambda t, m: {"manifests": {"a": t["manifests"][0]}}), ALL,
                  "index.json", id="index-manifests-dict"),
@@ -366,6 +442,12 @@ def test_the_unmodified_images_are_good(tmp_path: Path) -> None:
         assert found.ok, (name, found.problems)
         with open_image(str(archive)) as image:
             assert image.root.read_bytes("/hello") == b"hi\n" * 1000
+    for layout in (False, True):
+        archive = write(tmp_path / "d.tar", docker_layers([PLAIN, OTHER], [PLAIN, OTHER],
+                                                          layout))
+        assert verify(str(archive)).ok, layout
+        with open_image(str(archive)) as image:
+            assert (image.root.read_bytes("/bin/tool") or b"").startswith(b"\x7fELF")
     for compress in (gzip.compress, zstandard.ZstdCompressor().compress, bytes):
         archive = write(tmp_path / "c.tar", tar_and_config(compress(PLAIN), PLAIN))
         with open_image(str(archive)) as image:

@@ -38,6 +38,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 MAX_MANIFEST = 4 << 20  # manifests, indexes, index.json, manifest.json (distribution: 4 MiB)
 MAX_CONFIG = 32 << 20  # image configs, slimmer.json: real ones are a few KiB
@@ -143,6 +144,30 @@ def _str_map(doc: Mapping[str, Any], key: str, at: At) -> dict[str, str]:
     if not isinstance(value, dict):
         raise (at / key).fail("an object of strings", value)
     return {k: _str(v, at / key / k) for k, v in value.items()}
+
+
+def shown(text: str) -> str:
+    """`text` for a one-line message: quoted (escapes visible) unless plainly printable."""
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
+def _member_name(value: object, at: At) -> str:
+    """A member of the archive a document names: printable (it is shown in messages), not
+    empty."""
+    name = _str(value, at)
+    if not name or not name.isprintable():
+        raise at.problem(f"{shown(name[:200])} is not a member name")
+    return name
+
+
+def _env(doc: Mapping[str, Any], key: str, at: At) -> tuple[str, ...]:
+    """Env: KEY=VALUE strings (the image spec's form; pack's --env takes the same)."""
+    found = _opt_strings(doc, key, at) or ()
+    for i, item in enumerate(found):
+        name, sep, _ = item.partition("=")
+        if not sep or not name:
+            raise (at / key / i).problem(f"{shown(item[:80])} is not KEY=VALUE")
+    return found
 
 
 def _list(value: object, at: At) -> list[Any]:
@@ -288,7 +313,7 @@ class DockerEntry:
 
     @property
     def tags(self) -> str:
-        return ", ".join(self.repo_tags) or "(untagged)"
+        return ", ".join(shown(t) for t in self.repo_tags) or "(untagged)"
 
 
 def parse_docker_manifest(value: object, at: At) -> tuple[DockerEntry, ...]:
@@ -298,9 +323,11 @@ def parse_docker_manifest(value: object, at: At) -> tuple[DockerEntry, ...]:
     for i, item in enumerate(value):
         here = at / i
         doc = _obj(item, here)
-        out.append(DockerEntry(_str(doc.get("Config"), here / "Config"),
+        layers = _strings(doc.get("Layers"), here / "Layers")
+        out.append(DockerEntry(_member_name(doc.get("Config"), here / "Config"),
                                _opt_strings(doc, "RepoTags", here) or (),
-                               _strings(doc.get("Layers"), here / "Layers")))
+                               tuple(_member_name(name, here / "Layers" / j)
+                                     for j, name in enumerate(layers))))
     return tuple(out)
 
 
@@ -325,7 +352,7 @@ class ImageConfig:
     variant: str
     os_version: str
     config: RunConfig
-    diff_ids: tuple[Digest, ...] | None  # None: the config has no rootfs (hand-made)
+    diff_ids: tuple[Digest, ...] | None  # None: no rootfs.diff_ids (store refuses it)
     raw: Mapping[str, Any]  # the checked document, for code that compares or copies it
 
     @property
@@ -345,14 +372,14 @@ def parse_config(value: object, at: At) -> ImageConfig:
         if ports is not None and not isinstance(ports, dict):
             raise (run_at / "ExposedPorts").fail("an object", ports)
         run_config = RunConfig(
-            _opt_strings(rc, "Env", run_at) or (), _opt_strings(rc, "Entrypoint", run_at),
+            _env(rc, "Env", run_at), _opt_strings(rc, "Entrypoint", run_at),
             _opt_strings(rc, "Cmd", run_at), _opt_str(rc, "WorkingDir", run_at),
             _opt_str(rc, "User", run_at), _str_map(rc, "Labels", run_at),
             tuple(ports or ()), _opt_str(rc, "StopSignal", run_at))
     diff_ids = None
     rootfs = doc.get("rootfs")
-    if rootfs is not None:
-        found = _obj(rootfs, at / "rootfs").get("diff_ids", [])
+    found = None if rootfs is None else _obj(rootfs, at / "rootfs").get("diff_ids")
+    if found is not None:
         items = _list(found, at / "rootfs" / "diff_ids")
         diff_ids = tuple(Digest.parse(d, at / "rootfs" / "diff_ids" / i)
                          for i, d in enumerate(items))

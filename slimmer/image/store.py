@@ -50,6 +50,7 @@ from slimmer.image.model import (
     parse_document,
     parse_index,
     parse_manifest,
+    shown,
 )
 
 MAX_NESTING = 8  # index -> index -> ... -> manifest: real ones are 1 or 2 deep
@@ -65,7 +66,8 @@ class LayerRef:
 
     name: str  # member name (tar) or relative path (directory)
     compressed: Descriptor | None  # OCI: the manifest's digest and size of the blob
-    diff_id: Digest | None  # the config's digest of the uncompressed layer
+    diff_id: Digest | None  # the config's digest of the uncompressed layer (always given by
+    # choose(); None only for a caller that reads a layer it has no config for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,7 +423,7 @@ class Store:
             entries = tuple(e for e in entries if matches(wanted, list(e.repo_tags)))
         entry = _one(entries, wanted, tags, self.path)
         spec = self.config_member(entry.config)
-        diff_ids = _diff_ids(spec, len(entry.layers), f"{self.path}: {entry.config}")
+        diff_ids = layer_diff_ids(spec, len(entry.layers), f"{self.path}: {entry.config}")
         blobs = tuple(LayerRef(name, None, d) for name, d in zip(entry.layers, diff_ids,
                                                                  strict=True))
         return ImageSource(dict(spec.raw), entry.layers, (entry.repo_tags or ("",))[0], spec,
@@ -429,13 +431,13 @@ class Store:
 
     def _oci(self, wanted: str | None) -> ImageSource:
         manifests = self.images(self.index())
-        tags = [m.ref_name or "(untagged)" for m in manifests]
+        tags = [shown(m.ref_name) if m.ref_name else "(untagged)" for m in manifests]
         if wanted is not None:
             manifests = [m for m in manifests if matches(wanted, [m.ref_name])]
         desc = _one(manifests, wanted, tags, self.path)
         manifest = self.manifest(desc)
         _, spec = self.config(manifest.config)
-        diff_ids = _diff_ids(spec, len(manifest.layers),
+        diff_ids = layer_diff_ids(spec, len(manifest.layers),
                              f"{self.path}: {manifest.config.digest.member}")
         blobs = tuple(LayerRef(d.digest.member, d, diff) for d, diff in zip(
             manifest.layers, diff_ids, strict=True))
@@ -451,9 +453,17 @@ def _named(name: str) -> Digest | None:
     return Digest.parse(f"{found[1]}:{found[2]}", At(name, "name"))
 
 
-def _diff_ids(spec: ImageConfig, layers: int, where: str) -> tuple[Digest | None, ...]:
-    if spec.diff_ids is None:  # no rootfs: nothing to check the layers against
-        return (None,) * layers
+def layer_diff_ids(spec: ImageConfig, layers: int, where: str) -> tuple[Digest, ...]:
+    """The digest each layer's uncompressed content must have, from the config.
+
+    A config without rootfs.diff_ids is refused, not read with a note: the OCI image spec
+    makes them REQUIRED, `docker load` refuses such a config ("no RootFS key"), and in a
+    classic `docker save` archive (`<id>/layer.tar`, no blob digests) they are the only thing
+    that ties a layer's content to the image: without them a changed layer would be slimmed
+    unnoticed (and `verify` already counts their absence as a problem)."""
+    if spec.diff_ids is None:
+        raise BadImage(f"{where}: rootfs.diff_ids: missing (they are required: without them "
+                       "the layers cannot be checked)")
     if len(spec.diff_ids) != layers:
         raise BadImage(f"{where}: rootfs.diff_ids: {len(spec.diff_ids)} for {layers} layers")
     return spec.diff_ids
