@@ -5,13 +5,13 @@ random globs, deep nesting, unknown keys, bytes flipped), go through load_recipe
 allowed outcomes are a Recipe or a SlimmerError whose message is one line naming the file.
 A parsed recipe's accounts must give one /etc/passwd line per user, and its globs must match
 as a plain regex of the same meaning would (on patterns small enough for a regex to be quick).
-The run is bounded (the profile below: about 10 s in all) and derandomized when CI=true.
+The run is bounded (FUZZ below: about 10 s in all) and derandomized when CI=true (the
+profile tests/conftest.py loads).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,11 +28,8 @@ from slimmer.globs import BadGlob, compile_glob
 from slimmer.recipe import Recipe, load_recipe
 from slimmer.rootfs import File, FileTree
 
-settings.register_profile(
-    "fuzz-recipe", max_examples=1000, deadline=2000, derandomize=os.environ.get("CI") == "true",
-    suppress_health_check=[HealthCheck.too_slow], database=None,
-)
-FUZZ = settings.get_profile("fuzz-recipe")
+# On top of the profile tests/conftest.py loads (derandomized when CI=true).
+FUZZ = settings(max_examples=1000, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 BASE: dict[str, Any] = {
     "name": "tool",
