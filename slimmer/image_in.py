@@ -1,11 +1,11 @@
 """Reading a container image (docker-archive tar, OCI archive tar, or OCI layout directory) into
 a merged view of its root, without extracting anything onto the host.
 
-The layers are read in order into one FileTree: whiteouts (`.wh.NAME`) delete what lower layers
-put at NAME, an opaque marker (`.wh..wh..opq`) empties a directory of what lower layers put in
-it, and a later entry replaces an earlier one. File contents are spilled into numbered files in
-a private temporary directory (never under a name from the archive), so the view is a Root like
-any other: the resolver, the recipes and the writer read it as they read a directory.
+The layers are read in order into one FileTree by image/merge.py (whiteouts, opaque
+directories, hard links, extended attributes); file contents are spilled into numbered files in
+a private temporary directory (never under a name from the archive, bounded by its free space),
+so the view is a Root like any other: the resolver, the recipes and the writer read it as they
+read a directory.
 
 Hostile archives are refused with the member named: names with `..` or absolute names, a
 hardlink to anything that is not a file of the image, a file written through a symlink. Device
@@ -15,8 +15,6 @@ the temporary directory.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
 import shutil
@@ -28,18 +26,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-import zstandard
-
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.image.merge import HostileArchive as HostileArchive  # re-exported for callers
+from slimmer.image.merge import Merger
+from slimmer.image.merge import decompressed as decompressed  # re-exported (verify.py)
 from slimmer.oci import INDEX_TYPES
-from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink, TreeConflict, TreeRoot
-
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
-
-
-class HostileArchive(SlimmerError):
-    """An image archive that tries to reach outside its root."""
+from slimmer.rootfs import FileTree, TreeRoot
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,14 +61,17 @@ class Image:
 
 
 @contextmanager
-def open_image(path: str, image: str | None = None) -> Iterator[Image]:
+def open_image(path: str, image: str | None = None, *,
+               spill_limit: int | None = None) -> Iterator[Image]:
     """Read the image at `path` (choosing `image` among several) into a merged view; its
-    spilled contents live as long as the `with` block."""
+    spilled contents (at most `spill_limit` bytes of them at once, and never more than the
+    temporary directory's disk has free) live as long as the `with` block, and go however it
+    ends (an exception, or SIGTERM turned into one by the CLI)."""
     spill = tempfile.mkdtemp(prefix="slimmer-image-")
     try:
         with ArchiveFiles(path) as source_input:
             source = source_input.choose(image)
-            merged = _Merger(spill)
+            merged = Merger(spill, spill_limit)
             for layer in source.layers:
                 with source_input.open(layer) as raw:
                     merged.read_layer(decompressed(raw), layer)
@@ -244,111 +239,3 @@ def _one(entries: list[dict[str, Any]], wanted: str | None, tags: list[str],
         raise SlimmerError(f"{path}: no image {wanted} (it holds: {'; '.join(tags)})")
     raise SlimmerError(f"{path}: holds {len(entries)} images ({'; '.join(tags)}): choose one "
                        "with --image")
-
-
-def decompressed(raw: IO[bytes]) -> IO[bytes]:
-    """A layer stream, uncompressed whatever it was (gzip, zstd or none), by its magic."""
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[type-var]
-    head = buffered.peek(4)[:4]
-    if head[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
-    if head == b"\x28\xb5\x2f\xfd":
-        return zstandard.ZstdDecompressor().stream_reader(buffered)
-    return buffered
-
-
-# ---- merging layers ------------------------------------------------------------------------
-
-
-class _Merger:
-    def __init__(self, spill: str) -> None:
-        self.spill = spill
-        self.tree = FileTree()
-        self.count = 0
-        self.notes: list[str] = []
-        self.mtimes: dict[str, int] = {}
-
-    def read_layer(self, stream: IO[bytes], layer: str) -> None:
-        added: set[str] = set()
-        opaque: list[str] = []
-        try:
-            tar = tarfile.open(fileobj=stream, mode="r|")  # noqa: SIM115 - closed below
-        except tarfile.TarError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise FileProblem(f"layer {layer}: not a tar stream ({first})") from None
-        with tar:
-            for member in tar:
-                path = _safe_name(member.name, layer)
-                if path is None:
-                    continue
-                parent, _, base = path.rpartition("/")
-                if base == OPAQUE:
-                    opaque.append(parent or "/")
-                    continue
-                if base.startswith(WHITEOUT):
-                    self._remove(f"{parent}/{base[len(WHITEOUT):]}")
-                    continue
-                entry = self._entry(tar, member, path, layer)
-                if entry is None:
-                    continue
-                self._place(path, entry, layer)
-                self.mtimes[path] = int(member.mtime)
-                added.add(path)
-        for directory in opaque:
-            prefix = directory.rstrip("/") + "/"
-            for path in [p for p in self.tree.paths() if p.startswith(prefix)]:
-                if path not in added and not any(a.startswith(path + "/") for a in added):
-                    self.tree.remove(path)
-
-    def _remove(self, path: str) -> None:
-        prefix = path + "/"
-        for p in [p for p in self.tree.paths() if p == path or p.startswith(prefix)]:
-            self.tree.remove(p)
-
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str,
-               layer: str) -> Entry | None:
-        mode = member.mode & 0o7777
-        if member.isdir():
-            return Dir(mode, member.uid, member.gid)
-        if member.issym():
-            return Symlink(member.linkname)
-        if member.islnk():
-            target = _safe_name(member.linkname, layer)
-            existing = self.tree.get(target) if target else None
-            if not isinstance(existing, File):
-                raise HostileArchive(f"layer {layer}: {member.name} is a hard link to "
-                                     f"{member.linkname!r}, which is no file of the image")
-            return existing
-        if member.isfile():
-            self.count += 1
-            spilled = os.path.join(self.spill, str(self.count))
-            data = tar.extractfile(member)
-            assert data is not None
-            with data, open(spilled, "wb") as out:
-                shutil.copyfileobj(data, out, 1 << 20)
-            return File(mode, member.size, source=spilled, uid=member.uid, gid=member.gid)
-        self.notes.append(f"layer {layer}: {member.name}: device or FIFO left out")
-        return None
-
-    def _place(self, path: str, entry: Entry, layer: str) -> None:
-        old = self.tree.get(path)
-        if old is not None and not (isinstance(old, Dir) and isinstance(entry, Dir)):
-            self._remove(path)
-        elif isinstance(old, Dir) and isinstance(entry, Dir):
-            self.tree.remove(path)  # keep the children, take the new mode and owner
-        try:
-            self.tree.add(path, entry, "")
-        except TreeConflict:
-            raise HostileArchive(f"layer {layer}: {path} would be written through a symlink "
-                                 "or under a file (refused: it could lead outside the "
-                                 "image)") from None
-
-
-def _safe_name(name: str, layer: str) -> str | None:
-    """The in-image path of a member name; None for the root itself. Refuses what climbs."""
-    if name.startswith("/"):
-        raise HostileArchive(f"layer {layer}: member {name!r} has an absolute name")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise HostileArchive(f"layer {layer}: member {name!r} climbs out with '..'")
-    return "/" + "/".join(parts) if parts else None

@@ -1,0 +1,1 @@
+"""The image model: reading, merging and writing container images."""
