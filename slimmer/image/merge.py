@@ -179,6 +179,7 @@ class Merger:
         self.spill = _Spill(spill, limit)
         self.notes: list[str] = []
         self.mtimes: dict[str, int] = {}  # path -> mtime, as the layers say
+        self.nodes = 0  # hard-linked files so far: each gets its number as its node
 
     def read_layer(self, stream: IO[bytes], layer: str) -> None:
         kept: set[str] = set()  # what this layer put, and every directory above it
@@ -256,9 +257,10 @@ class Merger:
         if member.islnk():
             return self._link(member, layer)
         if member.isfile():
-            source = self.spill.write(tar, member, layer)
-            return File(mode, member.size, source=source, uid=member.uid, gid=member.gid,
-                        xattrs=_xattrs(member))
+            # an empty file needs no copy (nor an inode of the temporary disk)
+            source = self.spill.write(tar, member, layer) if member.size else None
+            return File(mode, member.size, source=source, data=None if source else b"",
+                        uid=member.uid, gid=member.gid, xattrs=_xattrs(member))
         self.notes.append(f"layer {layer}: {member.name}: device or FIFO left out")
         return None
 
@@ -269,13 +271,13 @@ class Merger:
         if target is None or not isinstance(existing, File):
             raise HostileArchive(f"layer {layer}: {member.name} is a hard link to "
                                  f"{member.linkname!r}, which is no file of the image")
-        source = existing.source
-        assert source is not None  # every file of a layer is spilled
         if existing.node is None:
-            existing = replace(existing, node=source)
+            self.nodes += 1
+            existing = replace(existing, node=str(self.nodes))
             self.tree.remove(target)  # the same file, now marked as linked: no release
             self.tree.add(target, existing, "")
-        self.spill.hold(source)
+        if existing.source is not None:
+            self.spill.hold(existing.source)
         return existing
 
     def _place(self, path: str, entry: Entry, layer: str) -> None:
@@ -309,6 +311,9 @@ def _safe_name(name: str, layer: str) -> str | None:
         raise HostileArchive(f"layer {layer}: member {name!r} has an absolute name")
     if "\0" in name:
         raise HostileArchive(f"layer {layer}: member {name!r} has a NUL byte in its name")
+    clean = name.removeprefix("./").rstrip("/")
+    if clean and not any(bad in f"/{clean}/" for bad in ("//", "/./", "/../")):
+        return "/" + clean  # the common case, without a string per name in the path
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise HostileArchive(f"layer {layer}: member {name!r} climbs out with '..'")
