@@ -144,12 +144,13 @@ def _blocks(member: tarfile.TarInfo, what: str) -> list[tuple[int, int]]:
     sparse: list[tuple[int, int]] | None = getattr(member, "sparse", None)  # typeshed: bytes
     if sparse is None:
         return [(0, member.size)]
+    blocks = [(offset, size) for offset, size in sparse if size]  # GNU tar pads with (N, 0)
     end = 0
-    for offset, size in sparse:
+    for offset, size in blocks:
         if offset < end or size < 0 or offset + size > member.size:
             raise HostileArchive(f"{what}: its sparse map is out of order or out of bounds")
         end = offset + size
-    return list(sparse)
+    return blocks
 
 
 def _write_at(fd: int, chunk: bytes, offset: int) -> None:
