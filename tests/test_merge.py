@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from slimmer.errors import FileProblem
+from slimmer.errors import SlimmerError
 from slimmer.image.merge import SpillFull
 from slimmer.image_in import open_image
 from slimmer.rootfs import Dir, File
@@ -52,8 +53,22 @@ def files(names: list[str], data: bytes = b"") -> list[tuple[tarfile.TarInfo, by
     return [(info(n, size=len(data)), data) for n in names]
 
 
+def diff_id(blob: bytes) -> str:
+    """The digest of a layer's tar, uncompressed (a truncated gzip: of what it holds)."""
+    digest = hashlib.sha256()
+    if blob[:2] == b"\x1f\x8b":
+        unpacker = zlib.decompressobj(31)
+        for at in range(0, len(blob), 1 << 20):
+            digest.update(unpacker.decompress(blob[at:at + (1 << 20)]))
+    else:
+        digest.update(blob)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def archive(path: Path, *layers: bytes, config: dict[str, Any] | None = None) -> str:
-    """A `docker save` archive of these layer blobs."""
+    """A `docker save` archive of these layer blobs (the config names their diff_ids)."""
+    config = config or {"architecture": "amd64", "os": "linux", "config": {}}
+    config["rootfs"] = {"type": "layers", "diff_ids": [diff_id(b) for b in layers]}
     with tarfile.open(path, "w") as tar:
         def put(name: str, data: bytes) -> None:
             member = tarfile.TarInfo(name)
@@ -62,8 +77,7 @@ def archive(path: Path, *layers: bytes, config: dict[str, Any] | None = None) ->
         names = [f"{i}/layer.tar" for i in range(len(layers))]
         for name, blob in zip(names, layers, strict=True):
             put(name, blob)
-        put("config.json", json.dumps(config or {"architecture": "amd64", "os": "linux",
-                                                 "config": {}}).encode())
+        put("config.json", json.dumps(config).encode())
         put("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["m:1"],
                                           "Layers": names}]).encode())
     return str(path)
@@ -302,11 +316,11 @@ def test_nothing_is_left_when_the_caller_fails(tmp_path: Path, tmpdir_for_spill:
 
 
 def test_truncated_layer_is_one_line(tmp_path: Path, tmpdir_for_spill: Path) -> None:
-    whole = layer(files(["a"], b"x" * 100_000), "gzip")
+    whole = layer(files(["a"], bytes(range(256)) * 400), "gzip")
     path = archive(tmp_path / "a.tar", whole[: len(whole) // 2])
-    with pytest.raises(FileProblem, match=r"^layer 0/layer.tar: damaged or truncated"), \
-            open_image(path):
+    with pytest.raises(SlimmerError, match=r"layer 0/layer.tar: ") as caught, open_image(path):
         pass
+    assert "\n" not in str(caught.value)
 
 
 # ---- fidelity ----------------------------------------------------------------------------
