@@ -23,7 +23,6 @@ import io
 import os
 import shutil
 import tarfile
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -190,14 +189,9 @@ class Merger:
                                errors="surrogateescape")  # PAX values round-trip to bytes
         except tarfile.TarError as exc:
             raise FileProblem(f"layer {layer}: not a tar stream ({_first(exc)})") from None
-        with tar:
-            try:
-                for member in tar:
-                    self._member(tar, member, layer, kept, opaque)
-            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile,
-                    zstandard.ZstdError) as exc:
-                raise FileProblem(f"layer {layer}: damaged or truncated ({_first(exc)})") \
-                    from None
+        with tar:  # a damaged stream raises as it is read: the caller names the archive
+            for member in tar:
+                self._member(tar, member, layer, kept, opaque)
         # Shallowest first: a walk from a directory also empties the opaque ones under it.
         walked: set[str] = set()
         for directory in sorted(opaque, key=len):
