@@ -79,6 +79,9 @@ class FileTree:
 
     def __init__(self) -> None:
         self._entries: dict[str, Entry] = {"/": Dir()}
+        # directory -> the names in it: listing a directory and removing a subtree cost what
+        # they return or remove, not a scan of every path (a layer can hold 100,000 entries)
+        self._children: dict[str, dict[str, None]] = {"/": {}}
         self.reasons: dict[str, str] = {}
         self.parents: dict[str, str] = {}  # path -> the image path that brought it in
 
@@ -95,7 +98,7 @@ class FileTree:
         """Add an entry (and its parent directories). The same entry twice is fine; a
         different one at the same path is a TreeConflict. The first reason (and parent: the
         image path that needed this one) given for a path is kept."""
-        path = normalize(path)
+        path = path if _is_normal(path) else normalize(path)
         if path == "/":
             raise TreeConflict("cannot replace the image's root directory")
         self._parents(path)
@@ -108,28 +111,60 @@ class FileTree:
             raise TreeConflict(f"{path}: two different entries for one path in the image "
                                f"({_describe(old)} and {_describe(entry)})")
         self._entries[path] = entry
+        self._adopt(path, entry)
         self.reasons.setdefault(path, reason)
         if parent is not None and parent != path:
             self.parents.setdefault(path, parent)
 
     def _parents(self, path: str) -> None:
-        parts = path.strip("/").split("/")[:-1]
-        cur = ""
-        for name in parts:
-            cur = f"{cur}/{name}"
-            old = self._entries.get(cur)
-            if old is None:
-                self._entries[cur] = Dir()
-                self.reasons.setdefault(cur, IMPLIED)
-            elif not isinstance(old, Dir):
-                raise TreeConflict(f"{cur}: is a {_describe(old)} in the image, but "
-                                   f"{path} needs it to be a directory")
+        # Upwards to the nearest existing ancestor only: every entry's ancestors exist and are
+        # directories (add and remove keep it so), so a deep tree costs no rescan of its top.
+        missing: list[str] = []
+        cur = path.rpartition("/")[0] or "/"
+        while (old := self._entries.get(cur)) is None:
+            missing.append(cur)
+            cur = cur.rpartition("/")[0] or "/"
+        if not isinstance(old, Dir):
+            raise TreeConflict(f"{cur}: is a {_describe(old)} in the image, but "
+                               f"{path} needs it to be a directory")
+        for cur in reversed(missing):
+            self._entries[cur] = Dir()
+            self._adopt(cur, self._entries[cur])
+            self.reasons.setdefault(cur, IMPLIED)
 
-    def remove(self, path: str) -> None:
-        """Take an entry out (a later layer replacing an earlier one's)."""
-        self._entries.pop(path, None)
-        self.reasons.pop(path, None)
-        self.parents.pop(path, None)
+    def _adopt(self, path: str, entry: Entry) -> None:
+        parent, _, name = path.rpartition("/")
+        self._children[parent or "/"][name] = None
+        if isinstance(entry, Dir):
+            self._children[path] = {}
+
+    def children(self, path: str) -> list[str]:
+        """The names in directory `path` (none for anything else), in the order added."""
+        return list(self._children.get(path, ()))
+
+    def remove(self, path: str) -> list[tuple[str, Entry]]:
+        """Take an entry out with everything under it (a later layer replacing or deleting an
+        earlier one's); what was taken, parents first. The root stays (its content goes)."""
+        removed: list[tuple[str, Entry]] = []
+        if path == "/":
+            for name in self.children("/"):
+                removed += self.remove(f"/{name}")
+            return removed
+        entry = self._entries.pop(path, None)
+        if entry is None:
+            return removed
+        parent, _, name = path.rpartition("/")
+        self._children[parent or "/"].pop(name, None)
+        stack = [(path, entry)]
+        while stack:
+            cur, found = stack.pop()
+            removed.append((cur, found))
+            self.reasons.pop(cur, None)
+            self.parents.pop(cur, None)
+            for child in self._children.pop(cur, ()):
+                sub = f"{cur}/{child}"
+                stack.append((sub, self._entries.pop(sub)))
+        return removed
 
     def paths(self) -> Iterator[str]:
         return iter(self._entries)
@@ -137,7 +172,9 @@ class FileTree:
     def items(self) -> Iterator[tuple[str, Entry]]:
         """Every entry but the root, parents before children, in a fixed order: sorted by
         path components (so "a/b" comes before "a-b", which byte order would not give)."""
-        for path in sorted(self._entries, key=lambda p: p.split("/")):
+        # "/" as the lowest character is the component order (names hold no NUL) without a
+        # list per path, which for 10,000 nested directories would be 50 million strings
+        for path in sorted(self._entries, key=lambda p: p.replace("/", "\0")):
             if path != "/":
                 yield path, self._entries[path]
 
@@ -154,6 +191,13 @@ class FileTree:
                 if e.node is not None:
                     seen.add(e.node)
         return total
+
+
+def _is_normal(path: str) -> bool:
+    """Whether normalize would return `path` as it is: the common case, checked without
+    splitting a path of 10,000 names into 10,000 strings."""
+    return path == "/" or (path.startswith("/") and not path.endswith("/") and not any(
+        bad in f"{path}/" for bad in ("//", "/./", "/../")))
 
 
 def _describe(entry: Entry) -> str:
@@ -201,9 +245,7 @@ class TreeRoot(Root):
             return fh.read() if limit is None else fh.read(limit)
 
     def listdir_real(self, real: str) -> list[str]:
-        prefix = real.rstrip("/") + "/"
-        return [p[len(prefix):] for p in self.tree.paths()
-                if p.startswith(prefix) and "/" not in p[len(prefix):] and p != prefix]
+        return self.tree.children(real)
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         entry = self._file(real)

@@ -120,19 +120,30 @@ class Root(ABC):
         """Like os.walk over a real directory of the root, top-down, never following a
         symlink: (directory, subdirectories, everything else). Prune by editing the list of
         subdirectories in place."""
-        dirs: list[str] = []
-        others: list[str] = []
-        for name in sorted(self.listdir_real(top)):
-            st = self.stat_real(f"{top.rstrip('/')}/{name}")
-            (dirs if st is not None and stat.S_ISDIR(st.mode) else others).append(name)
-        yield top, dirs, others
-        for name in dirs:
-            yield from self.walk(f"{top.rstrip('/')}/{name}")
+        stack = [top]  # not recursion: an image can nest 10,000 directories
+        while stack:
+            cur = stack.pop()
+            dirs: list[str] = []
+            others: list[str] = []
+            for name in sorted(self.listdir_real(cur)):
+                st = self.stat_real(f"{cur.rstrip('/')}/{name}")
+                (dirs if st is not None and stat.S_ISDIR(st.mode) else others).append(name)
+            yield cur, dirs, others
+            stack += [f"{cur.rstrip('/')}/{name}" for name in reversed(dirs)]
 
     def lookup(self, path: str, _depth: int = 0) -> Resolved | None:
         """Resolve an absolute in-root path; None when it does not exist. Raises SymlinkLoop."""
         if path in self._walks:
             return self._walks[path]
+        # The parents not resolved yet first, top-down (each then finds its own parent
+        # remembered): a path 10,000 directories deep must not recurse 10,000 times.
+        pending: list[str] = []
+        parent = path.rpartition("/")[0]
+        while parent and parent not in self._walks:
+            pending.append(parent)
+            parent = parent.rpartition("/")[0]
+        for up in reversed(pending):
+            self._walks[up] = self._walk_last(up, _depth)
         result = self._walk_last(path, _depth)
         self._walks[path] = result
         return result
