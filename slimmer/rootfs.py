@@ -268,10 +268,13 @@ class TreeRoot(Root):
         return replace(entry, mode=kept_mode(entry.mode, keep_setuid))
 
     def dir_entry(self, real: str, keep_setuid: bool) -> Dir:
+        """The image's directory as it is: on a directory setgid only makes new files take
+        its group (Debian's /run/postgresql, /var/mail) and grants no privilege, so unlike a
+        file's it is kept without --keep-setuid."""
         entry = self.tree.get(real)
         if not isinstance(entry, Dir):
             return Dir()
-        return replace(entry, mode=kept_mode(entry.mode, keep_setuid))
+        return replace(entry, mode=entry.mode & 0o7777)
 
     def _file(self, real: str) -> File:
         entry = self.tree.get(real)

@@ -235,10 +235,10 @@ def test_postgres_image(docker: Docker, fat_root: Path, tmp_path: Path,
     for name, member in data.items():
         assert (member.uid, member.gid) == (uid, gid), name
         assert member.mode == (0o700 if member.isdir() else 0o600), (name, oct(member.mode))
-    # the socket directory, reached through /var/run -> /run; its setgid bit (2775) is
-    # dropped like every setuid/setgid bit without --keep-setuid
+    # the socket directory, reached through /var/run -> /run, keeps its setgid bit (2775): on
+    # a directory it only passes the group on, so it is kept without --keep-setuid
     sockets = members["run/postgresql"]
-    assert (sockets.uid, sockets.gid, sockets.mode) == (uid, gid, 0o775)
+    assert (sockets.uid, sockets.gid, sockets.mode) == (uid, gid, 0o2775)
     assert members["var/run"].issym() and members["var/run"].linkname == "/run"
 
     assert Archive(out).config["config"]["User"] == f"{uid}:{gid}"  # the image's postgres
