@@ -7,7 +7,7 @@ Run from the project root:
 Three measurements, every contender measured in the same run, interleaved, medians of
 time.perf_counter() samples:
 
-1. reading the loader facts of one ELF file: slimmer.elf.read_elf vs pyelftools vs LIEF;
+1. reading the loader facts of one ELF file: slimmer.loader.elf.read_elf vs pyelftools vs LIEF;
 2. `slimmer deps --json` over every dynamic program in /usr/bin and /usr/sbin in one process
    vs the real loader (`ld.so --list`) run once per program;
 3. `slimmer deps /usr/bin/ffmpeg` vs pax-utils' `lddtree /usr/bin/ffmpeg`, both full CLIs.
@@ -41,8 +41,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
 from slimmer import Resolver, SysRoot
-from slimmer.elf import fast_scan, read_elf, read_elf_python
 from slimmer.errors import SlimmerError
+from slimmer.loader.elf import fast_scan, read_elf, read_elf_python
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 PROGRAM_DIRS = ("/usr/bin", "/usr/sbin")
@@ -286,8 +286,8 @@ def slimmer_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "slimmer", "deps", *args]
 
 
-# The same command with slimmer.elf's C fast path switched off: what pure Python costs.
-PYTHON_ONLY = ("import slimmer.elf; slimmer.elf.fast_scan = None; "
+# The same command with slimmer.loader.elf's C fast path switched off: what pure Python costs.
+PYTHON_ONLY = ("import slimmer.loader.elf; slimmer.loader.elf.fast_scan = None; "
                "from slimmer.cli import run; run()")
 
 

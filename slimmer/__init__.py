@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from slimmer.elf import ElfInfo, Kind, read_elf
 from slimmer.errors import SlimmerError
-from slimmer.resolve import Closure, Library, Missing, Options, Resolver
-from slimmer.sysroot import SysRoot
+from slimmer.loader.elf import ElfInfo, Kind, read_elf
+from slimmer.loader.resolve import Closure, Library, Missing, Options, Resolver
+from slimmer.loader.root import SysRoot
 
 if TYPE_CHECKING:
     from typing import Any
 
-    from slimmer.packer import PackResult
+    from slimmer.assemble.pack import PackResult
 
 
 def pack(programs: list[str] | tuple[str, ...], output: str, **options: Any) -> PackResult:
     """Pack programs (absolute paths inside `root`, default /) into an image archive at
-    `output`. Keyword options are the fields of slimmer.packer.PackOptions (tag, entrypoint,
+    `output`. Keyword options are the fields of slimmer.assemble.pack.PackOptions (tag, entrypoint,
     cmd, env, workdir, user, labels, annotations, expose, add, root, library_path, compression,
     keep_setuid, epoch). The CLI's `slimmer pack` is a thin layer over this."""
-    from slimmer.packer import PackOptions
-    from slimmer.packer import pack as run
+    from slimmer.assemble.pack import PackOptions
+    from slimmer.assemble.pack import pack as run
 
     return run(PackOptions(programs=tuple(programs), output=output, **options))
 

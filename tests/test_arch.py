@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.arch import ARCHES, EF_ARM_ABI_FLOAT_HARD, EM_ARM, detect
-from slimmer.elf import Kind, parse_elf
-from slimmer.ldpaths import glibc_defaults
-from slimmer.sysroot import SysRoot
+from slimmer.loader.arch import ARCHES, EF_ARM_ABI_FLOAT_HARD, EM_ARM, detect
+from slimmer.loader.elf import Kind, parse_elf
+from slimmer.loader.ldpaths import glibc_defaults
+from slimmer.loader.root import SysRoot
 
 
 def header(machine: int, elf_class: int, little: bool, flags: int = 0) -> bytes:
@@ -31,7 +31,7 @@ def header(machine: int, elf_class: int, little: bool, flags: int = 0) -> bytes:
 
 @pytest.mark.parametrize("arch", ARCHES, ids=[a.name for a in ARCHES])
 def test_every_abi_is_recognised(arch: object, tmp_path: Path) -> None:
-    from slimmer.arch import Arch
+    from slimmer.loader.arch import Arch
 
     assert isinstance(arch, Arch)
     flags = EF_ARM_ABI_FLOAT_HARD if arch.name == "armhf" else 0
@@ -61,7 +61,7 @@ def test_unknown_machine() -> None:
 
 def test_cache_flags_match_ldconfig_on_this_machine() -> None:
     # x86-64 entries in this machine's cache carry 0x303, i386 ones 0x003 (gcc-multilib).
-    from slimmer.ldcache import parse_ldcache
+    from slimmer.loader.ldcache import parse_ldcache
 
     cache = parse_ldcache(Path("/etc/ld.so.cache").read_bytes())
     flags = {e.flags for e in cache.entries}

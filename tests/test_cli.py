@@ -90,9 +90,9 @@ def test_missing_libraries_exit_1_naming_all_of_them(cc: Compile, tmp_path: Path
 def test_fast_json_text_is_the_same_document(cc: Compile, tmp_path: Path) -> None:
     """--json's text (each shared library encoded once) equals json.dumps of the objects, for
     programs that share libraries, a static one, and one with missing libraries."""
-    from slimmer.report import closures_json, closures_json_text
-    from slimmer.resolve import Resolver
-    from slimmer.sysroot import SysRoot
+    from slimmer.loader.report import closures_json, closures_json_text
+    from slimmer.loader.resolve import Resolver
+    from slimmer.loader.root import SysRoot
 
     stub = cc("gone/libgone.so.1", lib_source("gone"), "-shared", "-fPIC",
               "-Wl,-soname,libgone.so.1")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.diff import diff
+from slimmer.assemble.pack import PackOptions, pack
 from slimmer.errors import SlimmerError
-from slimmer.packer import PackOptions, pack
+from slimmer.image.diff import diff
 from tests.conftest import tiny_static_elf
 
 

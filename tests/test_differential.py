@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from slimmer import Resolver, SysRoot
-from slimmer.elf import read_elf
 from slimmer.errors import SlimmerError
+from slimmer.loader.elf import read_elf
 from tests.conftest import HOST_LOADER, loader_list
 from tests.host import host
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.elf import DF_1_NODEFLIB, Kind, parse_elf, read_elf
 from slimmer.errors import CorruptElf, FileProblem, NotElf, SlimmerError, UnsupportedElf
+from slimmer.loader.elf import DF_1_NODEFLIB, Kind, parse_elf, read_elf
 from tests.conftest import Compile, lib_source, main_source
 
 
@@ -187,14 +187,14 @@ def nm_undefined(path: str) -> set[str]:
 @pytest.mark.parametrize("path", ["/usr/bin/jq", "/lib/x86_64-linux-gnu/libc.so.6",
                                   "/usr/bin/curl", "/lib/x86_64-linux-gnu/libstdc++.so.6"])
 def test_imports_agree_with_nm(path: str) -> None:
-    from slimmer.elf import read_imports
+    from slimmer.loader.elf import read_imports
 
     real = os.path.realpath(path)
     assert read_imports(real) == nm_undefined(real)
 
 
 def test_imports_of_a_program_calling_pthread_cancel(cc: Compile) -> None:
-    from slimmer.elf import read_imports
+    from slimmer.loader.elf import read_imports
 
     src = "#include <pthread.h>\nint main(void) { return pthread_cancel(pthread_self()); }\n"
     prog = cc("canceller", src, "-pthread")

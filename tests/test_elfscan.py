@@ -1,4 +1,4 @@
-"""The ELF reader's C fast path (slimmer/_elfscan.c) against the Python reader (slimmer.elf):
+"""The ELF reader's C fast path (slimmer/_elfscan.c) against the Python reader (slimmer.loader.elf):
 the same facts for every ELF file on the machine; for damaged copies, either the same facts or
 None (the Python reader then reads the file and names the problem)."""
 
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer import elf
 from slimmer.errors import SlimmerError
+from slimmer.loader import elf
 
 DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib", "/usr/libexec", "/usr/lib32", "/usr/libx32")
 

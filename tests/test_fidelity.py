@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.layer import write_tar
-from slimmer.rootfs import Dir, File, FileTree, OverlayRoot, TreeRoot
+from slimmer.image.layer import write_tar
+from slimmer.loader.views import OverlayRoot, TreeRoot
+from slimmer.tree import Dir, File, FileTree
 from tests.conftest import Compile, lib_source, main_source, tiny_static_elf
 from tests.engines import Docker
 from tests.roots import mmdebstrap_root
@@ -102,7 +103,7 @@ def _linked_tree(tmp_path: Path) -> FileTree:
 
 
 def _tar_bytes(tree: FileTree) -> bytes:
-    from slimmer.layer import layer_entries
+    from slimmer.image.layer import layer_entries
 
     out = io.BytesIO()
     write_tar(layer_entries(tree), out, 1700000000)
@@ -134,7 +135,7 @@ def test_progress_and_size_count_linked_content_once(tmp_path: Path) -> None:
     tree = _linked_tree(tmp_path)
     assert tree.content_size() == 7 + 2
     seen: list[tuple[int, int]] = []
-    from slimmer.layer import layer_entries
+    from slimmer.image.layer import layer_entries
 
     write_tar(layer_entries(tree), io.BytesIO(), 0, lambda done, total: seen.append(
         (done, total)))

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from slimmer import Resolver, SysRoot
-from slimmer.elf import read_elf
 from slimmer.errors import SlimmerError
-from slimmer.explain import read_image
-from slimmer.ldcache import parse_ldcache
-from slimmer.rootfs import TreeRoot
+from slimmer.image.explain import read_image
+from slimmer.loader.elf import read_elf
+from slimmer.loader.ldcache import parse_ldcache
+from slimmer.loader.views import TreeRoot
 from tests.conftest import need_tool, parse_loader_list
 from tests.engines import PODMAN_RUN, Docker, Podman
 from tests.roots import Binfmt, chroot_run, mmdebstrap_root
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.e2e
 ROOTS = {"arm64": ("bookworm", "jq,python3"), "armhf": ("bookworm", "jq"),
          "riscv64": ("trixie", "jq,base-files")}
 
-# glibc's facts for each ABI, written out here rather than taken from slimmer.arch: the OCI
+# glibc's facts for each ABI, written out here rather than taken from slimmer.loader.arch: the OCI
 # platform, the loader (PT_INTERP), and the ld.so.cache entry flags ldconfig writes
 # (FLAG_ELF_LIBC6 | FLAG_AARCH64_LIB64, FLAG_ARM_LIBHF, FLAG_RISCV_FLOAT_ABI_DOUBLE).
 FACTS: dict[str, tuple[dict[str, str], str, int]] = {

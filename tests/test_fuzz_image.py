@@ -43,10 +43,10 @@ from hypothesis import strategies as st
 
 from slimmer import cli
 from slimmer.errors import SlimmerError
-from slimmer.explain import read_image
+from slimmer.image.explain import read_image
 from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from slimmer.image.store import Store
-from slimmer.verify import verify
+from slimmer.image.verify import verify
 from tests.conftest import tiny_static_elf
 
 LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",

@@ -22,11 +22,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from slimmer import baseline
+from slimmer.assemble import baseline
+from slimmer.assemble.globs import BadGlob, compile_glob
+from slimmer.assemble.recipe import Recipe, load_recipe
 from slimmer.errors import SlimmerError
-from slimmer.globs import BadGlob, compile_glob
-from slimmer.recipe import Recipe, load_recipe
-from slimmer.rootfs import File, FileTree
+from slimmer.tree import File, FileTree
 
 # On top of the profile tests/conftest.py loads (derandomized when CI=true).
 FUZZ = settings(max_examples=1000, deadline=2000, suppress_health_check=[HealthCheck.too_slow])

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.image_in import HostileArchive, open_image
-from slimmer.rootfs import Dir, File, Symlink
+from slimmer.image.merged import HostileArchive, open_image
+from slimmer.tree import Dir, File, Symlink
 from tests.conftest import need_tool
 
 Member = tuple[str, str, bytes | str]  # (kind, name, content or link target)

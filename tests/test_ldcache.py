@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from slimmer import SysRoot
-from slimmer.arch import ARCHES
 from slimmer.errors import CorruptCache, FileProblem
-from slimmer.ldcache import parse_ldcache, read_ldcache
+from slimmer.loader.arch import ARCHES
+from slimmer.loader.ldcache import parse_ldcache, read_ldcache
 
 X86_64 = next(a for a in ARCHES if a.name == "x86_64")
 _LINE = re.compile(r"^\s+(\S+) \(([^)]*)\) => (\S+)$")
@@ -69,7 +69,7 @@ def test_corrupt_caches_give_a_clear_error() -> None:
 def test_libcmp_orders_the_host_cache_as_ldconfig_does() -> None:
     import functools
 
-    from slimmer.ldcache import libcmp
+    from slimmer.loader.ldcache import libcmp
 
     names = [e.soname for e in parse_ldcache(Path("/etc/ld.so.cache").read_bytes()).entries]
     def descending(a: str, b: str) -> int:
@@ -82,7 +82,7 @@ def test_libcmp_orders_the_host_cache_as_ldconfig_does() -> None:
 
 
 def test_written_cache_reads_back_in_ldconfig_and_in_slimmer(tmp_path: Path) -> None:
-    from slimmer.ldcache import write_ldcache
+    from slimmer.loader.ldcache import write_ldcache
 
     pairs = [("libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6"),
              ("libfoo.so.10", "/opt/v/lib/libfoo.so.10"),

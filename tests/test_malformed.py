@@ -23,10 +23,10 @@ import pytest
 import zstandard
 
 from slimmer import cli
+from slimmer.image.merged import open_image
 from slimmer.image.model import MAX_CONFIG
 from slimmer.image.store import MAX_NESTING
-from slimmer.image_in import open_image
-from slimmer.verify import verify
+from slimmer.image.verify import verify
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

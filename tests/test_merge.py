@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from slimmer.image.merge import SpillFull
-from slimmer.image_in import open_image
-from slimmer.rootfs import Dir, File
+from slimmer.image.merged import open_image
+from slimmer.tree import Dir, File
 from tests.conftest import Compile, need_tool
 
 GiB = 1 << 30

@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from slimmer import outputs
-from slimmer.explain import Step, format_inventory, format_why, inventory
-from slimmer.multiarch import write_index
-from slimmer.oci import parse_reference
+from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.slim import SlimOptions, slim
+from slimmer.image.explain import Step, format_inventory, format_why, inventory
+from slimmer.image.index import write_index
+from slimmer.image.write import parse_reference
 from slimmer.outputs import OutputProblem, printable
-from slimmer.packer import PackOptions, pack
-from slimmer.rootfs import File, FileTree
-from slimmer.slim import SlimOptions, slim
+from slimmer.tree import File, FileTree
 from tests.conftest import tiny_static_elf
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, mount, chown)")
@@ -145,7 +145,7 @@ def test_a_full_disk_leaves_the_old_file_and_nothing_else(root: Path, out_dir: P
             _fail_after(patch, 10)
             return real(given, data)
 
-        patch.setattr("slimmer.provenance.write_file", small_disk)
+        patch.setattr("slimmer.assemble.provenance.write_file", small_disk)
         with pytest.raises(OutputProblem, match=r"sbom.json: cannot write \(No space left"):
             pack(options(root, image, sbom=str(sbom)))
     assert sbom.read_bytes() == b"old sbom"

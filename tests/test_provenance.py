@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from slimmer.assemble.pack import PackOptions, pack
 from slimmer.errors import SlimmerError
-from slimmer.packer import PackOptions, pack
 from tests.conftest import Compile, main_source, need_tool
 from tests.test_pack import Archive
 

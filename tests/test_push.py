@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.layout import BadLayout
-from slimmer.push import PushOptions, PushResult, push
-from slimmer.registry import ClientOptions
+from slimmer.registry.client import ClientOptions
+from slimmer.registry.layout import BadLayout
+from slimmer.registry.push import PushOptions, PushResult, push
 from tests.conftest import need_tool, tiny_static_elf
 from tests.engines import Docker
 from tests.registries import (

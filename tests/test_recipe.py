@@ -11,15 +11,15 @@ from typing import cast
 
 import pytest
 
-from slimmer import baseline
+from slimmer.assemble import baseline
+from slimmer.assemble.globs import BadGlob, compile_glob
+from slimmer.assemble.pack import PackOptions, assemble, pack
+from slimmer.assemble.recipe import User, builtin_recipes, expand, find_recipe, load_recipe
+from slimmer.assemble.recipes_apply import _glob
+from slimmer.assemble.slim import _account
 from slimmer.errors import SlimmerError
-from slimmer.globs import BadGlob, compile_glob
-from slimmer.image_in import Image
-from slimmer.packer import PackOptions, assemble, pack
-from slimmer.recipe import User, builtin_recipes, expand, find_recipe, load_recipe
-from slimmer.recipes_apply import _glob
-from slimmer.rootfs import Dir, File
-from slimmer.slim import _account
+from slimmer.image.merged import Image
+from slimmer.tree import Dir, File
 
 
 def write(tmp_path: Path, text: str) -> str:

@@ -26,11 +26,9 @@ from pathlib import Path
 import pytest
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image_in import ArchiveFiles
-from slimmer.layout import BadLayout, Layout, select
-from slimmer.oci import BadReference
-from slimmer.push import PushOptions, push
-from slimmer.regauth import (
+from slimmer.image.merged import ArchiveFiles
+from slimmer.image.write import BadReference
+from slimmer.registry.auth import (
     AuthProblem,
     Credentials,
     DockerConfig,
@@ -38,7 +36,7 @@ from slimmer.regauth import (
     parse_challenge,
     read_docker_config,
 )
-from slimmer.registry import (
+from slimmer.registry.client import (
     Client,
     ClientOptions,
     RegistryError,
@@ -47,6 +45,8 @@ from slimmer.registry import (
     is_loopback,
     parse_destination,
 )
+from slimmer.registry.layout import BadLayout, Layout, select
+from slimmer.registry.push import PushOptions, push
 from tests.registries import self_signed, serve
 
 # ---- references ------------------------------------------------------------------------

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from slimmer import Closure, Options, Resolver, SysRoot
-from slimmer.elf import Kind
-from slimmer.ldpaths import read_ld_so_conf
+from slimmer.loader.elf import Kind
+from slimmer.loader.ldpaths import read_ld_so_conf
 from tests.conftest import (
     HOST_LOADER,
     Compile,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.runtime import check_features, enabled
 from slimmer.errors import SlimmerError
-from slimmer.packer import PackOptions, pack
-from slimmer.rootfs import File
-from slimmer.runtime import check_features, enabled
+from slimmer.tree import File
 from tests.conftest import Compile, main_source
 
 

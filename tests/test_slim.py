@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.explain import read_image
+from slimmer.image.explain import read_image
 from tests.conftest import need_tool
 from tests.engines import Docker
 from tests.roots import mmdebstrap_root

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from slimmer.errors import FileProblem, SymlinkLoop
-from slimmer.sysroot import SysRoot, normalize
+from slimmer.loader.root import SysRoot
+from slimmer.paths import normalize
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.verify import verify
+from slimmer.image.verify import verify
 from tests.test_image_in import docker_archive
 
 

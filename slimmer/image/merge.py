@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import IO
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink, TreeConflict
+from slimmer.tree import Dir, Entry, File, FileTree, Symlink, TreeConflict
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"

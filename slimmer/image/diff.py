@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slimmer.image_in import Image, open_image
+from slimmer.assemble.provenance import file_digests
+from slimmer.image.merged import Image, open_image
 from slimmer.outputs import printable
-from slimmer.provenance import file_digests
-from slimmer.rootfs import Dir, Entry, File, Symlink
+from slimmer.tree import Dir, Entry, File, Symlink
 
 CONFIG_FIELDS = ("architecture", "os", "variant", "created")
 

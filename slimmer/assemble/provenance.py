@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass
 
 from slimmer.errors import SlimmerError
+from slimmer.loader.root import Root
 from slimmer.outputs import write_file
-from slimmer.rootfs import File, FileTree
-from slimmer.sysroot import Root, normalize
+from slimmer.paths import normalize
+from slimmer.tree import File, FileTree
 
 STATUS_DIR = "/var/lib/dpkg/status.d"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from slimmer.assemble.recipe import Group, User, account_problem, one_line
 from slimmer.errors import SlimmerError
-from slimmer.recipe import Group, User, account_problem, one_line
-from slimmer.rootfs import Dir, File, FileTree
+from slimmer.tree import Dir, File, FileTree
 
 NONROOT = 65532
 DIR = Dir()

@@ -15,11 +15,11 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from slimmer.elf import ElfInfo, read_elf, read_imports
 from slimmer.errors import FileProblem, SymlinkLoop
+from slimmer.loader.elf import ElfInfo, read_elf, read_imports
 
 if TYPE_CHECKING:
-    from slimmer.rootfs import Dir, File
+    from slimmer.tree import Dir, File
 
 # Linux gives up after 40 symbolic links in one resolution (MAXSYMLINKS, ELOOP).
 MAX_SYMLINKS = 40
@@ -50,20 +50,6 @@ class Resolved(NamedTuple):
     @property
     def is_dir(self) -> bool:
         return stat.S_ISDIR(self.mode)
-
-
-def normalize(path: str) -> str:
-    """An absolute in-root path with `.`, `..` and repeated slashes folded (no symlinks read)."""
-    parts: list[str] = []
-    for name in path.split("/"):
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(name)
-    return "/" + "/".join(parts)
 
 
 class Stat(NamedTuple):
@@ -112,7 +98,7 @@ class Root(ABC):
     def dir_entry(self, real: str, keep_setuid: bool) -> Dir:
         """A directory of this root as an image entry: root's 0755 for a host directory (its
         owner and mode are the build machine's); an image root gives its own."""
-        from slimmer.rootfs import Dir  # rootfs builds on this module
+        from slimmer.tree import Dir  # rootfs builds on this module
 
         return Dir()
 
@@ -296,6 +282,6 @@ class SysRoot(Root):
         return read_imports(self.host_path(real), shown)
 
     def file_entry(self, real: str, keep_setuid: bool) -> File:
-        from slimmer.rootfs import host_file  # rootfs builds on this module
+        from slimmer.tree import host_file  # rootfs builds on this module
 
         return host_file(self.host_path(real), keep_setuid)

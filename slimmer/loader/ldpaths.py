@@ -8,9 +8,10 @@ import re
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from slimmer.arch import Arch
 from slimmer.errors import FileProblem
-from slimmer.sysroot import Resolved, Root, normalize
+from slimmer.loader.arch import Arch
+from slimmer.loader.root import Resolved, Root
+from slimmer.paths import normalize
 
 # glibc keeps SYSTEM_DIRS as one NUL-separated run of absolute directories with a trailing slash,
 # e.g. b"/lib/x86_64-linux-gnu/\0/usr/lib/x86_64-linux-gnu/\0/lib/\0/usr/lib/\0" in ld.so's

@@ -23,10 +23,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from slimmer.baseline import NSSWITCH
+from slimmer.assemble.baseline import NSSWITCH
 from slimmer.errors import SlimmerError
-from slimmer.resolve import Closure
-from slimmer.sysroot import Root
+from slimmer.loader.resolve import Closure
+from slimmer.loader.root import Root
 
 DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache", "dpkg-status")
 ON_REQUEST = ("tzdata", "locales", "shell")

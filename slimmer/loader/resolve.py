@@ -21,8 +21,6 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from slimmer.arch import LEGACY_HWCAP_BITS, LEGACY_PLATFORM_BITS, LEGACY_PLATFORM_MASK, Arch
-from slimmer.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
 from slimmer.errors import (
     CorruptElf,
     FileProblem,
@@ -31,8 +29,10 @@ from slimmer.errors import (
     SymlinkLoop,
     UnsupportedElf,
 )
-from slimmer.ldcache import CacheEntry, LdCache, read_ldcache
-from slimmer.ldpaths import (
+from slimmer.loader.arch import LEGACY_HWCAP_BITS, LEGACY_PLATFORM_BITS, LEGACY_PLATFORM_MASK, Arch
+from slimmer.loader.elf import DF_1_PIE, ELFOSABI_GNU, ELFOSABI_SYSV, ET_DYN, ElfInfo, Kind
+from slimmer.loader.ldcache import CacheEntry, LdCache, read_ldcache
+from slimmer.loader.ldpaths import (
     SearchDefaults,
     glibc_defaults,
     legacy_subdirs,
@@ -42,7 +42,7 @@ from slimmer.ldpaths import (
     split_glibc_path,
     split_musl_path,
 )
-from slimmer.sysroot import Link, Resolved, Root
+from slimmer.loader.root import Link, Resolved, Root
 
 # How a library was found; shown by `slimmer deps` and in its JSON.
 VIA_PATH = "path"  # DT_NEEDED holds a '/'

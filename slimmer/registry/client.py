@@ -13,7 +13,7 @@ registry sending a byte now and then cannot hold a push), and the push's overall
 (`timeout`); answers are read up to `answer_limit` bytes. Requests that may be repeated as they
 are (HEAD, GET, a manifest PUT) are retried here on connection errors, 5xx and 429, with
 exponential backoff (Retry-After is honoured); blob uploads handle their own failures
-(slimmer.push) because their state lives on the registry.
+(slimmer.registry.push) because their state lives on the registry.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 from slimmer import __version__
 from slimmer.errors import SlimmerError
-from slimmer.oci import BadReference, parse_reference
-from slimmer.regauth import (
+from slimmer.image.write import BadReference, parse_reference
+from slimmer.registry.auth import (
     AuthProblem,
     Challenge,
     Credentials,

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from slimmer.assemble.globs import BadGlob, compile_glob
 from slimmer.errors import SlimmerError
 from slimmer.fileio import read_small_file
-from slimmer.globs import BadGlob, compile_glob
-from slimmer.sysroot import normalize
+from slimmer.paths import normalize
 
 
 class RecipeError(SlimmerError):

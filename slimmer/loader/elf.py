@@ -22,8 +22,8 @@ from enum import StrEnum
 from itertools import compress
 from typing import TYPE_CHECKING, NamedTuple
 
-from slimmer.arch import Arch, detect, machine_name
 from slimmer.errors import CorruptElf, FileProblem, NotElf, UnsupportedElf
+from slimmer.loader.arch import Arch, detect, machine_name
 
 ELF_MAGIC = b"\x7fELF"
 ELFCLASS32, ELFCLASS64 = 1, 2

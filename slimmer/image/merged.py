@@ -25,7 +25,8 @@ from typing import Any
 from slimmer.image.merge import HostileArchive, Merger
 from slimmer.image.model import At, Digest
 from slimmer.image.store import ImageSource, Store, decompressed, matches
-from slimmer.rootfs import FileTree, TreeRoot
+from slimmer.loader.views import TreeRoot
+from slimmer.tree import FileTree
 
 __all__ = ["ArchiveFiles", "HostileArchive", "Image", "ImageSource", "blob_name",
            "decompressed", "layout_file", "matches", "open_image", "ref_name"]

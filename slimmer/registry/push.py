@@ -21,9 +21,8 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from slimmer.layout import BadLayout, Blob, Layout, Manifest, select
-from slimmer.regauth import AuthProblem, pull_scope, push_scope
-from slimmer.registry import (
+from slimmer.registry.auth import AuthProblem, pull_scope, push_scope
+from slimmer.registry.client import (
     Client,
     ClientOptions,
     Destination,
@@ -32,6 +31,7 @@ from slimmer.registry import (
     Transient,
     parse_destination,
 )
+from slimmer.registry.layout import BadLayout, Blob, Layout, Manifest, select
 
 
 @dataclass(frozen=True, slots=True)

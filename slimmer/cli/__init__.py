@@ -20,20 +20,26 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from slimmer.errors import SlimmerError
-from slimmer.report import closures_json, closures_json_text, file_list, missing_message, tree
-from slimmer.resolve import Closure, Options, Resolver
-from slimmer.sysroot import SysRoot
+from slimmer.loader.report import (
+    closures_json,
+    closures_json_text,
+    file_list,
+    missing_message,
+    tree,
+)
+from slimmer.loader.resolve import Closure, Options, Resolver
+from slimmer.loader.root import SysRoot
 
-# Importing slimmer.layer's alias would load tarfile and zstandard for every command.
+# Importing slimmer.image.layer's alias would load tarfile and zstandard for every command.
 Progress = Callable[[int, int], None]
 
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from slimmer.packer import PackOptions, PackResult
-    from slimmer.recipe import Recipe
-    from slimmer.rootfs import FileTree
-    from slimmer.slim import SlimResult
+    from slimmer.assemble.pack import PackOptions, PackResult
+    from slimmer.assemble.recipe import Recipe
+    from slimmer.assemble.slim import SlimResult
+    from slimmer.tree import FileTree
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -184,7 +190,7 @@ def cmd_deps(args: argparse.Namespace) -> int:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from slimmer.recipe import load_recipe
+    from slimmer.assemble.recipe import load_recipe
 
     recipes = tuple(load_recipe(os.path.join(os.getcwd(), r)) for r in args.recipe)
     return _pack(args, args.binaries, recipes)
@@ -194,8 +200,8 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
     """The file tree of an image archive, or of the image `pack` would make of a program."""
     import tarfile
 
-    from slimmer.explain import read_image
-    from slimmer.packer import PackOptions, assemble
+    from slimmer.assemble.pack import PackOptions, assemble
+    from slimmer.image.explain import read_image
 
     cwd = os.getcwd()
     host = os.path.join(cwd, target)
@@ -210,7 +216,7 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from slimmer.verify import verify
+    from slimmer.image.verify import verify
 
     found = verify(os.path.join(os.getcwd(), args.archive))
     for problem in found.problems:
@@ -228,8 +234,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from slimmer.multiarch import write_index
-    from slimmer.oci import parse_reference
+    from slimmer.image.index import write_index
+    from slimmer.image.write import parse_reference
 
     check_push(args)
     cwd = os.getcwd()
@@ -251,7 +257,7 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from slimmer.diff import diff
+    from slimmer.image.diff import diff
 
     cwd = os.getcwd()
     found = diff(os.path.join(cwd, args.a), os.path.join(cwd, args.b))
@@ -263,7 +269,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_why(args: argparse.Namespace) -> int:
-    from slimmer.explain import format_why, why
+    from slimmer.image.explain import format_why, why
 
     tree = _image_or_program(args, args.target)
     print("\n".join(format_why(why(tree, args.path))))
@@ -271,7 +277,7 @@ def cmd_why(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from slimmer.explain import format_inventory, inventory
+    from slimmer.image.explain import format_inventory, inventory
 
     doc = inventory(_image_or_program(args, args.target))
     if args.json:
@@ -282,7 +288,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from slimmer.recipe import find_recipe
+    from slimmer.assemble.recipe import find_recipe
 
     given = args.recipe_name
     recipe = find_recipe(os.path.join(os.getcwd(), given) if "/" in given else given)
@@ -294,7 +300,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, ...]) -> int:
     # Imported here: tarfile, zstandard and the writer cost start-up time `deps` does not need.
-    from slimmer.packer import pack as run_pack
+    from slimmer.assemble.pack import pack as run_pack
 
     check_push(args)
     sysroot = SysRoot(args.root)
@@ -317,7 +323,7 @@ def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
     import tempfile
     import time
 
-    from slimmer.diff import diff
+    from slimmer.image.diff import diff
 
     with tempfile.TemporaryDirectory(prefix="slimmer-again-") as other:
         again = os.path.join(other, "again.tar")
@@ -352,7 +358,7 @@ def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
 
 
 def cmd_slim(args: argparse.Namespace) -> int:
-    from slimmer.slim import SlimOptions, slim
+    from slimmer.assemble.slim import SlimOptions, slim
 
     check_push(args)
     options = SlimOptions(_pack_options(args, (), ()), image=args.image, keep=tuple(args.keep))
@@ -393,9 +399,9 @@ def _docker_config_path(environ: Mapping[str, str]) -> str:
 def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
           out: TextIO = sys.stdout) -> None:
     """Push `archive` to each reference and print what was sent and the pinned digest."""
-    from slimmer.push import PushOptions, push
-    from slimmer.regauth import read_docker_config
-    from slimmer.registry import ClientOptions
+    from slimmer.registry.auth import read_docker_config
+    from slimmer.registry.client import ClientOptions
+    from slimmer.registry.push import PushOptions, push
 
     config = read_docker_config(_docker_config_path(os.environ))
     options = PushOptions(ClientOptions(insecure=args.insecure, docker_config=config,
@@ -421,7 +427,7 @@ def check_push(args: argparse.Namespace) -> None:
             raise SlimmerError(f"{flag} is about --push: give --push REGISTRY/REPO:TAG")
     if args.push:
         from slimmer.outputs import target
-        from slimmer.registry import checked_destination
+        from slimmer.registry.client import checked_destination
 
         for reference in args.push:
             checked_destination(reference, args.insecure)
@@ -458,9 +464,9 @@ def _print_result(result: PackResult, out: TextIO = sys.stdout) -> None:
 
 def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
                   recipes: tuple[Recipe, ...]) -> PackOptions:
-    from slimmer.packer import PackOptions
-    from slimmer.placing import parse_add
-    from slimmer.runtime import check_features
+    from slimmer.assemble.pack import PackOptions
+    from slimmer.assemble.placing import parse_add
+    from slimmer.assemble.runtime import check_features
 
     epoch = source_date_epoch(os.environ)
     cwd = os.getcwd()

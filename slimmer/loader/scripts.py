@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.sysroot import Root
+from slimmer.loader.root import Root
 
 SHEBANG_MAX = 256  # BINPRM_BUF_SIZE since Linux 5.1
 MAX_DEPTH = 4  # interpreters that are scripts themselves

@@ -12,13 +12,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from slimmer.assemble.pack import (
+    DEFAULT_PATH,
+    PackOptions,
+    PackResult,
+    input_names,
+    output_names,
+    pack,
+)
+from slimmer.assemble.recipe import Group, Recipe, User
 from slimmer.errors import SlimmerError
-from slimmer.image_in import Image, open_image
-from slimmer.layer import Progress
+from slimmer.image.layer import Progress
+from slimmer.image.merged import Image, open_image
 from slimmer.outputs import refuse_overlap
-from slimmer.packer import DEFAULT_PATH, PackOptions, PackResult, input_names, output_names, pack
-from slimmer.recipe import Group, Recipe, User
-from slimmer.sysroot import normalize
+from slimmer.paths import normalize
 
 
 @dataclass(frozen=True, slots=True)

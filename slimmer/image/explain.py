@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import SlimmerError
+from slimmer.image.merged import open_image
 from slimmer.image.model import MAX_CONFIG, At, parse_contents
 from slimmer.image.store import Store
-from slimmer.image_in import open_image
-from slimmer.oci import CONTENTS
+from slimmer.image.write import CONTENTS
+from slimmer.loader.views import TreeRoot
 from slimmer.outputs import printable
-from slimmer.rootfs import File, FileTree, Symlink, TreeRoot
-from slimmer.sysroot import normalize
+from slimmer.paths import normalize
+from slimmer.tree import File, FileTree, Symlink
 
 
 @dataclass(frozen=True, slots=True)

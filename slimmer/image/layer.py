@@ -24,7 +24,7 @@ import zstandard
 
 from slimmer.errors import FileProblem, SlimmerError
 from slimmer.outputs import Sink, scratch_file
-from slimmer.rootfs import Dir, Entry, File, FileTree, Symlink
+from slimmer.tree import Dir, Entry, File, FileTree, Symlink
 
 CHUNK = 1 << 20
 GZIP_LEVEL = 6

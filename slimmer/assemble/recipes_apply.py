@@ -8,16 +8,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from slimmer import baseline
-from slimmer.globs import BadGlob, Glob, compile_glob
-from slimmer.placing import (
+from slimmer.assemble import baseline
+from slimmer.assemble.globs import BadGlob, Glob, compile_glob
+from slimmer.assemble.placing import (
     Placement,
     Skip,
     add_elf_closures,
     add_root_path,
     add_tree_entry,
 )
-from slimmer.recipe import (
+from slimmer.assemble.recipe import (
     Group,
     Recipe,
     RecipeError,
@@ -27,12 +27,12 @@ from slimmer.recipe import (
     fixed_prefix,
     matching_recipes,
 )
-from slimmer.resolve import Closure, Resolver
-from slimmer.rootfs import Dir, FileTree, Symlink
-from slimmer.sysroot import Root
+from slimmer.loader.resolve import Closure, Resolver
+from slimmer.loader.root import Root
+from slimmer.tree import Dir, FileTree, Symlink
 
 if TYPE_CHECKING:
-    from slimmer.packer import PackOptions
+    from slimmer.assemble.pack import PackOptions
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
 
-from slimmer.resolve import Closure, Library, Missing
+from slimmer.loader.resolve import Closure, Library, Missing
 
 
 def _library_json(lib: Library) -> dict[str, object]:

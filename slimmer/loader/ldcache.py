@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from slimmer.errors import CorruptCache, FileProblem
-from slimmer.sysroot import Root
+from slimmer.loader.root import Root
 
 OLD_MAGIC = b"ld.so-1.7.0"
 NEW_MAGIC = b"glibc-ld.so.cache1.1"

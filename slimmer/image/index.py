@@ -28,7 +28,7 @@ from slimmer.image.model import (
     parse_document,
 )
 from slimmer.image.store import Store, layer_diff_ids
-from slimmer.oci import (
+from slimmer.image.write import (
     LayoutBlob,
     Reference,
     canonical_json,

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slimmer.errors import SlimmerError
+from slimmer.image.layer import Blob, tar_header
 from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST  # the one home of media types
-from slimmer.layer import Blob, tar_header
 from slimmer.outputs import Output, Sink, writing
-from slimmer.rootfs import Dir, File
+from slimmer.tree import Dir, File
 
 
 class BadReference(SlimmerError):

@@ -16,6 +16,7 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from slimmer.image.index import platform_key
 from slimmer.image.model import (
     INDEX_TYPES,
     MAX_CONFIG,
@@ -31,7 +32,6 @@ from slimmer.image.model import (
     parse_document,
 )
 from slimmer.image.store import LAYER_ERRORS, MAX_NESTING, Store, decompressed
-from slimmer.multiarch import platform_key
 
 CHUNK = 1 << 20
 

@@ -12,23 +12,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from slimmer import baseline, outputs, runtime
-from slimmer.arch import Arch
-from slimmer.elf import Versions, parse_versions, read_versions
-from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
-from slimmer.fileio import read_small_file
-from slimmer.layer import Progress, write_layer
-from slimmer.ldcache import write_ldcache
-from slimmer.oci import (
-    ImageConfig,
-    ImageResult,
-    Reference,
-    canonical_json,
-    parse_reference,
-    rfc3339,
-    write_image,
-)
-from slimmer.placing import (
+from slimmer import outputs
+from slimmer.assemble import baseline, runtime
+from slimmer.assemble.placing import (
     Add,
     Placement,
     add_closure,
@@ -39,7 +25,7 @@ from slimmer.placing import (
     add_root_path,
     merge_added,
 )
-from slimmer.provenance import (
+from slimmer.assemble.provenance import (
     Dpkg,
     add_dpkg_status,
     check_lock,
@@ -48,12 +34,33 @@ from slimmer.provenance import (
     spdx,
     write_atomically,
 )
-from slimmer.recipe import Recipe
-from slimmer.recipes_apply import add_recipe_dirs, apply_recipe, merged_defaults, recipes_for
-from slimmer.resolve import Closure, Library, Options, Resolver
-from slimmer.rootfs import File, FileTree, OverlayRoot, Symlink, TreeRoot
-from slimmer.scripts import interpreters, read_shebang
-from slimmer.sysroot import Root, SysRoot
+from slimmer.assemble.recipe import Recipe
+from slimmer.assemble.recipes_apply import (
+    add_recipe_dirs,
+    apply_recipe,
+    merged_defaults,
+    recipes_for,
+)
+from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
+from slimmer.fileio import read_small_file
+from slimmer.image.layer import Progress, write_layer
+from slimmer.image.write import (
+    ImageConfig,
+    ImageResult,
+    Reference,
+    canonical_json,
+    parse_reference,
+    rfc3339,
+    write_image,
+)
+from slimmer.loader.arch import Arch
+from slimmer.loader.elf import Versions, parse_versions, read_versions
+from slimmer.loader.ldcache import write_ldcache
+from slimmer.loader.resolve import Closure, Library, Options, Resolver
+from slimmer.loader.root import Root, SysRoot
+from slimmer.loader.scripts import interpreters, read_shebang
+from slimmer.loader.views import OverlayRoot, TreeRoot
+from slimmer.tree import File, FileTree, Symlink
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION = "0.1.0"

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from slimmer.errors import FileProblem, SlimmerError, SymlinkLoop, UnsupportedElf
-from slimmer.resolve import Closure, Resolver
-from slimmer.rootfs import IMPLIED, SETID, Dir, File, FileTree, Symlink, kept_mode
-from slimmer.sysroot import MAX_SYMLINKS, Link, Root, normalize
+from slimmer.loader.resolve import Closure, Resolver
+from slimmer.loader.root import MAX_SYMLINKS, Link, Root
+from slimmer.paths import normalize
+from slimmer.tree import IMPLIED, SETID, Dir, File, FileTree, Symlink, kept_mode
 
 APP_DIR = "/app"
 # Files under these keep their place in the image; anything else (a build tree, a home

@@ -1,0 +1,2 @@
+"""Image assembly: what `pack`, `build` and `slim` put in an image and why (placing,
+baseline, runtime rules, recipes, provenance)."""

@@ -1,0 +1,1 @@
+"""The OCI distribution API client: authentication, push."""
