@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Compile, lib_source, main_source
 
 
@@ -137,3 +139,56 @@ def test_root_option(cc: Compile, tmp_path: Path) -> None:
     assert done.stdout.splitlines() == ["/usr/bin/p"]
     assert slimmer("deps", "--root", str(root), "--list", "p").stdout.splitlines() == [
         "/usr/bin/p"]
+
+
+def test_program_lookup_takes_cwd_and_path(tmp_path: Path) -> None:
+    from slimmer.loader.programs import DEFAULT_PATH, program_path
+    from slimmer.loader.root import SysRoot
+
+    host = SysRoot("/")
+    assert program_path(host, "jq", str(tmp_path)) == "/usr/bin/jq"
+    assert program_path(host, "jq", str(tmp_path), path="/nowhere") == f"{tmp_path}/jq"
+    (tmp_path / "jq").write_text("")  # a file of that name in cwd wins over PATH
+    assert program_path(host, "jq", str(tmp_path), DEFAULT_PATH) == f"{tmp_path}/jq"
+    assert program_path(host, "sub/p", "/srv") == "/srv/sub/p"
+    image = tmp_path / "r"
+    (image / "opt/bin").mkdir(parents=True)
+    (image / "opt/bin/p").write_text("")
+    assert program_path(SysRoot(str(image)), "p", "/elsewhere", "/usr/bin:/opt/bin/") == (
+        "/opt/bin/p")
+    assert program_path(SysRoot(str(image)), "q", "/elsewhere") == "/q"
+
+
+def test_second_build_is_this_command_line_again() -> None:
+    """--check-reproducible runs the command again with another output, written from the
+    parsed options: however -o was spelt, without --check-reproducible and --push."""
+    from slimmer.cli import parser
+    from slimmer.cli.shared import command_line_again
+
+    args = parser().parse_args([
+        "pack", "--env", "A=-x", "--out=a.tar", "--check-reproducible", "--push",
+        "r.example/x:1", "--insecure", "--tag", "t:1", "--compress", "zstd", "--", "/bin/p",
+        "-q"])
+    assert command_line_again(args, "/tmp/b.tar") == [
+        "pack", "--tag=t:1", "--env=A=-x", "--compress=zstd", "--output=/tmp/b.tar", "--",
+        "/bin/p", "-q"]
+    again = parser().parse_args(command_line_again(args, "/tmp/b.tar"))
+    assert (again.binaries, again.env, again.output, again.push) == (
+        ["/bin/p", "-q"], ["A=-x"], "/tmp/b.tar", [])
+
+
+def test_check_reproducible_leaves_this_process_alone(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """The second build has umask 077 and TZ=Pacific/Kiritimati in its own process."""
+    from slimmer.cli import main
+
+    before_tz = os.environ.get("TZ")
+    mask = os.umask(0o022)
+    try:
+        code = main(["pack", "/usr/bin/jq", "-o", str(tmp_path / "a.tar"),
+                     "--check-reproducible"])
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(mask)
+    assert code == 0 and "reproducible: a second build" in capsys.readouterr().out
+    assert os.environ.get("TZ") == before_tz

@@ -73,8 +73,8 @@ def test_check_reproducible(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "reproducible: a second build" in done.stdout
 
-    from slimmer.cli import _check_reproducible
+    from slimmer.cli.shared import check_reproducible
 
     first = build(root, tmp_path / "first.tar")
     with pytest.raises(SlimmerError, match=r"not reproducible: \d+ differences"):
-        _check_reproducible(str(first), lambda out: build(root, Path(out), epoch=1))
+        check_reproducible(str(first), lambda out, _: build(root, Path(out), epoch=1))

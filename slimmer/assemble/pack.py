@@ -56,13 +56,13 @@ from slimmer.image.write import (
 from slimmer.loader.arch import Arch
 from slimmer.loader.elf import Versions, parse_versions, read_versions
 from slimmer.loader.ldcache import write_ldcache
+from slimmer.loader.programs import DEFAULT_PATH
 from slimmer.loader.resolve import Closure, Library, Options, Resolver
 from slimmer.loader.root import Root, SysRoot
 from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot, TreeRoot
 from slimmer.tree import File, FileTree, Symlink
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 VERSION = "0.1.0"
 
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slimmer.assemble.pack import (
-    DEFAULT_PATH,
     PackOptions,
     PackResult,
     input_names,
@@ -24,6 +23,7 @@ from slimmer.assemble.recipe import Group, Recipe, User
 from slimmer.errors import SlimmerError
 from slimmer.image.layer import Progress
 from slimmer.image.merged import Image, open_image
+from slimmer.loader.programs import DEFAULT_PATH, find_in_path
 from slimmer.outputs import refuse_overlap
 from slimmer.paths import normalize
 
@@ -105,11 +105,9 @@ def _find(image: Image, name: str, env: tuple[str, ...]) -> str:
             raise SlimmerError(f"entry program {name} is not in the image")
         return path
     path_value = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), DEFAULT_PATH)
-    for directory in path_value.split(":"):
-        candidate = f"{directory.rstrip('/')}/{name}" if directory else ""
-        found = image.root.lookup(candidate) if candidate.startswith("/") else None
-        if found is not None and found.is_file:
-            return candidate
+    found = find_in_path(image.root, name, path_value.split(":"))
+    if found is not None:
+        return found
     raise SlimmerError(f"entry program {name} not found in the image's PATH ({path_value})")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.loader.programs import find_in_path
 from slimmer.loader.root import Root
 
 SHEBANG_MAX = 256  # BINPRM_BUF_SIZE since Linux 5.1
@@ -66,7 +67,8 @@ def interpreters(root: Root, script: str, path_dirs: tuple[str, ...]) -> list[st
         found.append(bang.interpreter)
         name = bang.env_program
         if name is not None:
-            target = name if name.startswith("/") else _in_path(root, name, path_dirs)
+            target = name if name.startswith("/") else find_in_path(root, name, path_dirs,
+                                                                     executable=True)
             if target is None:
                 raise FileProblem(f"{script}: {name} (from #!{bang.interpreter} {bang.argument})"
                                   f" not found in PATH ({':'.join(path_dirs)}) in the root")
@@ -76,10 +78,3 @@ def interpreters(root: Root, script: str, path_dirs: tuple[str, ...]) -> list[st
             current = bang.interpreter
     raise SlimmerError(f"{script}: more than {MAX_DEPTH} levels of #! interpreters")
 
-
-def _in_path(root: Root, name: str, path_dirs: tuple[str, ...]) -> str | None:
-    for directory in path_dirs:
-        found = root.lookup(f"{directory.rstrip('/')}/{name}")
-        if found is not None and found.is_file and found.mode & 0o111:
-            return f"{directory.rstrip('/')}/{name}"
-    return None

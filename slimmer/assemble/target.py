@@ -1,0 +1,26 @@
+"""The TARGET of `why` and `inspect`: an image archive or layout, or a program, read as the
+file tree of the image (for a program: the image `pack` would make of it, not written)."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+
+from slimmer.assemble.pack import PackOptions, assemble
+from slimmer.image.explain import read_image
+from slimmer.loader.programs import program_path
+from slimmer.loader.root import SysRoot
+from slimmer.tree import FileTree
+
+
+def image_or_program(target: str, cwd: str, root: str = "/",
+                     library_path: tuple[str, ...] = ()) -> FileTree:
+    """The file tree of `target`: an archive or a layout directory (relative to `cwd`) as its
+    layers merge, else a program of `root` (relative to `cwd` on the host root, or looked up in
+    the default PATH) as `pack` would place it with its closure."""
+    host = os.path.join(cwd, target)
+    if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
+        return read_image(host).tree
+    program = program_path(SysRoot(root), target, cwd)
+    options = PackOptions(programs=(program,), output="", root=root, library_path=library_path)
+    return assemble(options).tree

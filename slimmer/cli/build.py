@@ -1,0 +1,187 @@
+"""`slimmer pack`, `build` and `slim`: the commands that assemble an image and write it.
+
+The library is imported inside the commands: tarfile, zstandard and the writer cost start-up
+time that `deps` must not pay (cli/__init__ imports this module only for these commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, TextIO
+
+from slimmer.cli.options import (
+    command,
+    hwcaps,
+    image_options,
+    pairs,
+    source_date_epoch,
+    split_paths,
+    words,
+)
+from slimmer.cli.push import check_push, push_written
+from slimmer.cli.shared import check_reproducible, progress, rebuild, summary_stream
+from slimmer.errors import SlimmerError
+from slimmer.loader.programs import program_path
+from slimmer.loader.root import SysRoot
+
+if TYPE_CHECKING:
+    from slimmer.assemble.pack import PackOptions, PackResult
+    from slimmer.assemble.recipe import Recipe
+    from slimmer.assemble.slim import SlimResult
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    pk = sub.add_parser(
+        "pack", help="pack programs into a one-layer image archive",
+        description="Pack programs and exactly the files they load into one image archive "
+                    "that docker load, podman load, skopeo, umoci and ctr accept. The same "
+                    "inputs give the same bytes; SOURCE_DATE_EPOCH sets the timestamps "
+                    "(default 0).")
+    pk.add_argument("binaries", nargs="+", metavar="BIN")
+    pk.add_argument("--recipe", action="append", default=[], metavar="FILE",
+                    help="apply this recipe too (repeatable)")
+    image_options(pk)
+    command(pk, cmd_pack)
+
+    bd = sub.add_parser(
+        "build", help="build an image from a recipe",
+        description="Build an image from a built-in recipe (by name) or a recipe file: its "
+                    "programs, files and defaults; the options override it.")
+    bd.add_argument("recipe_name", metavar="NAME|FILE")
+    image_options(bd)
+    command(bd, cmd_build)
+
+    sl = sub.add_parser(
+        "slim", help="turn a fat image into a slim one that still runs",
+        description="Read a docker-archive tar, an OCI archive tar or an OCI layout directory "
+                    "(layers gzip, zstd or plain), find the entry program from its Entrypoint "
+                    "and Cmd, and write the image with just what that program needs. Nothing "
+                    "runs and no daemon is needed. The output keeps the input's Env, "
+                    "WorkingDir, User, Entrypoint, Cmd, ExposedPorts, Labels and StopSignal.")
+    sl.add_argument("input", metavar="IN")
+    sl.add_argument("--image", metavar="REF", help="which image of an archive holding several")
+    sl.add_argument("--keep", action="append", default=[], metavar="PATH_OR_GLOB",
+                    help="also keep this path of the image (repeatable)")
+    sl.add_argument("--report", choices=("text", "json"), default="text",
+                    help="json: a report for machines instead of the summary")
+    image_options(sl)
+    command(sl, cmd_slim)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    from slimmer.assemble.recipe import load_recipe
+
+    recipes = tuple(load_recipe(os.path.join(os.getcwd(), r)) for r in args.recipe)
+    return _pack(args, args.binaries, recipes, args.tag)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from slimmer.assemble.recipe import find_recipe
+
+    given = args.recipe_name
+    recipe = find_recipe(os.path.join(os.getcwd(), given) if "/" in given else given)
+    if not recipe.programs:
+        raise SlimmerError(f"{recipe.source}: recipe {recipe.name} names no programs to build")
+    return _pack(args, list(recipe.programs), (recipe,), args.tag or f"{recipe.name}:latest")
+
+
+def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, ...],
+          tag: str | None) -> int:
+    from slimmer.assemble.pack import pack
+
+    check_push(args)
+    sysroot = SysRoot(args.root)
+    cwd = os.getcwd()
+    options = _pack_options(args, tuple(program_path(sysroot, b, cwd) for b in binaries),
+                            recipes, tag)
+    result = pack(options, progress())
+    _print_result(result, summary_stream(options.output))
+    if args.check_reproducible:
+        check_reproducible(options.output, rebuild(args))
+    push_written(args, options.output)
+    return 0
+
+
+def cmd_slim(args: argparse.Namespace) -> int:
+    from slimmer.assemble.slim import SlimOptions, slim
+
+    check_push(args)
+    options = SlimOptions(_pack_options(args, (), (), args.tag), image=args.image,
+                          keep=tuple(args.keep))
+    result = slim(os.path.join(os.getcwd(), args.input), options, progress())
+    if args.check_reproducible:
+        check_reproducible(options.pack.output, rebuild(args))
+    report = result.report()
+    if args.report == "json":
+        print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
+    else:
+        _print_slimmed(args, result, summary_stream(options.pack.output))
+    # A JSON report owns stdout: what was pushed goes to stderr then.
+    push_written(args, options.pack.output, sys.stderr if args.report == "json" else sys.stdout)
+    return 0
+
+
+def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) -> None:
+    report = result.report()
+    _print_result(result.packed, out)
+    before, after = report["before"], report["after"]
+    share = after["bytes"] / before["bytes"] if before["bytes"] else 0.0
+    print(f"slimmed {result.reference or args.input} (entry {result.program}): "
+          f"{before['files']} files, {before['bytes'] / 1e6:.1f} MB -> {after['files']} files, "
+          f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
+
+
+def _print_result(result: PackResult, out: TextIO) -> None:
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    image = result.image
+    print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
+          f"{result.content_bytes / 1e6:.1f} MB of files, "
+          f"archive {image.archive_size / 1e6:.1f} MB", file=out)
+    print(f"image id {image.config_digest}", file=out)
+    print(f"manifest {image.manifest_digest}", file=out)
+
+
+def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
+                  recipes: tuple[Recipe, ...], tag: str | None) -> PackOptions:
+    from slimmer.assemble.pack import PackOptions
+    from slimmer.assemble.placing import parse_add
+    from slimmer.assemble.runtime import check_features
+
+    epoch = source_date_epoch(os.environ)
+    cwd = os.getcwd()
+    adds = [parse_add(spec, cwd) for spec in args.add]  # SRC:DEST[:UID:GID[:MODE]]
+    return PackOptions(
+        programs=programs,
+        output=os.path.join(cwd, args.output),
+        root=args.root,
+        tag=tag,
+        entrypoint=words(args.entrypoint, "--entrypoint"),
+        cmd=words(args.cmd, "--cmd"),
+        env=tuple(args.env),
+        workdir=args.workdir,
+        user=args.user,
+        labels=pairs(args.label, "--label"),
+        annotations=pairs(args.annotation, "--annotation"),
+        expose=tuple(args.expose),
+        add=tuple(adds),
+        # slim (no programs given) resolves inside the image: its paths are the image's
+        library_path=split_paths(args.library_path,
+                                 cwd if args.root == "/" and programs else None),
+        hwcaps=hwcaps(args.hwcaps),
+        platform=args.platform,
+        compression=args.compress,
+        keep_setuid=args.keep_setuid,
+        epoch=epoch,
+        with_features=check_features(args.with_features, "--with"),
+        without_features=check_features(args.without_features, "--without"),
+        recipes=recipes,
+        builtin_recipes=not args.no_recipes,
+        gconv_charsets=tuple(c for v in args.gconv_charsets for c in v.split(",") if c),
+        sbom=os.path.join(cwd, args.sbom) if args.sbom else None,
+        lock=os.path.join(cwd, args.lock) if args.lock else None,
+        locked=os.path.join(cwd, args.locked) if args.locked else None,
+    )

@@ -1,0 +1,194 @@
+"""The option groups several commands share, each declared once, and the parsing of their
+values into what the library takes.
+
+Only argparse, os and json here: `slimmer deps` imports this module, and its start-up is kept
+lean (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+from slimmer.errors import SlimmerError
+
+Run = Callable[[argparse.Namespace], int]
+
+
+def command(p: argparse.ArgumentParser, run: Run) -> None:
+    """What `main` calls for this command; the parser is kept to write the command line
+    again (--check-reproducible runs it a second time in a child process)."""
+    p.set_defaults(run=run, command_parser=p)
+
+
+def debug_option(p: argparse.ArgumentParser, top: bool = False) -> None:
+    """--debug, before or after the command: the top level gives the default, a command's own
+    leaves it alone when absent (SUPPRESS) so `slimmer --debug deps ...` keeps it."""
+    p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="show tracebacks on errors")
+
+
+def root_options(p: argparse.ArgumentParser) -> None:
+    """--debug, --root and --library-path: where programs and their libraries are found."""
+    debug_option(p)
+    p.add_argument("--root", default="/", metavar="DIR",
+                   help="resolve (and take files) as if DIR were / (default: /)")
+    p.add_argument("--library-path", action="append", default=[], metavar="DIR[:DIR]",
+                   help="the LD_LIBRARY_PATH the program will run with (repeatable)")
+
+
+def cpu_options(p: argparse.ArgumentParser) -> None:
+    """What the target CPU makes the loader search (`ld.so --help` on it says both)."""
+    p.add_argument("--hwcaps", default="", metavar="LIST",
+                   help="glibc-hwcaps subdirectories the target CPU supports, best first "
+                        "(e.g. x86-64-v3,x86-64-v2); default: a baseline CPU")
+    p.add_argument("--platform", default=None,
+                   help="the target CPU's $PLATFORM, also a legacy hwcaps subdirectory for "
+                        "glibc < 2.37 (e.g. haswell; default: the architecture's AT_PLATFORM)")
+
+
+def check_reproducible_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--check-reproducible", action="store_true", help=help)
+
+
+def image_options(p: argparse.ArgumentParser) -> None:
+    """What pack, build and slim share: the output, the image's config, the rules."""
+    p.add_argument("-o", "--output", required=True, help="the image archive to write")
+    p.add_argument("--tag", help="NAME[:TAG] (default: the first program's name, tag latest)")
+    p.add_argument("--entrypoint", help="entrypoint as words or a JSON array (default: the "
+                                        "first program, at its place in the image)")
+    p.add_argument("--cmd", help="cmd as words or a JSON array")
+    p.add_argument("--env", action="append", default=[], metavar="K=V",
+                   help="environment variable (repeatable; PATH is set by default)")
+    p.add_argument("--workdir", default="", help="working directory")
+    p.add_argument("--user", default="", help="root, nonroot (uid/gid 65532) or uid[:gid]")
+    p.add_argument("--label", action="append", default=[], metavar="K=V")
+    p.add_argument("--annotation", action="append", default=[], metavar="K=V",
+                   help="manifest annotation (repeatable)")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]")
+    p.add_argument("--add", action="append", default=[], metavar="SRC:DEST[:UID:GID[:MODE]]",
+                   help="host file or directory to add, with its own mode bits or MODE (octal), "
+                        "owned by root or UID:GID; ELF files among them are resolved too "
+                        "(repeatable)")
+    root_options(p)
+    cpu_options(p)
+    p.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
+                   help="layer compression: gzip (every engine), zstd (Docker 23+, podman, "
+                        "containerd, skopeo; not Docker 20.10 or umoci) or none")
+    p.add_argument("--keep-setuid", action="store_true",
+                   help="keep setuid/setgid bits (dropped by default)")
+    p.add_argument("--with", dest="with_features", action="append", default=[],
+                   metavar="NAME", help="add files the program may need at run time: tzdata, "
+                   "locales, shell, or force certs or gconv (repeatable)")
+    p.add_argument("--without", dest="without_features", action="append", default=[],
+                   metavar="NAME", help="drop a rule that is on by default: libgcc_s, gconv, "
+                   "certs, openssl, nss, ld-cache, dpkg-status (repeatable)")
+    p.add_argument("--gconv-charsets", action="append", default=[], metavar="LIST",
+                   help="keep only the iconv modules for these charsets (comma-separated, "
+                        "e.g. UTF-16,ISO-8859-1; default: all the root has)")
+    p.add_argument("--sbom", metavar="FILE", help="write an SPDX 2.3 JSON document: the "
+                   "Debian packages files came from (name, version, purl, license) and every "
+                   "file with its checksums")
+    p.add_argument("--lock", metavar="FILE", help="write every input (path, sha256, size, "
+                   "Debian package and version), sorted, to FILE")
+    p.add_argument("--locked", metavar="FILE", help="refuse to build when the inputs no "
+                   "longer match this lock file, naming what changed")
+    check_reproducible_option(p, "build a second time (other directory, umask, time zone) and "
+                                 "fail with the differences if the bytes are not the same")
+    p.add_argument("--no-recipes", action="store_true",
+                   help="do not apply the built-in recipes that match the programs")
+    push_options(p)
+
+
+def push_options(p: argparse.ArgumentParser) -> None:
+    """--push and the registry options, for a command that writes an archive: it calls
+    cli.push's `check_push` before writing and `push_written` once written."""
+    p.add_argument("--push", action="append", default=[], metavar="REGISTRY/REPO:TAG",
+                   help="push the archive to this registry reference once written "
+                        "(repeatable)")
+    registry_options(p)
+
+
+def registry_options(p: argparse.ArgumentParser) -> None:
+    """--insecure, --timeout and --send-credentials-to-realm: how to talk to the registry."""
+    p.add_argument("--insecure", action="store_true",
+                   help="plain HTTP to the registry (only for a loopback host: 127.0.0.0/8, "
+                        "::1, localhost); HTTPS otherwise")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="give up pushing after this long (default: no overall limit; each "
+                        "request still times out after 30 s connecting, 60 s reading)")
+    p.add_argument("--send-credentials-to-realm", action="store_true",
+                   help="send config.json's credentials to a token service on another origin "
+                        "than the registry (docs/push.md)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+# ---- option values -------------------------------------------------------------------------
+
+
+def split_paths(values: Sequence[str], cwd: str | None = None) -> tuple[str, ...]:
+    """--library-path values, split. With `cwd` (programs of the host root), a relative
+    directory is relative to it, as program paths and -o are; otherwise to the root's `/`."""
+    out: list[str] = []
+    for value in values:
+        out.extend(os.path.normpath(os.path.join(cwd, p)) if cwd is not None else p
+                   for p in value.replace(";", ":").split(":") if p)
+    return tuple(out)
+
+
+def hwcaps(value: str) -> tuple[str, ...]:
+    return tuple(h for h in value.split(",") if h)
+
+
+def pairs(values: Sequence[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise SlimmerError(f"{option} {value}: expected KEY=VALUE")
+        out[key] = val
+    return out
+
+
+def words(value: str | None, option: str) -> tuple[str, ...] | None:
+    """A JSON array (exec form) or a shell-like string split into words."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("["):
+        try:
+            found = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise SlimmerError(f"{option}: invalid JSON array ({exc.msg})") from None
+        if not isinstance(found, list) or not all(isinstance(w, str) for w in found):
+            raise SlimmerError(f"{option}: expected a JSON array of strings")
+        return tuple(found)
+    try:
+        import shlex  # here: only pack, build and slim need it
+
+        return tuple(shlex.split(value))
+    except ValueError as exc:
+        raise SlimmerError(f"{option} {value!r}: {exc}") from None
+
+
+def source_date_epoch(environ: Mapping[str, str]) -> int:
+    """SOURCE_DATE_EPOCH as the reproducible-builds spec has it: an ASCII integer, or 0."""
+    raw = environ.get("SOURCE_DATE_EPOCH")
+    if raw is None or raw == "":
+        return 0
+    if not raw.isascii() or not raw.isdigit():
+        raise SlimmerError(f"SOURCE_DATE_EPOCH={raw!r}: not a non-negative integer")
+    value = int(raw)
+    if value >= 8**11:  # the largest mtime a plain tar header holds
+        raise SlimmerError(f"SOURCE_DATE_EPOCH={raw!r}: too large")
+    return value
