@@ -1,5 +1,8 @@
-"""Config, manifest and index as canonical JSON, and the one archive that is both an OCI image
-layout and a `docker save` archive (docs/oci-output.md has what each engine needs)."""
+"""The one writer of image archives: config, manifest and index as canonical JSON, and the one
+archive that is both an OCI image layout and a `docker save` archive (docs/oci-output.md has
+what each engine needs). `pack` and `slim` write through `write_image`, `index` through
+`write_layout`; blobs come as model.Blob records, their member names from model.Digest.
+Reading is slimmer/image/store.py's."""
 
 from __future__ import annotations
 
