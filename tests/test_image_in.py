@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.image.merged import HostileArchive, open_image
+from slimmer.image.merge import HostileArchive
+from slimmer.image.merged import open_image
 from slimmer.tree import Dir, File, Symlink
 from tests.conftest import need_tool
 

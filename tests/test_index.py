@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from slimmer.image.index import BadBlob, DuplicatePlatform, NotAnImage, write_index
+from slimmer.image.reference import parse_reference
 from slimmer.image.verify import verify
-from slimmer.image.write import parse_reference
 from tests.conftest import main_source
 from tests.test_verify import rewrite
 

@@ -24,7 +24,7 @@ from slimmer.assemble.pack import PackOptions, pack
 from slimmer.assemble.slim import SlimOptions, slim
 from slimmer.image.explain import Step, format_inventory, format_why, inventory
 from slimmer.image.index import write_index
-from slimmer.image.write import parse_reference
+from slimmer.image.reference import parse_reference
 from slimmer.outputs import OutputProblem, printable
 from slimmer.tree import File, FileTree
 from tests.conftest import tiny_static_elf

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image.merged import ArchiveFiles
-from slimmer.image.write import BadReference
+from slimmer.image.reference import BadReference
+from slimmer.image.store import Store
 from slimmer.registry.auth import (
     AuthProblem,
     Credentials,
@@ -328,7 +328,7 @@ def test_layout_directory_never_reads_through_a_symlink(tmp_path: Path) -> None:
     (layout_dir / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     with Layout(str(layout_dir)) as layout, pytest.raises(BadLayout, match="is missing"):
         select(layout, None)
-    with ArchiveFiles(str(layout_dir)) as files, pytest.raises(
+    with Store(str(layout_dir)) as files, pytest.raises(
             SlimmerError, match="is not a file of the layout"):
         files.read_json("blobs/sha256/" + hashlib.sha256(manifest).hexdigest())
 

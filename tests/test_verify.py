@@ -68,6 +68,20 @@ def test_corrupted_blob(good: Path, tmp_path: Path) -> None:
     assert done.returncode == 1 and "problem: " in done.stdout
 
 
+def test_a_layout_directory_is_verified(good: Path, tmp_path: Path) -> None:
+    """The same checks on the archive unpacked into an OCI layout directory."""
+    layout = tmp_path / "layout"
+    with tarfile.open(good) as t:
+        t.extractall(layout)  # our own archive (this Python has no extraction filter)
+    found = verify(str(layout))
+    assert found.ok and found.checked == 3 and found.layers == 1, found.problems
+    layer = layer_of(good)
+    data = (layout / layer).read_bytes()
+    (layout / layer).write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    found = verify(str(layout))
+    assert any(p.startswith(f"{layer}: content hashes to sha256:") for p in found.problems)
+
+
 def test_wrong_size(good: Path, tmp_path: Path) -> None:
     def grow(name: str, data: bytes) -> bytes:
         if name != "index.json":

@@ -44,15 +44,9 @@ from slimmer.assemble.recipes_apply import (
 from slimmer.errors import FileProblem, MissingLibraries, SlimmerError
 from slimmer.fileio import read_small_file
 from slimmer.image.layer import Progress, write_layer
-from slimmer.image.write import (
-    ImageConfig,
-    ImageResult,
-    Reference,
-    canonical_json,
-    parse_reference,
-    rfc3339,
-    write_image,
-)
+from slimmer.image.model import canonical_json, rfc3339
+from slimmer.image.reference import Reference, parse_reference
+from slimmer.image.write import ImageConfig, ImageResult, write_image
 from slimmer.loader.arch import Arch
 from slimmer.loader.elf import Versions, parse_versions, read_versions
 from slimmer.loader.ldcache import write_ldcache

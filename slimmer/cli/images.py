@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from slimmer.image.index import write_index
-    from slimmer.image.write import parse_reference
+    from slimmer.image.reference import parse_reference
 
     check_push(args)
     cwd = os.getcwd()

@@ -12,9 +12,6 @@ from typing import Any
 
 from slimmer.errors import SlimmerError
 from slimmer.image.merged import open_image
-from slimmer.image.model import MAX_CONFIG, At, parse_contents
-from slimmer.image.store import Store
-from slimmer.image.write import CONTENTS
 from slimmer.loader.views import TreeRoot
 from slimmer.outputs import printable
 from slimmer.paths import normalize
@@ -31,11 +28,9 @@ class ImageView:
 
 def read_image(archive: str) -> ImageView:
     """Any tool's image archive or layout: its merged layers, and slimmer.json if present."""
-    with open_image(archive) as image:
+    with open_image(archive, contents=True) as image:
         tree = image.tree  # the entries stay; the spilled contents are not needed here
-    with Store(archive) as store:
-        contents = (parse_contents(store.read_json(CONTENTS, MAX_CONFIG),
-                                   At(archive, CONTENTS)) if store.exists(CONTENTS) else None)
+        contents = image.contents
     if contents is not None:
         tree.reasons.update(contents.reasons)
         tree.parents.update(contents.parents)

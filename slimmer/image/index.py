@@ -18,21 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image.model import (
-    MAX_MANIFEST,
-    OCI_INDEX,
-    At,
-    Descriptor,
-    Manifest,
-    load_json,
-    parse_document,
-)
+from slimmer.image.model import OCI_INDEX, Blob, Descriptor, Manifest, canonical_json
+from slimmer.image.reference import Reference
 from slimmer.image.store import Store, layer_diff_ids
 from slimmer.image.write import (
-    LayoutBlob,
-    Reference,
-    canonical_json,
-    descriptor,
     docker_entry,
     index_json,
     platform_of,
@@ -57,24 +46,21 @@ class BadBlob(SlimmerError):
 
 
 @dataclass(frozen=True, slots=True)
-class BlobRef:
-    """A blob of an input archive, as its manifest names it."""
-
-    digest: str  # sha256:<hex>
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
 class PlatformImage:
     """One input: its platform, manifest descriptor, config and layers."""
 
     source: str
     platform: dict[str, str]
-    manifest: dict[str, Any]  # descriptor: mediaType, digest, size
+    descriptor: Descriptor  # of the manifest: its mediaType, digest and size
     manifest_bytes: bytes
-    config: BlobRef
+    config: Descriptor
     config_bytes: bytes
-    layers: tuple[BlobRef, ...]
+    layers: tuple[Descriptor, ...]
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The manifest's descriptor as an index lists it."""
+        return self.descriptor.as_dict()
 
     @property
     def name(self) -> str:
@@ -131,44 +117,39 @@ def read_platform_image(files: Store) -> PlatformImage:
     if len(found) != 1:
         what = "no image" if not found else f"{len(found)} images"
         raise NotAnImage(f"{path}: holds {what}; index takes archives of one image each")
-    desc = next(iter(found.values()))
-    if desc.digest.algorithm != "sha256":
-        raise NotAnImage(f"{path}: manifest {desc.digest} is not a sha256 digest")
-    manifest_bytes = files.blob_bytes(desc, MAX_MANIFEST, "manifest")
-    at = At(path, desc.digest.member)
-    document = parse_document(load_json(manifest_bytes, f"{path}: {at.path}"), at,
-                              desc.media_type)
+    desc = _sha256(next(iter(found.values())), path, "manifest")
+    manifest_bytes, document = files.document_bytes(desc)
     if not isinstance(document, Manifest):
         raise NotAnImage(f"{path}: {desc.digest} is a {document.media_type}, not an image "
                          "manifest")
-    config_ref = _ref(document.config, path)
-    config_bytes, config = files.config(document.config)
+    config_bytes, config = files.config(_sha256(document.config, path))
     platform = platform_of(dict(config.raw))
     if not platform["architecture"] or not platform["os"]:
         raise NotAnImage(f"{path}: its config names no architecture or os")
     layer_diff_ids(config, len(document.layers), f"{path}: {document.config.digest.member}")
-    layers = tuple(_ref(layer, path) for layer in document.layers)
+    for layer in document.layers:
+        _sha256(layer, path)
     for layer in document.layers:
         if files.size(layer.digest.member) is None:
             raise FileProblem(f"{path}: layer {layer.digest} is missing from the archive")
-    return PlatformImage(path, platform, {"mediaType": document.media_type,
-                                          "digest": str(desc.digest),
-                                          "size": len(manifest_bytes)},
-                         manifest_bytes, config_ref, config_bytes, layers)
+    manifest = Descriptor(document.media_type, desc.digest, len(manifest_bytes))
+    return PlatformImage(path, platform, manifest, manifest_bytes, document.config,
+                         config_bytes, document.layers)
 
 
-def _ref(desc: Descriptor, path: str) -> BlobRef:
+def _sha256(desc: Descriptor, path: str, what: str = "blob") -> Descriptor:
+    """The output's blobs are all sha256 (its manifest.json and directories name them so)."""
     if desc.digest.algorithm != "sha256":
-        raise NotAnImage(f"{path}: blob {desc.digest} is not a sha256 digest")
-    return BlobRef(str(desc.digest), desc.size)
+        raise NotAnImage(f"{path}: {what} {desc.digest} is not a sha256 digest")
+    return desc
 
 
-def _check(path: str, ref: BlobRef, hex_digest: str, size: int) -> None:
-    if f"sha256:{hex_digest}" != ref.digest:
-        raise BadBlob(f"{path}: blob {ref.digest} hashes to sha256:{hex_digest}")
-    if size != ref.size:
-        raise BadBlob(f"{path}: blob {ref.digest} holds {size} bytes, its descriptor says "
-                      f"{ref.size}")
+def _check(path: str, desc: Descriptor, hex_digest: str, size: int) -> None:
+    if hex_digest != desc.digest.hex:
+        raise BadBlob(f"{path}: blob {desc.digest} hashes to sha256:{hex_digest}")
+    if size != desc.size:
+        raise BadBlob(f"{path}: blob {desc.digest} holds {size} bytes, its descriptor says "
+                      f"{desc.size}")
 
 
 def collect(files: Sequence[Store]) -> list[PlatformImage]:
@@ -215,15 +196,14 @@ def write_index(inputs: Sequence[str], output: str, ref: Reference,
         files = [stack.enter_context(Store(path)) for path in inputs]
         images = collect(files)
         _check_tags(images, ref)
-        index = index_document(images)
-        index_desc = descriptor(OCI_INDEX, index)
-        top = index_json([{**index_desc, "annotations": ref_annotations(ref)}])
+        index = Blob.of(OCI_INDEX, index_document(images))
+        top = index_json([{**index.descriptor.as_dict(), "annotations": ref_annotations(ref)}])
         try:
             size = write_layout(output, _layout_blobs(files, images, index), top,
                                 docker_manifest(images, ref), epoch)
         except OSError as exc:
             raise FileProblem(f"{output}: cannot write the index ({exc.strerror})") from exc
-    return IndexResult(output, ref, index_desc["digest"], tuple(images), size)
+    return IndexResult(output, ref, str(index.descriptor.digest), tuple(images), size)
 
 
 def _check_tags(images: Sequence[PlatformImage], ref: Reference) -> None:
@@ -234,28 +214,28 @@ def _check_tags(images: Sequence[PlatformImage], ref: Reference) -> None:
 
 
 def _layout_blobs(files: Sequence[Store], images: Sequence[PlatformImage],
-                  index: bytes) -> list[LayoutBlob]:
+                  index: Blob) -> list[Blob]:
     """The index, and each image's manifest, config and layers (copied when written)."""
-    blobs = [LayoutBlob.of(index)]
+    blobs = [index]
     for source, image in zip(files, images, strict=True):
-        blobs += [LayoutBlob.of(image.manifest_bytes), LayoutBlob.of(image.config_bytes)]
+        blobs += [Blob(image.descriptor, image.manifest_bytes),
+                  Blob(image.config, image.config_bytes)]
         blobs += [_copying(source, layer) for layer in image.layers]
     return blobs
 
 
-def _copying(files: Store, ref: BlobRef) -> LayoutBlob:
+def _copying(files: Store, desc: Descriptor) -> Blob:
     """A blob copied from an input when the archive is written, its digest checked on the
     way (a mismatch aborts the write: the output is left as it was)."""
 
     def copy(out: Sink) -> None:
-        digest = hashlib.sha256()
+        digest = hashlib.new(desc.digest.algorithm)
         size = 0
-        with files.open("blobs/sha256/" + ref.digest.removeprefix("sha256:")) as fh:
+        with files.open(desc.digest.member) as fh:
             while chunk := fh.read(CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
                 out.write(chunk)
-        _check(files.path, ref, digest.hexdigest(), size)
+        _check(files.path, desc, digest.hexdigest(), size)
 
-    return LayoutBlob(ref.digest.removeprefix("sha256:"), ref.size, copy=copy)
-
+    return Blob(desc, copy=copy)

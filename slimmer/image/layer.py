@@ -23,6 +23,7 @@ from typing import IO, Protocol
 import zstandard
 
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.image.model import Blob, Descriptor, Digest
 from slimmer.outputs import Sink, scratch_file
 from slimmer.tree import Dir, Entry, File, FileTree, Symlink
 
@@ -44,24 +45,27 @@ class ChangedWhilePacking(SlimmerError):
 
 
 @dataclass(frozen=True, slots=True)
-class Blob:
-    """A finished blob in a file without a name (outputs.scratch_file): nothing is left behind,
-    whatever ends the process. `close` when done."""
+class Layer:
+    """A layer written into a file without a name (outputs.scratch_file): nothing is left
+    behind, whatever ends the process. Its blob copies the file into the archive; `close`
+    when done."""
 
+    blob: Blob
+    diff_id: Digest  # sha256 of the uncompressed tar (equal to the blob's when uncompressed)
     file: IO[bytes]
-    digest: str  # "sha256:<hex>"
-    size: int
-    media_type: str
-    diff_id: str  # sha256 of the uncompressed tar (equal to digest when uncompressed)
 
-    def copy_to(self, out: Sink) -> None:
-        offset, fd = 0, self.file.fileno()
+    def close(self) -> None:
+        self.file.close()
+
+
+def _copier(file: IO[bytes]) -> Callable[[Sink], None]:
+    def copy(out: Sink) -> None:
+        offset, fd = 0, file.fileno()
         while chunk := os.pread(fd, CHUNK, offset):
             out.write(chunk)
             offset += len(chunk)
 
-    def close(self) -> None:
-        self.file.close()
+    return copy
 
 
 class _Compressor(Protocol):
@@ -132,11 +136,13 @@ class BlobWriter:
             self._file.write(data)
             self._size += len(data)
 
-    def finish(self) -> Blob:
+    def finish(self) -> Layer:
         self._emit(self._compressor.flush())
         self._file.flush()
-        return Blob(self._file, "sha256:" + self._out.hexdigest(), self._size,
-                    MEDIA_TYPES[self.compression], "sha256:" + self._raw.hexdigest())
+        desc = Descriptor(MEDIA_TYPES[self.compression], Digest("sha256", self._out.hexdigest()),
+                          self._size)
+        return Layer(Blob(desc, copy=_copier(self._file)),
+                     Digest("sha256", self._raw.hexdigest()), self._file)
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):  # a full disk fails the flush again: closed anyway
@@ -238,7 +244,7 @@ def layer_entries(tree: FileTree) -> list[tuple[str, Entry]]:
 
 
 def write_layer(tree: FileTree, directory: str | None, compression: str, mtime: int,
-                progress: Progress | None = None) -> Blob:
+                progress: Progress | None = None) -> Layer:
     """Write the tree as one layer blob into a file without a name in `directory`."""
     writer = BlobWriter(directory, compression)
     try:

@@ -20,16 +20,13 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-from slimmer.image.merge import HostileArchive, Merger
-from slimmer.image.model import At, Digest
-from slimmer.image.store import ImageSource, Store, decompressed, matches
+from slimmer.image.merge import Merger
+from slimmer.image.model import Contents
+from slimmer.image.store import ImageSource, Store
 from slimmer.loader.views import TreeRoot
 from slimmer.tree import FileTree
 
-__all__ = ["ArchiveFiles", "HostileArchive", "Image", "ImageSource", "blob_name",
-           "decompressed", "layout_file", "matches", "open_image", "ref_name"]
 
 @dataclass(slots=True)
 class Image:
@@ -40,6 +37,7 @@ class Image:
     root: TreeRoot
     notes: list[str] = field(default_factory=list)
     mtimes: dict[str, int] = field(default_factory=dict)  # path -> mtime, as the layers say
+    contents: Contents | None = None  # slimmer.json, when slimmer wrote the archive
 
     def content_size(self) -> int:
         return self.tree.content_size()
@@ -49,42 +47,20 @@ class Image:
 
 
 @contextmanager
-def open_image(path: str, image: str | None = None, *,
-               spill_limit: int | None = None) -> Iterator[Image]:
+def open_image(path: str, image: str | None = None, *, spill_limit: int | None = None,
+               contents: bool = False) -> Iterator[Image]:
     """Read the image at `path` (choosing `image` among several) into a merged view; its
     spilled contents (at most `spill_limit` bytes, when given) live as long as the `with`
-    block."""
+    block. `contents`: read slimmer.json too (`why`, `inspect`)."""
     spill = tempfile.mkdtemp(prefix="slimmer-image-")
     try:
-        with ArchiveFiles(path) as source_input:
-            source = source_input.choose(image)
+        with Store(path) as store:
+            source = store.choose(image)
             merged = Merger(spill, spill_limit)
             for layer in source.blobs:
-                with source_input.layer(layer) as stream:  # checked: digest, size, diff_id
+                with store.layer(layer) as stream:  # checked: digest, size, diff_id
                     merged.read_layer(stream, layer.name)
             yield Image(source, merged.tree, TreeRoot(merged.tree), merged.notes,
-                        merged.mtimes)
+                        merged.mtimes, store.contents() if contents else None)
     finally:
         shutil.rmtree(spill, ignore_errors=True)
-
-
-# ---- the input formats: slimmer/image/store.py -----------------------------------------------
-
-ArchiveFiles = Store  # the name the other modules knew it by
-
-
-def layout_file(directory: str, name: str) -> str | None:
-    """The host path of regular file `name` of a layout directory; None when it is not there
-    (a symlink on the way, or a file of another kind, is refused)."""
-    return Store(directory)._host(name)
-
-
-def blob_name(digest: str) -> str:
-    return Digest.parse(digest, At("descriptor", "digest")).member
-
-
-def ref_name(desc: dict[str, Any]) -> str:
-    """The image name an index entry's annotations give it ("" when none)."""
-    notes = desc.get("annotations") or {}
-    return str(notes.get("io.containerd.image.name") or notes.get(
-        "org.opencontainers.image.ref.name") or "")

@@ -1,5 +1,6 @@
 """Typed values of an image, parsed once at the edge: digests, descriptors, platforms,
-manifests, indexes, docker manifest.json entries, image configs and slimmer.json.
+manifests, indexes, docker manifest.json entries, image configs and slimmer.json; the blob
+record the writer takes; canonical JSON. References are in reference.py.
 
 Every document is read into these frozen values by the `parse_*` functions, which check each
 field they keep and fail with one line naming the file, the field and what was wrong:
@@ -13,8 +14,8 @@ Our own small parser rather than a schema library: the documents are few and fla
 line above is the whole requirement, and no dependency is needed. A validator from PyPI
 (pydantic, msgspec, jsonschema) would add a dependency, its own error format to translate, and
 import time (typer with pydantic and rich cost ~0.45 s per start, see cli.py). This module
-imports only `json`, `re` and `dataclasses` (measured: about 5 ms, mostly building the
-dataclasses), and `slimmer deps` does not import it at all.
+imports only `json`, `re`, `hashlib`, `time` and `dataclasses` (measured: about 5 ms, mostly
+building the dataclasses), and `slimmer deps` does not import it at all.
 
 Bounds: a document is read with a size cap checked before reading (manifests and indexes 4 MiB,
 the distribution spec's limit; configs 32 MiB, far above real ones), and JSON nested deeper
@@ -24,13 +25,18 @@ raise RecursionError).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimmer.errors import SlimmerError
+
+if TYPE_CHECKING:
+    from slimmer.outputs import Sink
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -43,8 +49,10 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 MAX_MANIFEST = 4 << 20  # manifests, indexes, index.json, manifest.json (distribution: 4 MiB)
 MAX_CONFIG = 32 << 20  # image configs, slimmer.json: real ones are a few KiB
 MAX_DEPTH = 64  # JSON nesting: real documents are under 10 deep
+CONTENTS = "slimmer.json"  # beside index.json: why each file is in the image (not in the image)
 
 _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "sha512": re.compile(r"[0-9a-f]{128}")}
+_MEMBER = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]+)")  # hex of any length: checked after
 _NESTING = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
@@ -104,6 +112,16 @@ def load_json(data: bytes, file: str) -> object:
     except (ValueError, RecursionError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
         raise BadImage(f"{file}: not valid JSON ({message})") from None
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one JSON form slimmer writes: sorted keys, no spaces, UTF-8 (so equal documents are
+    equal bytes, and equal digests)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def rfc3339(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 # ---- typed fields --------------------------------------------------------------------------
@@ -181,8 +199,28 @@ def _list(value: object, at: At) -> list[Any]:
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """A content digest, and the one rule for the member that holds its blob in an OCI layout
+    (`member`, and back: `from_member`)."""
+
     algorithm: str  # sha256 or sha512
     hex: str
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        """The sha256 digest of `data` (what slimmer writes)."""
+        return cls("sha256", hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def from_member(cls, name: str, *, strict: bool = True) -> Digest | None:
+        """The digest a member name blobs/ALG/HEX gives; None for any other name. A hex of the
+        wrong length is refused, or with `strict=False` kept as it is (verify reports such a
+        blob as one whose content does not hash to its name)."""
+        found = _MEMBER.fullmatch(name)
+        if found is None:
+            return None
+        if not strict:
+            return cls(found[1], found[2])
+        return cls.parse(f"{found[1]}:{found[2]}", At(name, "name"))
 
     @classmethod
     def parse(cls, value: object, at: At) -> Digest:
@@ -259,6 +297,25 @@ class Descriptor:
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A blob with its descriptor: what the writer (write.write_layout) takes.
+
+    The one record of a blob's content. Its bytes are in memory (`data`: configs, manifests,
+    indexes, a few KiB), or written when the archive is written by `copy(out)`, which must
+    write exactly descriptor.size bytes (a layer from the file it was compressed into, a blob
+    of another archive streamed through its store). A blob only described, never written here
+    (one to push, one an input's manifest names), is a bare Descriptor."""
+
+    descriptor: Descriptor
+    data: bytes | None = None
+    copy: Callable[[Sink], None] | None = None
+
+    @classmethod
+    def of(cls, media_type: str, data: bytes) -> Blob:
+        return cls(Descriptor(media_type, Digest.of(data), len(data)), data=data)
 
 
 @dataclass(frozen=True, slots=True)

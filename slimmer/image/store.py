@@ -20,7 +20,6 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import stat
 import tarfile
 import zlib
@@ -33,11 +32,13 @@ import zstandard
 
 from slimmer.errors import FileProblem
 from slimmer.image.model import (
+    CONTENTS,
     INDEX_TYPES,
     MAX_CONFIG,
     MAX_MANIFEST,
     At,
     BadImage,
+    Contents,
     Descriptor,
     Digest,
     DockerEntry,
@@ -46,17 +47,18 @@ from slimmer.image.model import (
     Manifest,
     load_json,
     parse_config,
+    parse_contents,
     parse_docker_manifest,
     parse_document,
     parse_index,
     parse_manifest,
     shown,
 )
+from slimmer.image.reference import matches
 
 MAX_NESTING = 8  # index -> index -> ... -> manifest: real ones are 1 or 2 deep
 MAX_MANIFESTS = 10_000  # descriptors visited in one walk: bounds an index's fan-out too
 CHUNK = 1 << 20
-_BLOB = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]+)")
 _T = TypeVar("_T")
 
 
@@ -79,12 +81,6 @@ class ImageSource:
     reference: str  # the name it carried, if any
     spec: ImageConfig | None = None
     blobs: tuple[LayerRef, ...] = ()
-
-
-def matches(wanted: str, names: list[str]) -> bool:
-    """Whether NAME[:TAG] `wanted` names one of these references (docker.io/library/... too)."""
-    full = wanted if ":" in wanted.rsplit("/", 1)[-1] else f"{wanted}:latest"
-    return any(n in (wanted, full) or n.endswith(("/" + wanted, "/" + full)) for n in names)
 
 
 def decompressed(raw: IO[bytes]) -> IO[bytes]:
@@ -315,7 +311,8 @@ class Store:
         with self.open(ref.name) as raw:
             compressed: IO[bytes] = raw
             outer = None
-            digest = ref.compressed.digest if ref.compressed is not None else _named(ref.name)
+            digest = (ref.compressed.digest if ref.compressed is not None else
+                      Digest.from_member(ref.name))
             if digest is not None:
                 size = ref.compressed.size if ref.compressed is not None else None
                 outer = CheckedReader(raw, digest, size, what, "its digest")
@@ -337,6 +334,17 @@ class Store:
                 raise BadImage(f"{what}: cannot be read ({first or type(exc).__name__})") \
                     from None
 
+    @contextmanager
+    def plain(self, name: str) -> Iterator[IO[bytes]]:
+        """Member `name` uncompressed and unchecked: for `verify`, which reports a mismatch
+        where the other readers refuse it (their errors: LAYER_ERRORS)."""
+        with self.open(name) as raw:
+            yield decompressed(raw)
+
+    def mtimes(self) -> set[int]:
+        """The mtimes of a tar's members (a directory has none to compare)."""
+        return {int(m.mtime) for m in self.members.values()}
+
     # -- documents --
 
     def index(self) -> Index:
@@ -346,11 +354,29 @@ class Store:
         return parse_docker_manifest(self.read_json("manifest.json"),
                                      At(self.path, "manifest.json"))
 
-    def document(self, desc: Descriptor) -> Manifest | Index:
+    def contents(self) -> Contents | None:
+        """slimmer.json, the reasons slimmer wrote beside index.json; None in others'."""
+        if not self.exists(CONTENTS):
+            return None
+        return parse_contents(self.read_json(CONTENTS, MAX_CONFIG), At(self.path, CONTENTS))
+
+    def document_bytes(self, desc: Descriptor) -> tuple[bytes, Manifest | Index]:
+        """A manifest or index: its exact bytes (checked against the descriptor) and what they
+        say."""
         data = self.blob_bytes(desc, MAX_MANIFEST, "manifest")
-        name = desc.digest.member
+        return data, self._document(data, desc.digest.member, desc.media_type)
+
+    def document(self, desc: Descriptor) -> Manifest | Index:
+        return self.document_bytes(desc)[1]
+
+    def read_document(self, name: str, hint: str = "") -> Manifest | Index:
+        """Member `name` as a manifest or index, its content not checked against a digest
+        (`verify` hashes every blob on its own)."""
+        return self._document(self.read_bytes(name, MAX_MANIFEST), name, hint)
+
+    def _document(self, data: bytes, name: str, hint: str) -> Manifest | Index:
         return parse_document(load_json(data, f"{self.path}: {name}"), At(self.path, name),
-                              desc.media_type)
+                              hint)
 
     def manifest(self, desc: Descriptor) -> Manifest:
         data = self.blob_bytes(desc, MAX_MANIFEST, "manifest")
@@ -360,18 +386,21 @@ class Store:
 
     def config(self, desc: Descriptor) -> tuple[bytes, ImageConfig]:
         data = self.blob_bytes(desc, MAX_CONFIG, "config")
-        name = desc.digest.member
-        return data, parse_config(load_json(data, f"{self.path}: {name}"), At(self.path, name))
+        return data, self._config(data, desc.digest.member)
 
-    def config_member(self, name: str) -> ImageConfig:
-        """A docker archive's config, by member name (checked when the name is a digest)."""
+    def config_member(self, name: str, *, checked: bool = True) -> ImageConfig:
+        """A docker archive's config, by member name (checked when the name is a digest,
+        unless `checked` is False: `verify` hashes every blob on its own)."""
         data = self.read_bytes(name, MAX_CONFIG)
-        digest = _named(name)
+        digest = Digest.from_member(name) if checked else None
         if digest is not None:
             actual = hashlib.new(digest.algorithm, data).hexdigest()
             if actual != digest.hex:
                 raise BadImage(f"{self.path}: {name}: content hashes to "
                                f"{digest.algorithm}:{actual}, not its name")
+        return self._config(data, name)
+
+    def _config(self, data: bytes, name: str) -> ImageConfig:
         return parse_config(load_json(data, f"{self.path}: {name}"), At(self.path, name))
 
     def images(self, index: Index) -> list[Descriptor]:
@@ -443,14 +472,6 @@ class Store:
             manifest.layers, diff_ids, strict=True))
         return ImageSource(dict(spec.raw), tuple(b.name for b in blobs), desc.ref_name, spec,
                            blobs)
-
-
-def _named(name: str) -> Digest | None:
-    """The digest a member's name gives (blobs/ALG/HEX), if it is one."""
-    found = _BLOB.fullmatch(name)
-    if found is None:
-        return None
-    return Digest.parse(f"{found[1]}:{found[2]}", At(name, "name"))
 
 
 def layer_diff_ids(spec: ImageConfig, layers: int, where: str) -> tuple[Digest, ...]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import re
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -19,19 +18,14 @@ from typing import IO, Any
 from slimmer.image.index import platform_key
 from slimmer.image.model import (
     INDEX_TYPES,
-    MAX_CONFIG,
-    MAX_MANIFEST,
-    At,
     BadImage,
     Descriptor,
+    Digest,
     DockerEntry,
     ImageConfig,
     Index,
-    load_json,
-    parse_config,
-    parse_document,
 )
-from slimmer.image.store import LAYER_ERRORS, MAX_NESTING, Store, decompressed
+from slimmer.image.store import LAYER_ERRORS, MAX_NESTING, Store
 
 CHUNK = 1 << 20
 
@@ -80,19 +74,19 @@ def verify(archive: str) -> Findings:
 
 def _check_blob_digests(store: Store, found: Findings) -> None:
     """Hash every blob; note each whose content does not match its name."""
-    mtimes = {m.mtime for m in store.members.values()}
+    mtimes = store.mtimes()
     for name in sorted(store.names()):
-        match = re.fullmatch(r"blobs/(sha256|sha512)/([0-9a-f]+)", name)
-        if match is None:
+        named = Digest.from_member(name, strict=False)
+        if named is None:
             continue
-        algorithm, expected = match.groups()
-        digest = hashlib.new(algorithm)
+        digest = hashlib.new(named.algorithm)
         with store.open(name) as blob:
             while chunk := blob.read(CHUNK):
                 digest.update(chunk)
         found.checked += 1
-        if digest.hexdigest() != expected:
-            found.problems.append(f"{name}: content hashes to {algorithm}:{digest.hexdigest()}")
+        if digest.hexdigest() != named.hex:
+            found.problems.append(f"{name}: content hashes to {named.algorithm}:"
+                                  f"{digest.hexdigest()}")
     if len(mtimes) > 1:
         found.notes.append(f"archive entries carry {len(mtimes)} different mtimes")
 
@@ -132,9 +126,7 @@ def _check_manifest(store: Store, desc: Descriptor, found: Findings,
         return
     if str(desc.digest) in stack:
         raise BadImage(f"{store.path}: index {desc.digest} lists itself")
-    data = store.read_bytes(name, MAX_MANIFEST)
-    document = parse_document(load_json(data, f"{store.path}: {name}"), At(store.path, name),
-                              desc.media_type)
+    document = store.read_document(name, desc.media_type)
     if isinstance(document, Index):
         if len(stack) >= MAX_NESTING:
             raise BadImage(f"{store.path}: indexes nested more than {MAX_NESTING} deep "
@@ -161,8 +153,7 @@ def _check_manifest(store: Store, desc: Descriptor, found: Findings,
 
 
 def _config(store: Store, name: str) -> ImageConfig:
-    data = store.read_bytes(name, MAX_CONFIG)
-    return parse_config(load_json(data, f"{store.path}: {name}"), At(store.path, name))
+    return store.config_member(name, checked=False)  # a wrong digest is a problem listed
 
 
 def _check_platform(desc: Descriptor, config: ImageConfig, found: Findings) -> None:
@@ -192,8 +183,7 @@ def _check_layer(store: Store, name: str, index: int, diff_id: str, found: Findi
     names: set[str] = set()
     owners = set()
     try:
-        with store.open(name) as fh:
-            stream = decompressed(fh)
+        with store.plain(name) as stream:
             hashing = _Hashing(stream, digest)
             with tarfile.open(fileobj=hashing, mode="r|") as layer:
                 for entry in layer:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from slimmer import __version__
 from slimmer.errors import SlimmerError
-from slimmer.image.write import BadReference, parse_reference
+from slimmer.image.reference import BadReference, parse_reference
 from slimmer.registry.auth import (
     AuthProblem,
     Challenge,

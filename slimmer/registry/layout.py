@@ -27,7 +27,8 @@ from slimmer.image.model import (
     parse_index,
 )
 from slimmer.image.model import Index as ModelIndex
-from slimmer.image.store import MAX_NESTING, Store, matches
+from slimmer.image.reference import matches
+from slimmer.image.store import MAX_NESTING, Store
 
 
 class BadLayout(BadImage):
@@ -35,22 +36,16 @@ class BadLayout(BadImage):
 
 
 @dataclass(frozen=True, slots=True)
-class Blob:
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
 class Manifest:
     """An image manifest or an index, its exact bytes, and what it points to."""
 
-    digest: str
+    digest: Digest
     media_type: str
     data: bytes
-    blobs: tuple[Blob, ...]  # config and layers (image manifest)
+    blobs: tuple[Descriptor, ...]  # config and layers (image manifest), as found in the layout
     children: tuple[Manifest, ...]  # manifests (index)
 
-    def all_blobs(self) -> Iterator[Blob]:
+    def all_blobs(self) -> Iterator[Descriptor]:
         yield from self.blobs
         for child in self.children:
             yield from child.all_blobs()
@@ -89,10 +84,6 @@ class Layout:
         with _as_layout():
             return self._store.read_bytes(name, MAX_MANIFEST)
 
-    def blob_name(self, digest: str) -> str:
-        with _as_layout():
-            return Digest.parse(digest, At(self.path, "digest")).member
-
     # -- the manifest tree --
 
     def index(self) -> tuple[bytes, ModelIndex]:
@@ -111,8 +102,8 @@ class Layout:
         """The manifest or index `descriptor` points to, with everything below it; its bytes
         checked against the descriptor's size and digest. Indexes nest at most MAX_NESTING
         deep and never list themselves."""
-        digest = str(descriptor.digest)
-        if digest in stack:
+        digest = descriptor.digest
+        if str(digest) in stack:
             raise BadLayout(f"{self.path}: index {digest} lists itself")
         blob = descriptor.digest.member
         data = self.read(blob)
@@ -129,7 +120,7 @@ class Layout:
             if len(stack) >= MAX_NESTING:
                 raise BadLayout(f"{self.path}: indexes nested more than {MAX_NESTING} deep "
                                 f"(at {digest})")
-            children = tuple(self.manifest(d, (*stack, digest)) for d in parsed.manifests)
+            children = tuple(self.manifest(d, (*stack, str(digest))) for d in parsed.manifests)
             return Manifest(digest, media_type, data, (), children)
         self._config(parsed.config)
         blobs = tuple(self._blob(d) for d in [parsed.config, *parsed.layers])
@@ -140,15 +131,15 @@ class Layout:
         with _as_layout():
             self._store.config(descriptor)
 
-    def _blob(self, descriptor: Descriptor) -> Blob:
-        digest = str(descriptor.digest)
-        size = self.size(descriptor.digest.member)
+    def _blob(self, descriptor: Descriptor) -> Descriptor:
+        digest = descriptor.digest
+        size = self.size(digest.member)
         if size is None:
             raise BadLayout(f"{self.path}: blob {digest} is missing from the layout")
         if descriptor.size != size:
             raise BadLayout(f"{self.path}: blob {digest} is {size} bytes, its descriptor says "
                             f"{descriptor.size}")
-        return Blob(digest, size)
+        return descriptor
 
 
 @contextmanager
@@ -186,7 +177,6 @@ def select(layout: Layout, image: str | None) -> Manifest:
     platforms = [e.platform for e in entries]
     if (all(c.media_type in MANIFEST_TYPES for c in children) and None not in platforms
             and len(set(platforms)) == len(platforms)):
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        return Manifest(digest, index.media_type, data, (), children)
+        return Manifest(Digest.of(data), index.media_type, data, (), children)
     raise BadLayout(f"{layout.path}: holds {len(entries)} images ({'; '.join(names)}): "
                     "choose one with --image")

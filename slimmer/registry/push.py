@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from slimmer.image.model import Descriptor
 from slimmer.registry.auth import AuthProblem, pull_scope, push_scope
 from slimmer.registry.client import (
     Client,
@@ -31,7 +32,7 @@ from slimmer.registry.client import (
     Transient,
     parse_destination,
 )
-from slimmer.registry.layout import BadLayout, Blob, Layout, Manifest, select
+from slimmer.registry.layout import BadLayout, Layout, Manifest, select
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,14 +137,14 @@ class _Pusher:
         self._check(self.client.request("GET", "/v2/", scopes=self.scopes), 200, "GET /v2/")
         seen: set[str] = set()
         for blob in top.all_blobs():
-            if blob.digest not in seen:
-                seen.add(blob.digest)
+            if str(blob.digest) not in seen:
+                seen.add(str(blob.digest))
                 self._blob(blob)
         for child in top.children:
-            self._manifest(child, child.digest)
+            self._manifest(child, str(child.digest))
         self._manifest(top, self.dest.tag)
         c = self.counts
-        return PushResult(self.dest, top.digest, top.media_type, c["uploaded"], c["existing"],
+        return PushResult(self.dest, str(top.digest), top.media_type, c["uploaded"], c["existing"],
                           c["mounted"], c["bytes"], c["manifests"],
                           self.client.retries - retries_before)
 
@@ -164,14 +165,14 @@ class _Pusher:
             headers={"Content-Type": manifest.media_type}, body=manifest.data)
         self._check(answer, 201, what)
         said = answer.header("Docker-Content-Digest")
-        if said and said != manifest.digest:
+        if said and said != str(manifest.digest):
             raise RegistryError(f"{self.dest.registry}: {what}: the registry stored it as "
                                 f"{said}, not {manifest.digest}")
         self.counts["manifests"] += 1
 
     # -- blobs --
 
-    def _blob(self, blob: Blob) -> None:
+    def _blob(self, blob: Descriptor) -> None:
         answer = self.client.request("HEAD", self._api(f"blobs/{blob.digest}"),
                                      scopes=self.scopes)
         if answer.status == 200:
@@ -190,9 +191,9 @@ class _Pusher:
         self.counts["uploaded"] += 1
         self.counts["bytes"] += blob.size
 
-    def _mount(self, blob: Blob, source: str) -> str | None:
+    def _mount(self, blob: Descriptor, source: str) -> str | None:
         """None when mounted (201); the upload location the registry opened instead (202)."""
-        query = urllib.parse.urlencode({"mount": blob.digest, "from": source})
+        query = urllib.parse.urlencode({"mount": str(blob.digest), "from": source})
         try:
             answer = self.client.request("POST", self._api(f"blobs/uploads/?{query}"),
                                          scopes=(*self.scopes, pull_scope(source)))
@@ -214,10 +215,10 @@ class _Pusher:
                                 "Location")
         return location
 
-    def _upload(self, blob: Blob, upload: _Upload) -> None:
+    def _upload(self, blob: Descriptor, upload: _Upload) -> None:
         small = blob.size <= self.options.chunk_size
         data = self._whole(blob) if small else b""
-        hasher = _Hasher(blob.digest.partition(":")[0])
+        hasher = _Hasher(blob.digest.algorithm)
         failures = 0
         while True:
             try:
@@ -237,23 +238,21 @@ class _Pusher:
                 self.client.pause(failures, exc.wait, f"uploading {blob.digest}")
                 self._resume_point(blob, upload, small, hasher.done)
 
-    def _whole(self, blob: Blob) -> bytes:
-        name = self.layout.blob_name(blob.digest)
-        with self.layout.open(name) as fh:
+    def _whole(self, blob: Descriptor) -> bytes:
+        with self.layout.open(blob.digest.member) as fh:
             data = fh.read()
-        hasher = _Hasher(blob.digest.partition(":")[0])
+        hasher = _Hasher(blob.digest.algorithm)
         hasher.feed(0, data)
         self._verify(blob, hasher, len(data))
         return data
 
-    def _verify(self, blob: Blob, hasher: _Hasher, size: int) -> None:
-        if hasher.digest() != blob.digest or size != blob.size:
+    def _verify(self, blob: Descriptor, hasher: _Hasher, size: int) -> None:
+        if hasher.digest() != str(blob.digest) or size != blob.size:
             raise BadLayout(f"{self.layout.path}: blob {blob.digest}: its content ({size} "
                             f"bytes) hashes to {hasher.digest()}: not pushed")
 
-    def _chunks(self, blob: Blob, upload: _Upload, hasher: _Hasher) -> None:
-        name = self.layout.blob_name(blob.digest)
-        with self.layout.open(name) as fh:
+    def _chunks(self, blob: Descriptor, upload: _Upload, hasher: _Hasher) -> None:
+        with self.layout.open(blob.digest.member) as fh:
             fh.seek(upload.offset)
             while upload.offset < blob.size:
                 chunk = fh.read(min(self.options.chunk_size, blob.size - upload.offset))
@@ -270,27 +269,27 @@ class _Pusher:
                 upload.location = answer.header("Location") or upload.location
                 upload.offset = end + 1
 
-    def _finish(self, blob: Blob, location: str, hasher: _Hasher) -> None:
-        if hasher.digest() != blob.digest or hasher.done != blob.size:
+    def _finish(self, blob: Descriptor, location: str, hasher: _Hasher) -> None:
+        if hasher.digest() != str(blob.digest) or hasher.done != blob.size:
             self.client.exchange("DELETE", location, scopes=self.scopes)  # drop the upload
             self._verify(blob, hasher, hasher.done)
         self._commit(blob, location, None)
 
-    def _commit(self, blob: Blob, location: str, data: bytes | None) -> None:
+    def _commit(self, blob: Descriptor, location: str, data: bytes | None) -> None:
         separator = "&" if urllib.parse.urlsplit(location).query else "?"
-        url = f"{location}{separator}digest={urllib.parse.quote(blob.digest)}"
+        url = f"{location}{separator}digest={urllib.parse.quote(str(blob.digest))}"
         headers = {"Content-Type": "application/octet-stream"}
         answer = self.client.exchange("PUT", url, scopes=self.scopes, body=data or b"",
                                       headers=headers)
         self._check(answer, 201, f"PUT blob {blob.digest}")
         self._digest_said(answer, blob)
 
-    def _digest_said(self, answer: Response, blob: Blob) -> None:
+    def _digest_said(self, answer: Response, blob: Descriptor) -> None:
         said = answer.header("Docker-Content-Digest")
-        if said and said != blob.digest:
+        if said and said != str(blob.digest):
             raise RegistryError(f"{self.dest.registry}: blob {blob.digest} was stored as {said}")
 
-    def _resume_point(self, blob: Blob, upload: _Upload, small: bool, sent: int) -> None:
+    def _resume_point(self, blob: Descriptor, upload: _Upload, small: bool, sent: int) -> None:
         """After a failure: ask the registry how much of the upload it has (GET: Range) and
         go on from there, or start a new upload when it does not know it any more. A range
         beyond the `sent` bytes is a registry that lies: refused."""
