@@ -41,13 +41,13 @@ import zstandard
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from slimmer import cli
 from slimmer.errors import SlimmerError
 from slimmer.image.explain import read_image
 from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from slimmer.image.store import Store
 from slimmer.image.verify import verify
-from tests.conftest import tiny_static_elf
+from tests.support.archives import tiny_static_elf
+from tests.support.cli import run
 
 LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
                "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -446,10 +446,8 @@ def verify_lines(archive: str) -> None:
 
 
 def run_cli(words: list[str]) -> tuple[int, str]:
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        code = cli.main(words)
-    return code, err.getvalue()
+    done = run(*words)
+    return done.returncode, done.stderr
 
 
 @contextlib.contextmanager

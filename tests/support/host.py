@@ -13,15 +13,32 @@ import functools
 import os
 import platform
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 
+import pytest
+
 from slimmer import Options
+
+IN_CI = os.environ.get("CI") == "true"
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 DISTRO = ("debian", "12")
 GLIBC = "2.36"
 MACHINE = "x86_64"
+
+
+def need_tool(name: str) -> str:
+    """The path of a tool the tests need; a failure in CI (where .ci/run installs it), a skip
+    elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @dataclass(frozen=True, slots=True)
