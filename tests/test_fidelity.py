@@ -300,7 +300,7 @@ def test_add_errors_are_one_line(tmp_path: Path, spec: str, words: tuple[str, ..
     x = tmp_path / "x"
     x.write_text("x\n")
     error_line(slimmer("pack", "--root", str(tiny_root(tmp_path)), "/bin/hello", "-o",
-                            str(tmp_path / "e.tar"), "--add", spec.format(x=x)), *words)
+                       str(tmp_path / "e.tar"), "--add", spec.format(x=x)), *words)
     assert not (tmp_path / "e.tar").exists()
 
 
@@ -345,8 +345,8 @@ def test_a_symlink_loop_on_the_way_is_one_line(tmp_path: Path) -> None:
     x = tmp_path / "x"
     x.write_text("x\n")
     error_line(slimmer("pack", "--root", str(root), "/bin/hello", "-o",
-                            str(tmp_path / "l.tar"), "--add", f"{x}:/loop/x"),
-                    "too many levels of symbolic links")
+                       str(tmp_path / "l.tar"), "--add", f"{x}:/loop/x"),
+               "too many levels of symbolic links")
 
 
 def test_an_added_library_satisfies_dt_needed(tmp_path: Path, cc: Compile) -> None:

@@ -45,17 +45,23 @@ def _exit_status(exit: SystemExit) -> int:
     return 1
 
 
+def command(*args: str) -> list[str]:
+    """The command line of `slimmer ARGS` in a process of its own (for Popen)."""
+    return [sys.executable, "-m", "slimmer", *args]
+
+
 def run_process(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                ) -> subprocess.CompletedProcess[str]:
-    """`python -m slimmer ARGS` in a process of its own (text output)."""
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
+                timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m slimmer ARGS` in a process of its own (text output); `timeout` for a run
+    that could hang (a FIFO read by mistake) and must not take the test session with it."""
+    return subprocess.run(command(*args), capture_output=True, text=True, cwd=cwd, env=env,
+                          timeout=timeout)
 
 
 def run_process_bytes(*args: str) -> subprocess.CompletedProcess[bytes]:
     """`python -m slimmer ARGS` in a process of its own, its output as bytes (an archive
     written to stdout)."""
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True)
+    return subprocess.run(command(*args), capture_output=True)
 
 
 def error_line(done: subprocess.CompletedProcess[str], *words: str, hint: bool = False) -> str:
