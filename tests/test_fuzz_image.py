@@ -46,7 +46,7 @@ from slimmer.image.explain import read_image
 from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from slimmer.image.store import Store
 from slimmer.image.verify import verify
-from tests.support.archives import tiny_static_elf
+from tests.support.archives import desc, sha, tiny_static_elf
 from tests.support.cli import run
 
 LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -61,16 +61,6 @@ Edit = Callable[[Any], Any]
 
 
 # ---- building a valid image ---------------------------------------------------------------
-
-
-def sha(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def desc(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha(data), "size": len(data)}
 
 
 def blob_name(data: bytes) -> str:

@@ -45,6 +45,7 @@ from slimmer.registry.client import (
 )
 from slimmer.registry.layout import BadLayout, Layout, select
 from slimmer.registry.push import PushOptions, push
+from tests.support.archives import desc as _desc
 from tests.support.cli import run as slimmer
 from tests.support.cli import run_process
 from tests.support.registries import self_signed, serve
@@ -190,11 +191,6 @@ def test_bad_auth_value(tmp_path: Path) -> None:
 
 
 # ---- layouts ---------------------------------------------------------------------------
-
-
-def _desc(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
-    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
-            "size": len(data), **extra}
 
 
 def _layout_tar(path: Path, blobs: list[bytes], index: dict[str, object]) -> Path:

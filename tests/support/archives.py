@@ -11,8 +11,19 @@ import subprocess
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import zstandard
+
+
+def sha(data: bytes) -> str:
+    """The digest of `data`, as descriptors write it."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def desc(media_type: str, data: bytes, **extra: object) -> dict[str, Any]:
+    """The OCI descriptor of `data`."""
+    return {"mediaType": media_type, "digest": sha(data), "size": len(data), **extra}
 
 
 def tiny_static_elf(message: bytes) -> bytes:
