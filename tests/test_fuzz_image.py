@@ -435,11 +435,6 @@ def verify_lines(archive: str) -> None:
         assert line.isprintable(), repr(line)
 
 
-def run_cli(words: list[str]) -> tuple[int, str]:
-    done = run(*words)
-    return done.returncode, done.stderr
-
-
 @contextlib.contextmanager
 def private_tmp(base: Path) -> Iterator[Path]:
     """A fresh directory as the process's temporary directory, restored after."""
@@ -465,7 +460,8 @@ def check(case: Case, base: Path) -> None:
         attempt(lambda: verify_lines(archive), archive, members)
         attempt(lambda: read_image(archive), archive, members)
         out = work / "out.tar"
-        code, err = run_cli(["slim", archive, "-o", str(out)])
+        done = run("slim", archive, "-o", str(out))
+        code, err = done.returncode, done.stderr
         lines = err.splitlines()
         event(f"read: {'ok' if readable else 'refused'}, slim: {'ok' if code == 0 else 'refused'}")
         if code != 0:
@@ -500,7 +496,8 @@ def test_the_unmutated_images_are_read(base: Path) -> None:
                     read_everything(str(path))
                     assert verify(str(path)).ok
                     assert "/hello" in read_image(str(path)).tree
-                    code, err = run_cli(["slim", str(path), "-o", str(work / "out.tar")])
+                    done = run("slim", str(path), "-o", str(work / "out.tar"))
+                    code, err = done.returncode, done.stderr
                     assert code == 0, err
 
 

@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from slimmer.cli import main
+
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """`slimmer ARGS` in-process, its stdout, stderr and exit status captured. An exception
     that is not a SlimmerError is not caught: it fails the test with its traceback."""
-    from slimmer.cli import main  # the package under test, imported as late as the process would
-
     out, err = io.StringIO(), io.StringIO()
     threshold = gc.get_threshold()  # main tunes the collector for a short-lived process
     with contextlib.ExitStack() as stack:
@@ -31,17 +31,17 @@ def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
         stack.enter_context(contextlib.redirect_stderr(err))
         try:
             code = main(list(args))
-        except SystemExit as exit:  # argparse: a usage error, --help, --version
-            code = _exit_status(exit)
+        except SystemExit as stop:  # argparse: a usage error, --help, --version
+            code = _exit_status(stop)
         finally:
             gc.set_threshold(*threshold)
     return subprocess.CompletedProcess(["slimmer", *args], code, out.getvalue(), err.getvalue())
 
 
-def _exit_status(exit: SystemExit) -> int:
-    if exit.code is None or isinstance(exit.code, int):
-        return exit.code or 0
-    print(exit.code, file=sys.stderr)  # what the interpreter does with a message
+def _exit_status(stop: SystemExit) -> int:
+    if stop.code is None or isinstance(stop.code, int):
+        return stop.code or 0
+    print(stop.code, file=sys.stderr)  # what the interpreter does with a message
     return 1
 
 
