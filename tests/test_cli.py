@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Compile, lib_source, main_source
-
-
-def slimmer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True, cwd=cwd)
+from tests.support.cli import error_line
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, lib_source, main_source
 
 
 def test_tree_shows_how_each_library_was_found() -> None:
@@ -122,10 +117,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path) -> None:
         str(tmp_path / "loop"): "too many levels of symbolic links",
     }
     for path, message in cases.items():
-        done = slimmer("deps", path)
-        assert done.returncode == 1, path
-        assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
-        assert len(done.stderr.splitlines()) == 1, done.stderr
+        error_line(slimmer("deps", path), message)
         debug = slimmer("--debug", "deps", path)
         assert "Traceback" in debug.stderr and debug.returncode == 1
     bad_root = slimmer("deps", "--root", str(tmp_path / "nowhere"), "/bin/sh")

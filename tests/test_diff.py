@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +9,8 @@ import pytest
 from slimmer.assemble.pack import PackOptions, pack
 from slimmer.errors import SlimmerError
 from slimmer.image.diff import diff
-from tests.conftest import tiny_static_elf
+from tests.support.archives import tiny_static_elf
+from tests.support.cli import run as slimmer
 
 
 def tiny(tmp_path: Path, name: str, message: bytes, mode: int = 0o755) -> Path:
@@ -46,11 +45,9 @@ def test_diff_finds_content_mode_mtime_and_config(tmp_path: Path) -> None:
     order = [line.split(":")[0] for line in lines]
     assert order.index("changed content") < order.index("changed mode") < order.index(
         "changed mtime") < order.index("changed config Env")
-    done = subprocess.run([sys.executable, "-m", "slimmer", "diff", str(a), str(b)],
-                          capture_output=True, text=True)
+    done = slimmer("diff", str(a), str(b))
     assert done.returncode == 1 and "changed mode: /bin/hello: 0755 -> 4755" in done.stdout
-    same = subprocess.run([sys.executable, "-m", "slimmer", "diff", str(a), str(a)],
-                          capture_output=True, text=True)
+    same = slimmer("diff", str(a), str(a))
     assert same.returncode == 0 and same.stdout.startswith("same: ")
 
 
@@ -67,9 +64,8 @@ def test_added_removed_and_links(tmp_path: Path) -> None:
 
 def test_check_reproducible(tmp_path: Path) -> None:
     root = tiny(tmp_path, "c", b"c\n")
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "--root", str(root),
-                           "/bin/hello", "-o", str(tmp_path / "c.tar"), "--check-reproducible"],
-                          capture_output=True, text=True)
+    done = slimmer("pack", "--root", str(root), "/bin/hello", "-o", str(tmp_path / "c.tar"),
+                   "--check-reproducible")
     assert done.returncode == 0, done.stderr
     assert "reproducible: a second build" in done.stdout
 

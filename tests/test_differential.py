@@ -11,8 +11,8 @@ import pytest
 from slimmer import Resolver, SysRoot
 from slimmer.errors import SlimmerError
 from slimmer.loader.elf import read_elf
-from tests.conftest import HOST_LOADER, loader_list
-from tests.host import host
+from tests.support.host import host
+from tests.support.loader import HOST_LOADER, loader_list
 
 
 def host_programs() -> list[str]:

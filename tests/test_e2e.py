@@ -8,15 +8,18 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Compile, main_source, need_tool, tiny_static_elf
-from tests.engines import PODMAN_RUN, Docker, Podman
+from tests.support.archives import tiny_static_elf
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, main_source
+from tests.support.engines import PODMAN_RUN, Docker, Podman
+from tests.support.host import need_tool
+from tests.support.roots import vendor_root
 
 pytestmark = pytest.mark.e2e
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
@@ -29,9 +32,8 @@ def pack(tmp_path: Path, *args: str, name: str = "img",
     nonce.write_text(nonce.name)
     tag = f"slimmer-e2e/{name}:{uuid.uuid4().hex[:12]}"
     out = tmp_path / f"{name}.tar"
-    done = subprocess.run([sys.executable, "-m", "slimmer", command, *args, "-o", str(out),
-                           "--tag", tag, "--add", f"{nonce}:/etc/slimmer-nonce"],
-                          capture_output=True, text=True)
+    done = slimmer(command, *args, "-o", str(out), "--tag", tag, "--add",
+                   f"{nonce}:/etc/slimmer-nonce")
     assert done.returncode == 0, done.stderr
     return out, tag
 
@@ -190,8 +192,6 @@ def test_ctr_imports(docker: Docker, tmp_path: Path) -> None:
 
 def test_library_found_only_through_the_cache(docker: Docker, tmp_path: Path,
                                               cc: Compile) -> None:
-    from tests.test_pack import vendor_root
-
     root = vendor_root(tmp_path, cc)
     out = docker_run(docker, tmp_path, ["--root", str(root), "/usr/bin/vprog"], [])
     assert out == b"41\n"

@@ -12,7 +12,7 @@ import pytest
 
 from slimmer.errors import CorruptElf, FileProblem, NotElf, SlimmerError, UnsupportedElf
 from slimmer.loader.elf import DF_1_NODEFLIB, Kind, parse_elf, read_elf
-from tests.conftest import Compile, lib_source, main_source
+from tests.support.compile import Compile, lib_source, main_source
 
 
 def readelf_dynamic(path: Path | str) -> str:

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
-from tests.conftest import Compile, main_source
-
-
-def slimmer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True)
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, main_source
 
 
 def test_why_follows_the_chain_to_the_program(tmp_path: Path) -> None:

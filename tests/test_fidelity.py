@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import uuid
 from pathlib import Path
@@ -20,10 +19,12 @@ import pytest
 from slimmer.image.layer import write_tar
 from slimmer.loader.views import OverlayRoot, TreeRoot
 from slimmer.tree import Dir, File, FileTree
-from tests.conftest import Compile, lib_source, main_source, tiny_static_elf
-from tests.engines import Docker
-from tests.roots import mmdebstrap_root
-from tests.test_pack import Archive, slimmer, tiny_root
+from tests.support.archives import Archive, tiny_static_elf
+from tests.support.cli import error_line
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, lib_source, main_source
+from tests.support.engines import Docker
+from tests.support.roots import FAT_PACKAGES, mmdebstrap_root, tiny_root
 
 # A v2 file capability, cap_net_raw=ep, as setcap writes it, and one that is not UTF-8 (tarfile
 # marks such a header hdrcharset=BINARY): both must come back byte for byte.
@@ -80,8 +81,7 @@ def docker_archive(path: Path, layers: list[Path], entrypoint: list[str]) -> Pat
 
 
 def _slim(source: Path, out: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "slimmer", "slim", str(source), "-o", str(out),
-                           *args], capture_output=True, text=True)
+    done = slimmer("slim", str(source), "-o", str(out), *args)
     assert done.returncode == 0, done.stderr
 
 
@@ -232,14 +232,6 @@ def test_slim_keeps_a_directory_kept_whole(tmp_path: Path) -> None:
 # ---- pack --add ----------------------------------------------------------------------------
 
 
-def _one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert done.returncode == 1, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 def _extra(tmp_path: Path) -> Path:
     extra = tmp_path / "extra"
     (extra / "private").mkdir(parents=True)
@@ -307,8 +299,8 @@ def test_add_colons_in_the_source_and_relative_sources(tmp_path: Path) -> None:
 def test_add_errors_are_one_line(tmp_path: Path, spec: str, words: tuple[str, ...]) -> None:
     x = tmp_path / "x"
     x.write_text("x\n")
-    _one_line_error(slimmer("pack", "--root", str(tiny_root(tmp_path)), "/bin/hello", "-o",
-                            str(tmp_path / "e.tar"), "--add", spec.format(x=x)), *words)
+    error_line(slimmer("pack", "--root", str(tiny_root(tmp_path)), "/bin/hello", "-o",
+                       str(tmp_path / "e.tar"), "--add", spec.format(x=x)), *words)
     assert not (tmp_path / "e.tar").exists()
 
 
@@ -352,9 +344,9 @@ def test_a_symlink_loop_on_the_way_is_one_line(tmp_path: Path) -> None:
     (root / "loop").symlink_to("loop")
     x = tmp_path / "x"
     x.write_text("x\n")
-    _one_line_error(slimmer("pack", "--root", str(root), "/bin/hello", "-o",
-                            str(tmp_path / "l.tar"), "--add", f"{x}:/loop/x"),
-                    "too many levels of symbolic links")
+    error_line(slimmer("pack", "--root", str(root), "/bin/hello", "-o",
+                       str(tmp_path / "l.tar"), "--add", f"{x}:/loop/x"),
+               "too many levels of symbolic links")
 
 
 def test_an_added_library_satisfies_dt_needed(tmp_path: Path, cc: Compile) -> None:
@@ -380,11 +372,9 @@ def test_owners_modes_links_and_capabilities_in_docker(docker: Docker, tmp_path:
     """The cached bookworm root (the one test_slim uses) plus a layer made by GNU tar from a
     real directory (chown, chmod, ln, setcap): slimmed with `stat` as the entry program, the
     layer holds what the fat image had, and Docker's container shows it."""
-    from tests.test_slim import PACKAGES
-
     if os.geteuid() != 0:
         pytest.skip("needs root: chown and setcap make the fat layer")
-    base = mmdebstrap_root("bookworm", PACKAGES)
+    base = mmdebstrap_root("bookworm", FAT_PACKAGES)
     src = tmp_path / "src"
     for d in ("etc/svc", "var/lib/svc/data", "usr/share/pair", "usr/local/bin"):
         (src / d).mkdir(parents=True)

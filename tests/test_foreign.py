@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,10 +22,12 @@ from slimmer.image.explain import read_image
 from slimmer.loader.elf import read_elf
 from slimmer.loader.ldcache import parse_ldcache
 from slimmer.loader.views import TreeRoot
-from tests.conftest import need_tool, parse_loader_list
-from tests.engines import PODMAN_RUN, Docker, Podman
-from tests.roots import Binfmt, chroot_run, mmdebstrap_root
-from tests.test_pack import Archive, unpack_layer
+from tests.support.archives import Archive, unpack_layer
+from tests.support.cli import run
+from tests.support.engines import PODMAN_RUN, Docker, Podman
+from tests.support.host import need_tool
+from tests.support.loader import parse_loader_list
+from tests.support.roots import Binfmt, chroot_run, mmdebstrap_root
 
 pytestmark = pytest.mark.e2e
 
@@ -65,8 +66,8 @@ def foreign(request: pytest.FixtureRequest) -> str:
 
 
 def slimmer(*args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True)
+    """`slimmer ARGS`, which must succeed."""
+    done = run(*args)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -163,10 +164,8 @@ def test_jq_runs_in_a_chroot_of_the_image(foreign: str, jq_images: dict[str, Pat
 
 
 def test_mixing_architectures_is_refused(jq_images: dict[str, Path], tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "--root",
-                           str(root_of("arm64")), "/usr/bin/jq", "--add",
-                           "/usr/bin/jq:/usr/bin/jq-amd64", "-o", str(tmp_path / "x.tar")],
-                          capture_output=True, text=True)
+    done = run("pack", "--root", str(root_of("arm64")), "/usr/bin/jq", "--add",
+               "/usr/bin/jq:/usr/bin/jq-amd64", "-o", str(tmp_path / "x.tar"))
     assert done.returncode == 1
     assert done.stderr == ("error: /usr/bin/jq-amd64 is x86_64, the image's programs are "
                            "aarch64: one image holds one architecture\n")

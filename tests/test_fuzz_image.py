@@ -41,13 +41,13 @@ import zstandard
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from slimmer import cli
 from slimmer.errors import SlimmerError
 from slimmer.image.explain import read_image
 from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from slimmer.image.store import Store
 from slimmer.image.verify import verify
-from tests.conftest import tiny_static_elf
+from tests.support.archives import desc, sha, tiny_static_elf
+from tests.support.cli import run
 
 LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
                "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -61,16 +61,6 @@ Edit = Callable[[Any], Any]
 
 
 # ---- building a valid image ---------------------------------------------------------------
-
-
-def sha(data: bytes) -> str:
-    import hashlib
-
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def desc(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha(data), "size": len(data)}
 
 
 def blob_name(data: bytes) -> str:
@@ -445,13 +435,6 @@ def verify_lines(archive: str) -> None:
         assert line.isprintable(), repr(line)
 
 
-def run_cli(words: list[str]) -> tuple[int, str]:
-    err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-        code = cli.main(words)
-    return code, err.getvalue()
-
-
 @contextlib.contextmanager
 def private_tmp(base: Path) -> Iterator[Path]:
     """A fresh directory as the process's temporary directory, restored after."""
@@ -477,7 +460,8 @@ def check(case: Case, base: Path) -> None:
         attempt(lambda: verify_lines(archive), archive, members)
         attempt(lambda: read_image(archive), archive, members)
         out = work / "out.tar"
-        code, err = run_cli(["slim", archive, "-o", str(out)])
+        done = run("slim", archive, "-o", str(out))
+        code, err = done.returncode, done.stderr
         lines = err.splitlines()
         event(f"read: {'ok' if readable else 'refused'}, slim: {'ok' if code == 0 else 'refused'}")
         if code != 0:
@@ -512,7 +496,8 @@ def test_the_unmutated_images_are_read(base: Path) -> None:
                     read_everything(str(path))
                     assert verify(str(path)).ok
                     assert "/hello" in read_image(str(path)).tree
-                    code, err = run_cli(["slim", str(path), "-o", str(work / "out.tar")])
+                    done = run("slim", str(path), "-o", str(work / "out.tar"))
+                    code, err = done.returncode, done.stderr
                     assert code == 0, err
 
 

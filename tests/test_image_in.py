@@ -7,7 +7,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -16,55 +15,10 @@ import pytest
 from slimmer.image.merge import HostileArchive
 from slimmer.image.merged import open_image
 from slimmer.tree import Dir, File, Symlink
-from tests.conftest import need_tool
-
-Member = tuple[str, str, bytes | str]  # (kind, name, content or link target)
-
-
-def layer_tar(members: list[Member]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for kind, name, payload in members:
-            info = tarfile.TarInfo(name)
-            if kind == "dir":
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            elif kind == "file":
-                assert isinstance(payload, bytes)
-                info.size, info.mode = len(payload), 0o644
-                tar.addfile(info, io.BytesIO(payload))
-            elif kind == "sym":
-                info.type, info.linkname = tarfile.SYMTYPE, str(payload)
-                tar.addfile(info)
-            elif kind == "hard":
-                info.type, info.linkname = tarfile.LNKTYPE, str(payload)
-                tar.addfile(info)
-            elif kind == "fifo":
-                info.type = tarfile.FIFOTYPE
-                tar.addfile(info)
-    return out.getvalue()
-
-
-def docker_archive(path: Path, layers: list[list[Member]], tags: tuple[str, ...] = ("x:1",),
-                   config: dict[str, object] | None = None) -> Path:
-    """The classic `docker save` layout: <id>/layer.tar, a config, manifest.json."""
-    with tarfile.open(path, "w") as tar:
-        def put(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        names, diff_ids = [], []
-        for i, members in enumerate(layers):
-            names.append(f"{i:064x}/layer.tar")
-            data = layer_tar(members)
-            put(names[-1], data)
-            diff_ids.append("sha256:" + hashlib.sha256(data).hexdigest())
-        put("config.json", json.dumps(config or {
-            "architecture": "amd64", "os": "linux", "config": {},
-            "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode())
-        put("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": list(tags),
-                                          "Layers": names}]).encode())
-    return path
+from tests.support.archives import Member, docker_archive, layer_tar
+from tests.support.cli import error_line
+from tests.support.cli import run as slimmer
+from tests.support.host import need_tool
 
 
 def test_layers_merge_with_whiteouts_and_opaque_directories(tmp_path: Path) -> None:
@@ -117,17 +71,13 @@ def test_hostile_archives_are_refused(tmp_path: Path, members: list[Member],
 
 def test_hostile_archive_gives_a_one_line_error(tmp_path: Path) -> None:
     archive = docker_archive(tmp_path / "h.tar", [[("file", "../x", b"x")]])
-    done = subprocess.run([sys.executable, "-m", "slimmer", "inspect", str(archive)],
-                          capture_output=True, text=True)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.startswith("error: ") and "climbs out" in done.stderr
+    error_line(slimmer("inspect", str(archive)), "climbs out")
 
 
 def test_not_an_archive_gives_one_line(tmp_path: Path) -> None:
     junk = tmp_path / "notes.txt"
     junk.write_text("not a tar\n" * 100)
-    done = subprocess.run([sys.executable, "-m", "slimmer", "slim", str(junk), "-o",
-                           str(tmp_path / "out.tar")], capture_output=True, text=True)
+    done = slimmer("slim", str(junk), "-o", str(tmp_path / "out.tar"))
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
         f"error: {junk}: not an image archive (neither a tar file nor a layout directory)"]
@@ -161,8 +111,7 @@ def test_choosing_among_images(tmp_path: Path) -> None:
 def test_our_own_archives_in_every_form(tmp_path: Path) -> None:
     for compress in ("gzip", "zstd", "none"):
         out = tmp_path / f"jq-{compress}.tar"
-        done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "/usr/bin/jq", "-o",
-                               str(out), "--compress", compress], capture_output=True, text=True)
+        done = slimmer("pack", "/usr/bin/jq", "-o", str(out), "--compress", compress)
         assert done.returncode == 0, done.stderr
         with open_image(str(out)) as image:
             jq = image.tree.get("/usr/bin/jq")

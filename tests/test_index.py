@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,10 @@ import pytest
 from slimmer.image.index import BadBlob, DuplicatePlatform, NotAnImage, write_index
 from slimmer.image.reference import parse_reference
 from slimmer.image.verify import verify
-from tests.conftest import main_source
-from tests.test_verify import rewrite
-
-
-def slimmer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True)
+from tests.support.archives import rewrite
+from tests.support.cli import error_line
+from tests.support.cli import run as slimmer
+from tests.support.compile import main_source
 
 
 def members(archive: Path) -> dict[str, bytes]:
@@ -104,19 +100,11 @@ def test_reproducible(images: dict[str, Path], tmp_path: Path) -> None:
     assert done.returncode == 0 and "reproducible:" in done.stdout, done.stderr
 
 
-def _one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert done.returncode == 1, done
-    lines = done.stderr.strip().splitlines()
-    assert lines and lines[0].startswith("error: ") and "Traceback" not in done.stderr, done
-    for word in words:
-        assert word in lines[0], (word, lines[0])
-
-
 def test_two_images_of_one_platform_are_refused(images: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "m.tar"
     out.write_bytes(b"old")
-    _one_line_error(slimmer("index", str(images["amd64"]), str(images["amd64-again"]), "-o",
-                            str(out), "--tag", "m:1"), "both linux/amd64", "jq2.tar")
+    error_line(slimmer("index", str(images["amd64"]), str(images["amd64-again"]), "-o",
+                       str(out), "--tag", "m:1"), "both linux/amd64", "jq2.tar")
     assert out.read_bytes() == b"old"
     with pytest.raises(DuplicatePlatform):
         write_index([str(images["amd64"]), str(images["amd64-again"])], str(out),
@@ -126,20 +114,20 @@ def test_two_images_of_one_platform_are_refused(images: dict[str, Path], tmp_pat
 def test_inputs_that_are_not_images(images: dict[str, Path], tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello\n")
-    _one_line_error(slimmer("index", str(text), "-o", str(tmp_path / "m.tar"), "--tag", "m:1"),
-                    "notes.txt", "not an image archive")
+    error_line(slimmer("index", str(text), "-o", str(tmp_path / "m.tar"), "--tag", "m:1"),
+               "notes.txt", "not an image archive")
     plain = tmp_path / "plain.tar"
     with tarfile.open(plain, "w") as t:
         t.add(text, "notes.txt")
-    _one_line_error(slimmer("index", str(plain), "-o", str(tmp_path / "m.tar"), "--tag", "m:1"),
-                    "plain.tar", "no index.json")
+    error_line(slimmer("index", str(plain), "-o", str(tmp_path / "m.tar"), "--tag", "m:1"),
+               "plain.tar", "no index.json")
     docker_only = rewrite(images["amd64"], tmp_path / "docker.tar",
                           lambda name, data: None if name == "index.json" else data)
     done = slimmer("index", str(docker_only), "-o", str(tmp_path / "m.tar"), "--tag", "m:1")
-    _one_line_error(done, "docker.tar", "docker-archive without index.json")
+    error_line(done, "docker.tar", "docker-archive without index.json", hint=True)
     assert "hint: skopeo copy docker-archive:" in done.stderr
-    _one_line_error(slimmer("index", str(tmp_path / "nope.tar"), "-o", str(tmp_path / "m.tar"),
-                            "--tag", "m:1"), "nope.tar", "no such file")
+    error_line(slimmer("index", str(tmp_path / "nope.tar"), "-o", str(tmp_path / "m.tar"),
+                       "--tag", "m:1"), "nope.tar", "no such file")
     multi = tmp_path / "multi.tar"
     write_index([str(images["amd64"]), str(images["386"])], str(multi), parse_reference("m:1"))
     with pytest.raises(NotAnImage, match="holds 2 images"):

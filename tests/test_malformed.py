@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 import zstandard
 
-from slimmer import cli
 from slimmer.image.merged import open_image
 from slimmer.image.model import MAX_CONFIG
 from slimmer.image.store import MAX_NESTING
 from slimmer.image.verify import verify
+from tests.support.archives import desc, sha
+from tests.support.cli import run as slimmer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -61,14 +62,6 @@ def tarfile_of(files: dict[str, bytes]) -> bytes:
 
 PLAIN = plain_layer()
 GZ = gzip.compress(PLAIN, mtime=0)
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def desc(media_type: str, data: bytes) -> dict[str, Any]:
-    return {"mediaType": media_type, "digest": sha(data), "size": len(data)}
 
 
 def blob(data: bytes) -> tuple[str, bytes]:
@@ -383,10 +376,9 @@ CASES: list[Any] = [
 ]
 
 
-def run(*words: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], str]:
-    code = cli.main(list(words))
-    captured = capsys.readouterr()
-    return code, captured.err.splitlines(), captured.err
+def run(*words: str) -> tuple[int, list[str], str]:
+    done = slimmer(*words)
+    return done.returncode, done.stderr.splitlines(), done.stderr
 
 
 def command(name: str, archive: str, good: str, out: str) -> list[str]:
@@ -402,10 +394,10 @@ def command(name: str, archive: str, good: str, out: str) -> list[str]:
 
 
 def check_refused(archive: Path, commands: tuple[str, ...], word: str, good: Path,
-                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                  tmp_path: Path) -> None:
     for name in commands:
         out = tmp_path / f"out-{name}.tar"
-        code, lines, err = run(*command(name, str(archive), str(good), str(out)), capsys=capsys)
+        code, lines, err = run(*command(name, str(archive), str(good), str(out)))
         errors = [line for line in lines if line.startswith("error:")]
         assert code == 1, (name, err)
         assert len(errors) == 1 and "Traceback" not in err, (name, err)
@@ -423,10 +415,10 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("case", "commands", "word"), CASES)
 def test_malformed_input_is_refused_in_one_line(case: Case, commands: tuple[str, ...],
-                                                word: str, good: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                word: str, good: Path,
+                                                tmp_path: Path) -> None:
     archive = write(tmp_path / "case.tar", case())
-    check_refused(archive, commands, word, good, tmp_path, capsys)
+    check_refused(archive, commands, word, good, tmp_path)
 
 
 def test_the_case_count() -> None:
@@ -458,17 +450,17 @@ def test_the_unmodified_images_are_good(tmp_path: Path) -> None:
 
 
 def test_layout_directories_are_read_by_verify_inspect_and_why(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path) -> None:
     layout = write_dir(tmp_path / "layout", oci())
     for words in (["verify", str(layout)], ["inspect", str(layout)],
                   ["why", str(layout), "/hello"]):
-        code, _, err = run(*words, capsys=capsys)
+        code, _, err = run(*words)
         assert code == 0, (words, err)
 
 
 @pytest.mark.parametrize("where", ["index.json", "blob", "blobs-directory"])
 def test_symlinks_in_a_layout_directory_are_refused(
-        where: str, tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        where: str, tmp_path: Path, good: Path) -> None:
     members = oci()
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -482,11 +474,11 @@ def test_symlinks_in_a_layout_directory_are_refused(
     if where == "blobs-directory":
         os.rename(layout / "blobs", outside / "blobs")
         (layout / "blobs").symlink_to(outside / "blobs")
-    check_refused(layout, ALL, "symbolic link", good, tmp_path, capsys)
+    check_refused(layout, ALL, "symbolic link", good, tmp_path)
 
 
 def test_a_1_gib_config_is_refused_before_it_is_read(
-        tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, good: Path) -> None:
     """A sparse 1 GiB config: refused by its size, not read (it would cost GBs of memory)."""
     huge_hex = "b" * 64
     members = oci(manifest=set_at(("config",), {"mediaType": OCI_CONFIG,
@@ -495,14 +487,14 @@ def test_a_1_gib_config_is_refused_before_it_is_read(
     layout = write_dir(tmp_path / "layout", members)
     with open(layout / "blobs" / "sha256" / huge_hex, "wb") as fh:
         fh.truncate(1 << 30)
-    check_refused(layout, ALL, "allowed", good, tmp_path, capsys)
+    check_refused(layout, ALL, "allowed", good, tmp_path)
 
 
 def test_a_malformed_slimmer_json_is_refused_by_inspect_and_why(
-        tmp_path: Path, good: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, good: Path) -> None:
     for bad in ({"files": {"a": 1}}, {"files": [{"path": 1, "reason": "x"}]}, b"{"):
         archive = write(tmp_path / "case.tar", {**oci(), "slimmer.json": encode(bad)})
-        check_refused(archive, ("inspect", "why"), "slimmer.json", good, tmp_path, capsys)
+        check_refused(archive, ("inspect", "why"), "slimmer.json", good, tmp_path)
 
 
 def test_verify_fails_on_an_archive_without_an_image(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -24,7 +23,9 @@ import pytest
 from slimmer.image.merge import SpillFull
 from slimmer.image.merged import open_image
 from slimmer.tree import Dir, File
-from tests.conftest import Compile, need_tool
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile
+from tests.support.host import need_tool
 
 GiB = 1 << 30
 
@@ -161,8 +162,7 @@ def test_slim_keeps_10000_nested_directories(tmp_path: Path, cc: Compile) -> Non
                            "config": {"Entrypoint": ["/app"]}})
     out = tmp_path / "out.tar"
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "slimmer", "slim", path, "-o", str(out),
-                           "--keep", "/d"], capture_output=True, text=True)
+    done = slimmer("slim", path, "-o", str(out), "--keep", "/d")
     took = time.monotonic() - start
     assert done.returncode == 0, done.stderr[-2000:]
     with open_image(str(out)) as image:

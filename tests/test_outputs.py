@@ -9,7 +9,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -27,22 +26,11 @@ from slimmer.image.index import write_index
 from slimmer.image.reference import parse_reference
 from slimmer.outputs import OutputProblem, printable
 from slimmer.tree import File, FileTree
-from tests.conftest import tiny_static_elf
+from tests.support.archives import tiny_static_elf
+from tests.support.cli import command, error_line, run_process, run_process_bytes
+from tests.support.cli import run as slimmer
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, mount, chown)")
-
-
-def slimmer(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True, cwd=cwd)
-
-
-def one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert done.returncode == 1, done
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 @pytest.fixture
@@ -173,8 +161,8 @@ def tiny_fs(tmp_path: Path) -> Iterator[Path]:
 def test_a_real_full_disk(tiny_fs: Path) -> None:
     image, sbom = tiny_fs / "image.tar", tiny_fs / "sbom.json"
     image.write_bytes(b"old image")
-    one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(image)),
-                   str(image), "No space left on device")
+    error_line(slimmer("pack", "/usr/bin/jq", "-o", str(image)),
+               str(image), "No space left on device")
     assert image.read_bytes() == b"old image"
     assert listing(tiny_fs) == ["image.tar"]
     sbom.write_bytes(b"old sbom")
@@ -183,8 +171,8 @@ def test_a_real_full_disk(tiny_fs: Path) -> None:
         fh.write(b"x" * (1 << 20))  # the rest of the 64 KiB
     sink = tiny_fs.parent / "null"  # not /dev/null: a broken writer would replace it
     os.mknod(sink, 0o666 | stat.S_IFCHR, os.stat("/dev/null").st_rdev)
-    one_line_error(slimmer("pack", "/usr/bin/true", "-o", str(sink), "--sbom", str(sbom)),
-                   str(sbom), "No space left on device")
+    error_line(slimmer("pack", "/usr/bin/true", "-o", str(sink), "--sbom", str(sbom)),
+               str(sbom), "No space left on device")
     assert sbom.read_bytes() == b"old sbom"
     assert listing(tiny_fs) == ["filler", "image.tar", "sbom.json"]
 
@@ -219,8 +207,8 @@ def test_a_killed_run_leaves_nothing_behind(tmp_path: Path, out_dir: Path,
     big = _big_add(tmp_path)
     image = out_dir / "image.tar"
     image.write_bytes(b"old image")
-    process = subprocess.Popen([sys.executable, "-m", "slimmer", "pack", "/usr/bin/true",
-                                "--add", f"{big}:/big", "-o", str(image)],
+    process = subprocess.Popen(command("pack", "/usr/bin/true", "--add", f"{big}:/big", "-o",
+                                       str(image)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for_writing(process, out_dir)
     process.send_signal(how)
@@ -270,15 +258,14 @@ def test_a_fifo_gets_the_bytes(root: Path, out_dir: Path, tmp_path: Path) -> Non
 def test_stdout_gets_the_archive_and_the_summary_goes_to_stderr(root: Path,
                                                                 tmp_path: Path) -> None:
     # /dev/stdout's own target: a broken writer cannot replace anything in /proc
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "/bin/hello", "--root",
-                           str(root), "--compress", "none", "-o", "/proc/self/fd/1"],
-                          capture_output=True)
+    done = run_process_bytes("pack", "/bin/hello", "--root", str(root), "--compress", "none",
+                             "-o", "/proc/self/fd/1")
     assert done.returncode == 0, done.stderr
     assert done.stdout == reference_bytes(root, tmp_path)
     assert done.stderr.startswith(b"wrote /proc/self/fd/1")
-    one_line_error(slimmer("pack", "/bin/hello", "--root", str(root), "-o", "/proc/self/fd/1",
+    error_line(run_process("pack", "/bin/hello", "--root", str(root), "-o", "/proc/self/fd/1",
                            "--push", "localhost:5000/x:1", "--insecure"),
-                   "--push reads the archive back")
+               "--push reads the archive back")
 
 
 def test_a_symlink_is_followed_to_the_file_it_names(root: Path, out_dir: Path,
@@ -300,11 +287,11 @@ def test_a_dangling_symlink_and_a_directory_are_refused(root: Path, out_dir: Pat
     cases = {"dangling": "which does not exist", "directory": "is a directory",
              "to-directory": "is a directory"}
     for name, words in cases.items():
-        one_line_error(slimmer("pack", "/bin/hello", "--root", str(root), "-o",
-                               str(out_dir / name)), name, words)
-        one_line_error(slimmer("pack", "/bin/hello", "--root", str(root), "-o",
-                               str(out_dir / "image.tar"), "--sbom", str(out_dir / name)),
-                       name, words)
+        error_line(slimmer("pack", "/bin/hello", "--root", str(root), "-o",
+                           str(out_dir / name)), name, words)
+        error_line(slimmer("pack", "/bin/hello", "--root", str(root), "-o",
+                           str(out_dir / "image.tar"), "--sbom", str(out_dir / name)),
+                   name, words)
     assert listing(out_dir) == ["dangling", "directory", "to-directory"]
     assert listing(out_dir / "directory") == []
 
@@ -368,11 +355,11 @@ def test_an_output_over_an_input_is_refused(root: Path, out_dir: Path, tmp_path:
     assert listing(out_dir) == ["first.tar", "hardlink", "lock.txt"]
 
     done = slimmer("pack", "./hello", "-o", "./hello", cwd=root / "bin")  # on the host root
-    one_line_error(done, "would overwrite the program")
+    error_line(done, "would overwrite the program")
     assert program.read_bytes() == original
     done = slimmer("pack", "/bin/hello", "--root", str(root), "-o", image, "--recipe",
                    str(recipe), "--lock", str(recipe))
-    one_line_error(done, "--lock would overwrite the recipe", str(recipe))
+    error_line(done, "--lock would overwrite the recipe", str(recipe))
     assert recipe.read_text() == 'name = "r"\n'
 
 
@@ -388,7 +375,7 @@ def test_slim_and_index_refuse_their_input_as_output(root: Path, out_dir: Path) 
         slim(str(image), SlimOptions(options(root, out_dir / "x.tar", sbom=str(image))))
     with pytest.raises(OutputProblem, match="-o would overwrite the input"):
         write_index([str(image)], str(out_dir / "link.tar"), parse_reference("x:1"))
-    one_line_error(slimmer("slim", str(image), "-o", str(image)), "input image")
+    error_line(slimmer("slim", str(image), "-o", str(image)), "input image")
     assert image.read_bytes() == before
     assert listing(out_dir) == ["image.tar", "link.tar"]
 

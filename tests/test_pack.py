@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -15,68 +14,21 @@ import zlib
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from slimmer.assemble.pack import PackOptions, pack
 from slimmer.tree import Symlink
-from tests.conftest import Compile, main_source, tiny_static_elf
+from tests.support.archives import Archive, tiny_static_elf, unpack_layer
+from tests.support.cli import error_line, run_process
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, main_source
+from tests.support.roots import small_root, tiny_root, vendor_root
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
-
-
-def slimmer(*args: str, cwd: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
-
-
-class Archive:
-    """An image archive opened for inspection."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.outer = tarfile.open(fileobj=io.BytesIO(path.read_bytes()))  # noqa: SIM115 - in memory
-        self.index = json.loads(self.read("index.json"))
-        self.docker = json.loads(self.read("manifest.json"))
-        self.manifest = json.loads(self.blob(self.index["manifests"][0]["digest"]))
-        self.config = json.loads(self.blob(self.manifest["config"]["digest"]))
-        layer = self.manifest["layers"][0]
-        self.layer_bytes = self.blob(layer["digest"])
-        raw = self.layer_bytes
-        if layer["mediaType"].endswith("+zstd"):
-            raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
-        self.layer = tarfile.open(fileobj=io.BytesIO(raw))  # noqa: SIM115 - in memory
-
-    def read(self, name: str) -> bytes:
-        member = self.outer.extractfile(name)
-        assert member is not None
-        return member.read()
-
-    def blob(self, digest: str) -> bytes:
-        data = self.read(f"blobs/sha256/{digest.split(':')[1]}")
-        assert hashlib.sha256(data).hexdigest() == digest.split(":")[1]
-        return data
-
-    def members(self) -> dict[str, tarfile.TarInfo]:
-        return {m.name.rstrip("/"): m for m in self.layer.getmembers()}
-
-    def file(self, name: str) -> bytes:
-        member = self.layer.extractfile(name)
-        assert member is not None
-        return member.read()
 
 
 def build_example(where: Path) -> Path:
     subprocess.run(["bash", str(EXAMPLE / "build.sh"), str(where)], check=True)
     return where / "bin" / "hello"
-
-
-def tiny_root(tmp_path: Path, message: bytes = b"tiny\n") -> Path:
-    root = tmp_path / "tinyroot"
-    (root / "bin").mkdir(parents=True)
-    (root / "bin/hello").write_bytes(tiny_static_elf(message))
-    (root / "bin/hello").chmod(0o755)
-    return root
 
 
 # ---- what goes in ----------------------------------------------------------------------
@@ -269,8 +221,8 @@ def _pack_env(**extra: str) -> dict[str, str]:
 def test_same_bytes_whatever_the_conditions(tmp_path: Path) -> None:
     first = build_example(tmp_path / "one" / "tree")
     out1 = tmp_path / "one.tar"
-    done = slimmer("pack", str(first), "-o", str(out1), "--tag", "hello:r",
-                   env=_pack_env(PYTHONHASHSEED="1", TZ="UTC", LC_ALL="C"))
+    done = run_process("pack", str(first), "-o", str(out1), "--tag", "hello:r",
+                       env=_pack_env(PYTHONHASHSEED="1", TZ="UTC", LC_ALL="C"))
     assert done.returncode == 0, done.stderr
 
     # Another directory, other mtimes and owners, another umask, zone, locale and hash seed,
@@ -295,8 +247,8 @@ def test_same_bytes_whatever_the_conditions(tmp_path: Path) -> None:
 
 def test_source_date_epoch_sets_every_time(tmp_path: Path) -> None:
     out = tmp_path / "e.tar"
-    done = slimmer("pack", "/usr/bin/jq", "-o", str(out),
-                   env=_pack_env(SOURCE_DATE_EPOCH="1700000000"))
+    done = run_process("pack", "/usr/bin/jq", "-o", str(out),
+                       env=_pack_env(SOURCE_DATE_EPOCH="1700000000"))
     assert done.returncode == 0, done.stderr
     a = Archive(out)
     assert a.config["created"] == "2023-11-14T22:13:20Z"
@@ -315,15 +267,6 @@ def test_image_id_is_the_same_for_every_compression(tmp_path: Path) -> None:
 
 
 # ---- bad input ---------------------------------------------------------------------------
-
-
-def _one_line_error(done: subprocess.CompletedProcess[str], *words: str) -> None:
-    assert done.returncode == 1, done
-    assert "Traceback" not in done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    for word in words:
-        assert word in lines[0], (word, lines[0])
 
 
 def test_bad_inputs_leave_nothing_behind(tmp_path: Path, cc: Compile) -> None:
@@ -347,15 +290,15 @@ def test_bad_inputs_leave_nothing_behind(tmp_path: Path, cc: Compile) -> None:
         ((str(needy),), ("libgone.so.3 needed by", str(needy))),
     ]
     for args, words in cases:
-        _one_line_error(slimmer("pack", *args, "-o", str(out)), *words)
+        error_line(slimmer("pack", *args, "-o", str(out)), *words)
         assert out.read_bytes() == b"precious"
         assert sorted(p.name for p in out_dir.iterdir()) == ["image.tar"]
 
-    _one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(tmp_path / "nodir/x.tar")),
-                    "does not exist")
+    error_line(slimmer("pack", "/usr/bin/jq", "-o", str(tmp_path / "nodir/x.tar")),
+               "does not exist")
     for bad in ("yesterday", "1.5", "-3", "0x10"):
-        _one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(out),
-                                env=_pack_env(SOURCE_DATE_EPOCH=bad)), "SOURCE_DATE_EPOCH")
+        error_line(run_process("pack", "/usr/bin/jq", "-o", str(out),
+                               env=_pack_env(SOURCE_DATE_EPOCH=bad)), "SOURCE_DATE_EPOCH")
     assert out.read_bytes() == b"precious"
     debug = slimmer("pack", "--debug", str(tmp_path / "text"), "-o", str(out))
     assert debug.returncode == 1 and "Traceback" in debug.stderr
@@ -368,24 +311,24 @@ def test_unwritable_output(tmp_path: Path) -> None:
     ro.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
     try:
-        _one_line_error(slimmer("pack", "/usr/bin/jq", "-o", str(ro / "x.tar")),
-                        "cannot write", "Read-only file system")
+        error_line(slimmer("pack", "/usr/bin/jq", "-o", str(ro / "x.tar")),
+                   "cannot write", "Read-only file system")
     finally:
         subprocess.run(["umount", str(ro)], check=True)
 
 
 def test_mixed_architectures_are_refused(tmp_path: Path, cc: Compile) -> None:
     p32 = cc("p32", main_source(), "-m32")
-    _one_line_error(slimmer("pack", "/usr/bin/jq", str(p32), "-o", str(tmp_path / "m.tar")),
-                    "different architectures", "i386", "x86_64")
+    error_line(slimmer("pack", "/usr/bin/jq", str(p32), "-o", str(tmp_path / "m.tar")),
+               "different architectures", "i386", "x86_64")
 
 
 def test_an_added_program_of_another_architecture_is_refused(tmp_path: Path,
                                                              cc: Compile) -> None:
     p32 = cc("p32", main_source(), "-m32", "-static")
-    _one_line_error(slimmer("pack", "/usr/bin/jq", "--add", f"{p32}:/usr/bin/p32", "-o",
-                            str(tmp_path / "m.tar")),
-                    "/usr/bin/p32 is i386", "x86_64", "one architecture")
+    error_line(slimmer("pack", "/usr/bin/jq", "--add", f"{p32}:/usr/bin/p32", "-o",
+                       str(tmp_path / "m.tar")),
+               "/usr/bin/p32 is i386", "x86_64", "one architecture")
     assert not (tmp_path / "m.tar").exists()
 
 
@@ -407,36 +350,6 @@ def test_python_api(tmp_path: Path) -> None:
     assert result.image.reference.short == "api:1"
     assert Archive(tmp_path / "api.tar").members()["bin/hello"].size == len(
         tiny_static_elf(b"api\n"))
-
-
-def vendor_root(tmp_path: Path, cc: Compile) -> Path:
-    """A root whose program needs a library that only its ld.so.cache finds (/opt/vendor/lib,
-    named in ld.so.conf.d, cache built by the real ldconfig inside the root)."""
-    root = tmp_path / "vroot"
-    gnu = root / "usr/lib/x86_64-linux-gnu"
-    gnu.mkdir(parents=True)
-    shutil.copy(os.path.realpath("/lib/x86_64-linux-gnu/libc.so.6"), gnu / "libc.so.6")
-    shutil.copy(os.path.realpath("/lib64/ld-linux-x86-64.so.2"), gnu / "ld-linux-x86-64.so.2")
-    (root / "lib").symlink_to("usr/lib")
-    (root / "lib64").mkdir()
-    (root / "lib64/ld-linux-x86-64.so.2").symlink_to("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    lib = cc(root / "opt/vendor/lib/libv.so.1", "int v(void) { return 41; }\n", "-shared",
-             "-fPIC", "-Wl,-soname,libv.so.1")
-    cc(root / "usr/bin/vprog", main_source(("v",)), str(lib))
-    (root / "etc/ld.so.conf.d").mkdir(parents=True)
-    (root / "etc/ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
-    (root / "etc/ld.so.conf.d/vendor.conf").write_text("/opt/vendor/lib\n")
-    subprocess.run(["ldconfig", "-r", str(root)], check=True)
-    return root
-
-
-def unpack_layer(archive: Path, into: Path) -> Path:
-    """The image's layer unpacked by tar(1) (tarfile's extraction filters need Python 3.11.4,
-    Debian 12 has 3.11.2)."""
-    a = Archive(archive)
-    into.mkdir(parents=True)
-    subprocess.run(["tar", "-xz", "-C", str(into)], input=a.layer_bytes, check=True)
-    return into
 
 
 def test_image_has_its_own_ld_so_cache(tmp_path: Path, cc: Compile) -> None:
@@ -471,11 +384,11 @@ def test_scripts_name_their_interpreters(tmp_path: Path) -> None:
         assert bang is not None
         assert (bang.interpreter, bang.argument, bang.env_program) == (interp, arg, env)
     (tmp_path / "rel").write_bytes(b"#!sh\n")
-    _one_line_error(slimmer("pack", str(tmp_path / "rel"), "-o", str(tmp_path / "x.tar")),
-                    "not an absolute path")
+    error_line(slimmer("pack", str(tmp_path / "rel"), "-o", str(tmp_path / "x.tar")),
+               "not an absolute path")
     (tmp_path / "nope").write_bytes(b"#!/usr/bin/env no-such-program-here\n")
-    _one_line_error(slimmer("pack", str(tmp_path / "nope"), "-o", str(tmp_path / "x.tar")),
-                    "no-such-program-here", "not found in PATH")
+    error_line(slimmer("pack", str(tmp_path / "nope"), "-o", str(tmp_path / "x.tar")),
+               "no-such-program-here", "not found in PATH")
 
 
 def test_packing_from_an_image_held_in_memory(tmp_path: Path) -> None:
@@ -510,8 +423,6 @@ def test_a_newer_symbol_version_than_the_root_has_is_refused(tmp_path: Path,
     """A program built against a library that defines VER_2.0, packed from a root whose copy
     of that library stops at VER_1.0: refused with the version named (the loader would stop
     with "version `VER_2.0' not found")."""
-    from tests.test_provenance import small_root
-
     root = small_root(tmp_path, cc)
     scripts = {"old": "VER_1.0 { global: f; local: *; };\n",
                "new": "VER_1.0 { global: f; local: *; };\nVER_2.0 { global: g; } VER_1.0;\n"}
@@ -525,8 +436,8 @@ def test_a_newer_symbol_version_than_the_root_has_is_refused(tmp_path: Path,
     cc(root / "usr/bin/vprog", main_source(("g",)), str(libs["new"]))
     shutil.copy(libs["old"], root / "usr/lib/x86_64-linux-gnu/libver.so.1")
     done = slimmer("pack", "--root", str(root), "/usr/bin/vprog", "-o", str(tmp_path / "v.tar"))
-    _one_line_error(done, "/usr/bin/vprog needs VER_2.0 from libver.so.1, which does not "
-                          "define it")
+    error_line(done, "/usr/bin/vprog needs VER_2.0 from libver.so.1, which does not "
+                     "define it")
     if os.geteuid() == 0:  # and the real loader agrees
         run = subprocess.run(["chroot", str(root), "/usr/bin/vprog"], capture_output=True,
                              text=True)

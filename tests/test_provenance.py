@@ -14,13 +14,11 @@ import pytest
 
 from slimmer.assemble.pack import PackOptions, pack
 from slimmer.errors import SlimmerError
-from tests.conftest import Compile, main_source, need_tool
-from tests.test_pack import Archive
-
-
-def slimmer(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True)
+from tests.support.archives import Archive
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile
+from tests.support.host import need_tool
+from tests.support.roots import small_root
 
 
 def test_sbom_is_valid_spdx_with_packages_and_files(tmp_path: Path) -> None:
@@ -56,20 +54,6 @@ def test_dpkg_status_entries_in_the_image(tmp_path: Path) -> None:
     assert slimmer("pack", "/usr/bin/jq", "-o", str(bare), "--without",
                    "dpkg-status").returncode == 0
     assert not any(n.startswith("var/lib/dpkg") for n in Archive(bare).members())
-
-
-def small_root(tmp_path: Path, cc: Compile) -> Path:
-    root = tmp_path / "root"
-    gnu = root / "usr/lib/x86_64-linux-gnu"
-    gnu.mkdir(parents=True)
-    for name in ("libc.so.6", "libz.so.1"):
-        shutil.copy(os.path.realpath(f"/lib/x86_64-linux-gnu/{name}"), gnu / name)
-    shutil.copy(os.path.realpath("/lib64/ld-linux-x86-64.so.2"), gnu / "ld-linux-x86-64.so.2")
-    (root / "lib").symlink_to("usr/lib")
-    (root / "lib64").mkdir()
-    (root / "lib64/ld-linux-x86-64.so.2").symlink_to("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
-    cc(root / "usr/bin/zprog", main_source(), "-Wl,--no-as-needed", "-lz")
-    return root
 
 
 def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:

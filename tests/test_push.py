@@ -10,7 +10,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import urllib.error
 import urllib.request
@@ -24,9 +23,11 @@ import pytest
 from slimmer.registry.client import ClientOptions
 from slimmer.registry.layout import BadLayout
 from slimmer.registry.push import PushOptions, PushResult, push
-from tests.conftest import need_tool, tiny_static_elf
-from tests.engines import Docker
-from tests.registries import (
+from tests.support.archives import tiny_static_elf
+from tests.support.cli import error_line, run_process
+from tests.support.engines import Docker
+from tests.support.host import need_tool
+from tests.support.registries import (
     PASSWORD,
     SERVICE,
     USER,
@@ -58,8 +59,9 @@ class Packed:
 
 
 def slimmer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slimmer", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=300)
+    """A process of its own: push reads its credentials from the environment (DOCKER_CONFIG,
+    HOME), and a push that hangs must not take the session with it."""
+    return run_process(*args, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def pack(tmp_path: Path, name: str = "img", extra_bytes: int = 0) -> Packed:
@@ -126,13 +128,6 @@ def pulled_blobs(reference: str, directory: Path, creds: bool = False,
 
 def last_line(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout.strip().splitlines()[-1]
-
-
-def error_line(done: subprocess.CompletedProcess[str]) -> str:
-    assert done.returncode == 1, done.stdout + done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    return lines[0]
 
 
 def has_blob(registry: Registry, repository: str, digest: str) -> bool:

@@ -11,8 +11,6 @@ import io
 import json
 import os
 import re
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -47,7 +45,10 @@ from slimmer.registry.client import (
 )
 from slimmer.registry.layout import BadLayout, Layout, select
 from slimmer.registry.push import PushOptions, push
-from tests.registries import self_signed, serve
+from tests.support.archives import desc as _desc
+from tests.support.cli import run as slimmer
+from tests.support.cli import run_process
+from tests.support.registries import self_signed, serve
 
 # ---- references ------------------------------------------------------------------------
 
@@ -190,11 +191,6 @@ def test_bad_auth_value(tmp_path: Path) -> None:
 
 
 # ---- layouts ---------------------------------------------------------------------------
-
-
-def _desc(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
-    return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
-            "size": len(data), **extra}
 
 
 def _layout_tar(path: Path, blobs: list[bytes], index: dict[str, object]) -> Path:
@@ -574,9 +570,8 @@ def test_overall_deadline_ends_a_slow_loris_push(tmp_path: Path) -> None:
             ClientOptions(insecure=True, timeout=1.0, read_timeout=30))))
         assert str(error) == f"127.0.0.1:{port}: GET /v2/: not done within the --timeout of 1 s"
         started = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "slimmer", "push", str(archive),
-                               f"127.0.0.1:{port}/a:1", "--insecure", "--timeout", "1.5"],
-                              capture_output=True, text=True, timeout=60)
+        done = run_process("push", str(archive), f"127.0.0.1:{port}/a:1", "--insecure",
+                           "--timeout", "1.5", timeout=60)
     assert done.returncode == 1
     assert done.stderr == (f"error: 127.0.0.1:{port}: GET /v2/: not done within the "
                            "--timeout of 1.5 s\n")
@@ -584,12 +579,9 @@ def test_overall_deadline_ends_a_slow_loris_push(tmp_path: Path) -> None:
 
 
 def test_timeout_needs_push(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", str(tmp_path / "x"), "-o",
-                           str(tmp_path / "o.tar"), "--timeout", "5"],
-                          capture_output=True, text=True, timeout=60)
+    done = slimmer("pack", str(tmp_path / "x"), "-o", str(tmp_path / "o.tar"), "--timeout", "5")
     assert done.stderr == "error: --timeout is about --push: give --push REGISTRY/REPO:TAG\n"
-    done = subprocess.run([sys.executable, "-m", "slimmer", "push", "a.tar", "r.io/a:1",
-                           "--timeout", "0"], capture_output=True, text=True, timeout=60)
+    done = slimmer("push", "a.tar", "r.io/a:1", "--timeout", "0")
     assert done.returncode == 2 and "'0' is not a number of seconds above 0" in done.stderr
 
 

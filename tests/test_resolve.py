@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,16 +14,11 @@ import pytest
 from slimmer import Closure, Options, Resolver, SysRoot
 from slimmer.loader.elf import Kind
 from slimmer.loader.ldpaths import read_ld_so_conf
-from tests.conftest import (
-    HOST_LOADER,
-    Compile,
-    lib_source,
-    loader_list,
-    main_source,
-    need_tool,
-    parse_loader_list,
-)
-from tests.host import host
+from tests.support.archives import Archive
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, lib_source, main_source
+from tests.support.host import host, need_tool
+from tests.support.loader import HOST_LOADER, loader_list, parse_loader_list
 
 
 def resolve(program: Path | str, root: str = "/", library_path: tuple[str, ...] = (),
@@ -126,7 +120,7 @@ def test_origin_through_a_symlinked_directory(cc: Compile, tmp_path: Path) -> No
 
 
 def test_lib_and_platform_tokens(cc: Compile, tmp_path: Path) -> None:
-    # $PLATFORM is the CPU's: x86_64, or haswell on an Intel CPU with AVX2 (tests/host.py).
+    # $PLATFORM is the CPU's: x86_64, or haswell on an Intel CPU with AVX2 (tests/support/host.py).
     triplet, platform = "x86_64-linux-gnu", host().platform
     cc(f"t/lib/{triplet}/liba.so", lib_source("a"), "-shared", "-fPIC")
     cc(f"t/{platform}/libb.so", lib_source("b"), "-shared", "-fPIC")
@@ -435,9 +429,7 @@ def test_a_relative_library_path_is_relative_to_the_working_directory(cc: Compil
                                                                       tmp_path: Path) -> None:
     cc("work/lib/libx.so", lib_source("x"), "-shared", "-fPIC")
     cc("work/prog", main_source(("x",)), f"-L{tmp_path}/work/lib", "-lx")
-    done = subprocess.run([sys.executable, "-m", "slimmer", "deps", "--json",
-                           "--library-path", "lib", "prog"], capture_output=True, text=True,
-                          cwd=tmp_path / "work")
+    done = slimmer("deps", "--json", "--library-path", "lib", "prog", cwd=tmp_path / "work")
     assert done.returncode == 0, done.stderr
     (found,) = json.loads(done.stdout)
     libx = next(lib for lib in found["libraries"] if lib["soname"] == "libx.so")
@@ -515,17 +507,14 @@ def test_legacy_hwcaps_entries_of_the_cache(cc: Compile, tmp_path: Path) -> None
 
 
 def test_pack_takes_the_platform_of_the_target_cpu(cc: Compile, tmp_path: Path) -> None:
-    from tests.test_pack import Archive
-
     for sub in ("haswell", "x86_64"):
         cc(f"d/{sub}/libx.so", lib_source("x"), "-shared", "-fPIC")
     prog = cc("prog", main_source(("x",)), f"-L{tmp_path}/d/x86_64", "-lx",
               f"-Wl,-rpath,{tmp_path}/d")
     for platform in ("haswell", "x86_64"):
         out = tmp_path / f"{platform}.tar"
-        done = subprocess.run([sys.executable, "-m", "slimmer", "pack", str(prog), "-o",
-                               str(out), "--platform", platform, "--hwcaps", "x86-64-v2"],
-                              capture_output=True, text=True)
+        done = slimmer("pack", str(prog), "-o", str(out), "--platform", platform, "--hwcaps",
+                       "x86-64-v2")
         assert done.returncode == 0, done.stderr
         libs = [n for n in Archive(out).members() if n.endswith("/libx.so")]
         assert [n.rsplit("/", 2)[1] for n in libs] == [platform], libs

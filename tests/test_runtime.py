@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,8 @@ from slimmer.assemble.pack import PackOptions, pack
 from slimmer.assemble.runtime import check_features, enabled
 from slimmer.errors import SlimmerError
 from slimmer.tree import File
-from tests.conftest import Compile, main_source
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, main_source
 
 
 def old_glibc_root(tmp_path: Path, cc: Compile) -> Path:
@@ -77,9 +76,7 @@ def test_feature_names_are_checked() -> None:
 
 
 def test_cli_rejects_an_unknown_feature(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "/usr/bin/jq", "-o",
-                           str(tmp_path / "x.tar"), "--without", "nothing"],
-                          capture_output=True, text=True)
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(tmp_path / "x.tar"), "--without", "nothing")
     assert done.returncode == 1
     assert done.stderr.startswith("error: --without nothing: unknown feature")
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import tarfile
 import time
 import uuid
@@ -16,21 +15,20 @@ from pathlib import Path
 import pytest
 
 from slimmer.image.explain import read_image
-from tests.conftest import need_tool
-from tests.engines import Docker
-from tests.roots import mmdebstrap_root
-from tests.test_pack import Archive
+from tests.support.archives import Archive
+from tests.support.cli import run as slimmer
+from tests.support.engines import Docker
+from tests.support.host import need_tool
+from tests.support.roots import FAT_PACKAGES, mmdebstrap_root
 
 pytestmark = pytest.mark.e2e
-
-PACKAGES = "python3,nginx-light,curl,ca-certificates,postgresql"
 
 
 @pytest.fixture(scope="session")
 def fat_root() -> Path:
     """A bookworm root tarball with python3, nginx, curl and PostgreSQL 15 (about 45 s and
     520 MB the first time; PostgreSQL alone brings 300 MB of it: LLVM, ICU, perl, locales)."""
-    return mmdebstrap_root("bookworm", PACKAGES)
+    return mmdebstrap_root("bookworm", FAT_PACKAGES)
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +53,7 @@ def fat_images(docker: Docker, fat_root: Path,
 
 
 def slim(source: Path, out: Path, *args: str) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-m", "slimmer", "slim", str(source), "-o", str(out),
-                           "--report", "json", *args], capture_output=True, text=True)
+    done = slimmer("slim", str(source), "-o", str(out), "--report", "json", *args)
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
 

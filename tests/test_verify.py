@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import json
-import subprocess
-import sys
 import tarfile
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from slimmer.image.verify import verify
-from tests.test_image_in import docker_archive
+from tests.support.archives import docker_archive, rewrite
+from tests.support.cli import run as slimmer
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("verify") / "jq.tar"
-    done = subprocess.run([sys.executable, "-m", "slimmer", "pack", "/usr/bin/jq", "-o",
-                           str(out)], capture_output=True, text=True)
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out))
     assert done.returncode == 0, done.stderr
     return out
-
-
-def rewrite(source: Path, target: Path, change: Callable[[str, bytes], bytes | None]) -> Path:
-    """Copy an archive member by member; `change` returns new content, or None to drop it."""
-    with tarfile.open(source) as old, tarfile.open(target, "w") as new:
-        for member in old.getmembers():
-            if not member.isfile():
-                new.addfile(member)
-                continue
-            data = old.extractfile(member).read()  # type: ignore[union-attr]
-            changed = change(member.name, data)
-            if changed is None:
-                continue
-            member.size = len(changed)
-            new.addfile(member, io.BytesIO(changed))
-    return target
 
 
 def layer_of(archive: Path) -> str:
@@ -49,8 +29,7 @@ def layer_of(archive: Path) -> str:
 def test_a_good_archive_passes(good: Path) -> None:
     found = verify(str(good))
     assert found.ok and found.checked == 3 and found.layers == 1, found.problems
-    done = subprocess.run([sys.executable, "-m", "slimmer", "verify", str(good)],
-                          capture_output=True, text=True)
+    done = slimmer("verify", str(good))
     assert done.returncode == 0 and done.stdout.startswith("ok: ")
 
 
@@ -63,8 +42,7 @@ def test_corrupted_blob(good: Path, tmp_path: Path) -> None:
     bad = rewrite(good, tmp_path / "bad.tar", flip)
     found = verify(str(bad))
     assert any(p.startswith(f"{layer}: content hashes to sha256:") for p in found.problems)
-    done = subprocess.run([sys.executable, "-m", "slimmer", "verify", str(bad)],
-                          capture_output=True, text=True)
+    done = slimmer("verify", str(bad))
     assert done.returncode == 1 and "problem: " in done.stdout
 
 

@@ -1,4 +1,5 @@
-"""Debian roots made by mmdebstrap, cached between test runs, and foreign programs run through
+"""Test roots: small ones built from the host's own libraries and compiled fixtures, Debian
+roots made by mmdebstrap (cached between test runs), and foreign programs run through
 qemu-user-static.
 
 The cache (SLIMMER_TEST_CACHE, default /var/tmp/slimmer-test-cache) is filled under an exclusive
@@ -19,13 +20,67 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, need_tool
+from tests.support.archives import tiny_static_elf
+from tests.support.compile import Compile, main_source
+from tests.support.host import IN_CI, need_tool
 
 CACHE = Path(os.environ.get("SLIMMER_TEST_CACHE", "/var/tmp/slimmer-test-cache"))
 MIRROR = "http://deb.debian.org/debian"
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 # Debian architecture -> the qemu-user-static binfmt entry that runs it
 QEMU = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "riscv64": "qemu-riscv64"}
+# The fat bookworm root that test_slim and test_fidelity slim (one mmdebstrap run, one cache
+# entry, every package they need).
+FAT_PACKAGES = "python3,nginx-light,curl,ca-certificates,postgresql"
+
+
+# ---- small roots, made in the test's directory ------------------------------------------------
+
+
+def tiny_root(tmp_path: Path, message: bytes = b"tiny\n") -> Path:
+    """A root holding one tiny static program, /bin/hello."""
+    root = tmp_path / "tinyroot"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin/hello").write_bytes(tiny_static_elf(message))
+    (root / "bin/hello").chmod(0o755)
+    return root
+
+
+def _host_libc_root(root: Path, libraries: tuple[str, ...]) -> Path:
+    """`root` with merged /usr, the host's loader and the named host libraries."""
+    gnu = root / "usr/lib/x86_64-linux-gnu"
+    gnu.mkdir(parents=True)
+    for name in libraries:
+        shutil.copy(os.path.realpath(f"/lib/x86_64-linux-gnu/{name}"), gnu / name)
+    shutil.copy(os.path.realpath("/lib64/ld-linux-x86-64.so.2"), gnu / "ld-linux-x86-64.so.2")
+    (root / "lib").symlink_to("usr/lib")
+    (root / "lib64").mkdir()
+    (root / "lib64/ld-linux-x86-64.so.2").symlink_to("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+    return root
+
+
+def small_root(tmp_path: Path, cc: Compile) -> Path:
+    """A root whose /usr/bin/zprog needs libz.so.1, with the host's libc, libz and loader."""
+    root = _host_libc_root(tmp_path / "root", ("libc.so.6", "libz.so.1"))
+    cc(root / "usr/bin/zprog", main_source(), "-Wl,--no-as-needed", "-lz")
+    return root
+
+
+def vendor_root(tmp_path: Path, cc: Compile) -> Path:
+    """A root whose program needs a library that only its ld.so.cache finds (/opt/vendor/lib,
+    named in ld.so.conf.d, cache built by the real ldconfig inside the root)."""
+    root = _host_libc_root(tmp_path / "vroot", ("libc.so.6",))
+    lib = cc(root / "opt/vendor/lib/libv.so.1", "int v(void) { return 41; }\n", "-shared",
+             "-fPIC", "-Wl,-soname,libv.so.1")
+    cc(root / "usr/bin/vprog", main_source(("v",)), str(lib))
+    (root / "etc/ld.so.conf.d").mkdir(parents=True)
+    (root / "etc/ld.so.conf").write_text("include /etc/ld.so.conf.d/*.conf\n")
+    (root / "etc/ld.so.conf.d/vendor.conf").write_text("/opt/vendor/lib\n")
+    subprocess.run(["ldconfig", "-r", str(root)], check=True)
+    return root
+
+
+# ---- Debian roots, cached ---------------------------------------------------------------------
 
 
 def cached(name: str, build: Callable[[Path], None]) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.support.host import need_tool
 
 PODMAN_RUN = ["--runtime", "runc", "--ulimit", "nofile=20000:20000",
               "--ulimit", "nproc=32768:32768", "--network", "none"]

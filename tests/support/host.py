@@ -5,6 +5,9 @@ with glibc 2.36, whatever the CPU. The CPU decides $PLATFORM (`haswell` on an In
 AVX2, `x86_64` otherwise), the legacy hwcap names (`x86_64`, and `avx512_1` on some Intel
 CPUs) and the glibc-hwcaps subdirectories (x86-64-v2...v4): all read here, once, from the
 host loader's `--help`, and handed to the resolver as the options of the machine's CPU.
+
+The tools the tests run (gcc, skopeo, mmdebstrap...) are asked for with `need_tool`: a skip
+where one is missing, a failure in CI, whose runner installs them all.
 """
 
 from __future__ import annotations
@@ -13,15 +16,32 @@ import functools
 import os
 import platform
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 
+import pytest
+
 from slimmer import Options
+
+IN_CI = os.environ.get("CI") == "true"  # a missing tool fails rather than skips
 
 LOADER = "/lib64/ld-linux-x86-64.so.2"
 DISTRO = ("debian", "12")
 GLIBC = "2.36"
 MACHINE = "x86_64"
+
+
+def need_tool(name: str) -> str:
+    """The path of a tool the tests need; a failure in CI (where .ci/run installs it), a skip
+    elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_tool
+from tests.support.host import need_tool
 
 USER, PASSWORD = "alice", "s3cret-pass"
 SERVICE, ISSUER = "slimmer-test-registry", "slimmer-test-issuer"
