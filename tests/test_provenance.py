@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.options import from_keywords
+from slimmer.assemble.pack import pack
 from slimmer.errors import SlimmerError
 from tests.conftest import Compile, main_source, need_tool
 from tests.test_pack import Archive
@@ -75,15 +76,15 @@ def small_root(tmp_path: Path, cc: Compile) -> Path:
 def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
     root = small_root(tmp_path, cc)
     lock = tmp_path / "image.lock"
-    opts = PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "a.tar"),
+    opts = from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "a.tar"),
                        root=str(root), lock=str(lock))
-    pack(opts)
+    pack(*opts)
     text = lock.read_text()
     assert text.splitlines()[0].startswith("# slimmer lock 1")
     assert any(line.startswith("/usr/lib/x86_64-linux-gnu/libz.so.1\tsha256:")
                for line in text.splitlines())
     # the same root: accepted
-    pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "b.tar"),
+    pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "b.tar"),
                      root=str(root), locked=str(lock)))
     # a copy of the root with one library changed: refused, naming it
     changed = tmp_path / "changed"
@@ -92,7 +93,7 @@ def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
     libz.write_bytes(libz.read_bytes() + b"\0")
     with pytest.raises(SlimmerError, match=r"no longer matches the lock: changed "
                                            r"/usr/lib/x86_64-linux-gnu/libz.so.1$"):
-        pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "c.tar"),
+        pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "c.tar"),
                          root=str(changed), locked=str(lock)))
     assert not (tmp_path / "c.tar").exists()
 
@@ -106,7 +107,7 @@ def test_a_root_copied_elsewhere_gives_the_same_image(tmp_path: Path, cc: Compil
     digests: list[tuple[str, bytes]] = []
     for r in (root, copy):
         out = tmp_path / f"{len(digests)}.tar"
-        result = pack(PackOptions(programs=("/usr/bin/zprog",), output=str(out), root=str(r),
+        result = pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(out), root=str(r),
                                   tag="z:1"))
         digests.append((result.image.manifest_digest, out.read_bytes()))
     assert digests[0] == digests[1]
@@ -126,7 +127,7 @@ def test_locked_that_is_no_lock_file_is_refused_at_once(tmp_path: Path, cc: Comp
     else:
         lock.write_bytes(b"\xff\xfe\x00junk")
     with pytest.raises(SlimmerError, match=rf"^{lock}: ") as caught:
-        pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "o.tar"),
+        pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "o.tar"),
                          root=str(root), locked=str(lock)))
     assert "\n" not in caught.value.message
     assert not (tmp_path / "o.tar").exists()

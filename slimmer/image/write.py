@@ -7,13 +7,19 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import SlimmerError
 from slimmer.image.layer import Blob, tar_header
-from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST  # the one home of media types
+from slimmer.image.model import (  # the one home of media types and of the config's types
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Platform,
+    RunConfig,
+)
 from slimmer.outputs import Output, Sink, writing
 from slimmer.tree import Dir, File
 
@@ -68,24 +74,10 @@ def parse_reference(text: str) -> Reference:
     return Reference(name, tag)
 
 
-@dataclass(frozen=True, slots=True)
-class ImageConfig:
-    """The run-time part of the image config."""
-
-    architecture: str
-    os: str = "linux"
-    variant: str = ""
-    entrypoint: tuple[str, ...] = ()
-    cmd: tuple[str, ...] | None = None
-    env: tuple[str, ...] = ()
-    workdir: str = ""
-    user: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    exposed_ports: tuple[str, ...] = ()
-    stop_signal: str = ""
-
-
-def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by: str) -> bytes:
+def config_json(platform: Platform, cfg: RunConfig, diff_ids: list[str], created: int,
+                created_by: str) -> bytes:
+    """The image config document: the platform, `cfg` (model.RunConfig, the type the config is
+    read back into: unset fields are left out, an empty Cmd is kept), one history entry."""
     run: dict[str, Any] = {}
     if cfg.env:
         run["Env"] = list(cfg.env)
@@ -93,8 +85,8 @@ def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by:
         run["Entrypoint"] = list(cfg.entrypoint)
     if cfg.cmd is not None:
         run["Cmd"] = list(cfg.cmd)
-    if cfg.workdir:
-        run["WorkingDir"] = cfg.workdir
+    if cfg.working_dir:
+        run["WorkingDir"] = cfg.working_dir
     if cfg.user:
         run["User"] = cfg.user
     if cfg.labels:
@@ -104,15 +96,12 @@ def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by:
     if cfg.stop_signal:
         run["StopSignal"] = cfg.stop_signal
     doc: dict[str, Any] = {
-        "architecture": cfg.architecture,
-        "os": cfg.os,
+        **platform.as_dict(),
         "created": rfc3339(created),
         "config": run,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": rfc3339(created), "created_by": created_by}],
     }
-    if cfg.variant:
-        doc["variant"] = cfg.variant
     return canonical_json(doc)
 
 
@@ -175,14 +164,14 @@ class LayoutBlob:
 CONTENTS = "slimmer.json"  # beside index.json: why each file is in the image (not in the image)
 
 
-def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, created: int,
-                created_by: str, annotations: dict[str, str] | None = None,
+def write_image(output: str, layer: Blob, platform: Platform, cfg: RunConfig, ref: Reference,
+                created: int, created_by: str, annotations: Mapping[str, str] | None = None,
                 contents: bytes | None = None) -> ImageResult:
     """Write the combined OCI + docker archive to `output` (as outputs.writing writes).
     `contents` (the reasons, for `slimmer why` and `inspect`) goes in as slimmer.json: an extra
     file of the layout, which every loader passes over, so that it changes no digest of the
     image."""
-    config = config_json(cfg, [layer.diff_id], created, created_by)
+    config = config_json(platform, cfg, [layer.diff_id], created, created_by)
     config_desc = descriptor(OCI_CONFIG, config)
     manifest_doc: dict[str, Any] = {
         "schemaVersion": 2,
@@ -194,10 +183,7 @@ def write_image(output: str, layer: Blob, cfg: ImageConfig, ref: Reference, crea
         manifest_doc["annotations"] = dict(annotations)
     manifest = canonical_json(manifest_doc)
     manifest_desc = descriptor(OCI_MANIFEST, manifest)
-    platform = {"architecture": cfg.architecture, "os": cfg.os}
-    if cfg.variant:
-        platform["variant"] = cfg.variant
-    index = index_json([{**manifest_desc, "platform": platform,
+    index = index_json([{**manifest_desc, "platform": platform.as_dict(),
                          "annotations": ref_annotations(ref)}])
     docker_manifest = canonical_json([docker_entry(config_desc["digest"], [layer.digest],
                                                    [ref.short])])
