@@ -36,9 +36,11 @@ Progress = Callable[[int, int], None]
 if TYPE_CHECKING:
     from typing import TextIO
 
-    from slimmer.assemble.pack import PackOptions, PackResult
+    from slimmer.assemble.options import BuildOptions, OutputOptions
+    from slimmer.assemble.pack import PackResult
     from slimmer.assemble.recipe import Recipe
     from slimmer.assemble.slim import SlimResult
+    from slimmer.assemble.spec import ImageSpec
     from slimmer.tree import FileTree
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -200,7 +202,9 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
     """The file tree of an image archive, or of the image `pack` would make of a program."""
     import tarfile
 
-    from slimmer.assemble.pack import PackOptions, assemble
+    from slimmer.assemble.assembly import assemble
+    from slimmer.assemble.options import BuildOptions
+    from slimmer.assemble.spec import ImageSpec
     from slimmer.image.explain import read_image
 
     cwd = os.getcwd()
@@ -208,11 +212,10 @@ def _image_or_program(args: argparse.Namespace, target: str) -> FileTree:
     if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
         return read_image(host).tree  # an archive or a layout directory
     sysroot = SysRoot(args.root)
-    options = PackOptions(programs=(_program_path(sysroot, target, cwd),), output="",
-                          root=args.root,
-                          library_path=_split_paths(args.library_path,
-                                                    cwd if args.root == "/" else None))
-    return assemble(options).tree
+    build = BuildOptions(programs=(_program_path(sysroot, target, cwd),), root=args.root,
+                         library_path=_split_paths(args.library_path,
+                                                   cwd if args.root == "/" else None))
+    return assemble(ImageSpec(), build).tree
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -305,15 +308,16 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     check_push(args)
     sysroot = SysRoot(args.root)
     cwd = os.getcwd()
-    options = _pack_options(args, tuple(_program_path(sysroot, b, cwd) for b in binaries),
-                            recipes)
-    result = run_pack(options, _progress())
-    _print_result(result, _summary_stream(options.output))
+    image, build, output = _pack_options(
+        args, tuple(_program_path(sysroot, b, cwd) for b in binaries), recipes)
+    result = run_pack(image, build, output, _progress())
+    _print_result(result, _summary_stream(output.path))
     if args.check_reproducible:
         from dataclasses import replace
 
-        _check_reproducible(options.output, lambda out: run_pack(replace(options, output=out)))
-    push_written(args, options.output)
+        _check_reproducible(output.path, lambda out: run_pack(image, build,
+                                                              replace(output, path=out)))
+    push_written(args, output.path)
     return 0
 
 
@@ -358,24 +362,25 @@ def _check_reproducible(output: str, build: Callable[[str], object]) -> None:
 
 
 def cmd_slim(args: argparse.Namespace) -> int:
-    from slimmer.assemble.slim import SlimOptions, slim
+    from dataclasses import replace
+
+    from slimmer.assemble.slim import slim
 
     check_push(args)
-    options = SlimOptions(_pack_options(args, (), ()), image=args.image, keep=tuple(args.keep))
+    image, build, output = _pack_options(args, (), ())
+    build = replace(build, keep=tuple(args.keep))
     source = os.path.join(os.getcwd(), args.input)
-    result = slim(source, options, _progress())
+    result = slim(source, image, build, output, args.image, _progress())
     if args.check_reproducible:
-        from dataclasses import replace
-
-        _check_reproducible(options.pack.output, lambda out: slim(
-            source, replace(options, pack=replace(options.pack, output=out))))
+        _check_reproducible(output.path, lambda out: slim(
+            source, image, build, replace(output, path=out), args.image))
     report = result.report()
     if args.report == "json":
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
     else:
-        _print_slimmed(args, result, _summary_stream(options.pack.output))
+        _print_slimmed(args, result, _summary_stream(output.path))
     # A JSON report owns stdout: what was pushed goes to stderr then.
-    push_written(args, options.pack.output, sys.stderr if args.report == "json" else sys.stdout)
+    push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
 
 
@@ -463,27 +468,30 @@ def _print_result(result: PackResult, out: TextIO = sys.stdout) -> None:
 
 
 def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
-                  recipes: tuple[Recipe, ...]) -> PackOptions:
-    from slimmer.assemble.pack import PackOptions
+                  recipes: tuple[Recipe, ...]
+                  ) -> tuple[ImageSpec, BuildOptions, OutputOptions]:
+    from slimmer.assemble.options import BuildOptions, OutputOptions
     from slimmer.assemble.placing import parse_add
     from slimmer.assemble.runtime import check_features
+    from slimmer.assemble.spec import ImageSpec
+    from slimmer.image.model import RunConfig
 
     epoch = source_date_epoch(os.environ)
     cwd = os.getcwd()
     adds = [parse_add(spec, cwd) for spec in args.add]  # SRC:DEST[:UID:GID[:MODE]]
-    return PackOptions(
-        programs=programs,
-        output=os.path.join(cwd, args.output),
-        root=args.root,
-        tag=args.tag,
+    image = ImageSpec(RunConfig(
         entrypoint=_command(args.entrypoint, "--entrypoint"),
         cmd=_command(args.cmd, "--cmd"),
         env=tuple(args.env),
-        workdir=args.workdir,
+        working_dir=args.workdir,
         user=args.user,
         labels=_pairs(args.label, "--label"),
-        annotations=_pairs(args.annotation, "--annotation"),
-        expose=tuple(args.expose),
+        exposed_ports=tuple(args.expose),
+    ), annotations=_pairs(args.annotation, "--annotation"))
+    output = OutputOptions(os.path.join(cwd, args.output), args.tag)
+    return image, BuildOptions(
+        programs=programs,
+        root=args.root,
         add=tuple(adds),
         # slim (no programs given) resolves inside the image: its paths are the image's
         library_path=_split_paths(args.library_path,
@@ -501,7 +509,7 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         sbom=os.path.join(cwd, args.sbom) if args.sbom else None,
         lock=os.path.join(cwd, args.lock) if args.lock else None,
         locked=os.path.join(cwd, args.locked) if args.locked else None,
-    )
+    ), output
 
 
 # ---- the parser ----------------------------------------------------------------------------
