@@ -61,7 +61,7 @@ def test_added_removed_and_links(tmp_path: Path) -> None:
     (root / "etc/more").write_text("more")
     b = tmp_path / "b.tar"
     pack(*from_keywords(programs=("/bin/hello",), output=str(b), root=str(root), tag="t:1",
-                     add=((str(root / "etc/more"), "/etc/more"),)))
+                        add=((str(root / "etc/more"), "/etc/more"),)))
     lines = [d.line for d in diff(str(a), str(b))]
     assert "added: /etc/more (file)" in lines and "removed: /etc/data (file)" in lines
 

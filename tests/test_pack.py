@@ -252,7 +252,7 @@ PINNED_ZLIB = {
 def test_pinned_digest(tmp_path: Path) -> None:
     root = tiny_root(tmp_path, b"pinned\n")
     result = pack(*from_keywords(programs=("/bin/hello",), output=str(tmp_path / "p.tar"),
-                              root=str(root), tag="tiny:pinned", epoch=1700000000))
+                                 root=str(root), tag="tiny:pinned", epoch=1700000000))
     image = result.image
     assert image.config_digest == PINNED_CONFIG
     assert image.diff_id == PINNED_DIFF_ID
@@ -497,7 +497,8 @@ def test_packing_from_an_image_held_in_memory(tmp_path: Path) -> None:
     image.add("/opt/tiny", File(0o755, len(message), data=message), "test")
     image.add("/etc/ld.so.cache", File(0o644, 0, data=b""), "an empty cache: ignored")
     result = pack(*from_keywords(programs=("/usr/bin/jq", "/opt/tiny"),
-                              output=str(tmp_path / "m.tar"), with_features=frozenset({"shell"})),
+                                 output=str(tmp_path / "m.tar"),
+                                 with_features=frozenset({"shell"})),
                   root=TreeRoot(image))
     members = Archive(tmp_path / "m.tar").members()
     assert members["usr/bin/jq"].isfile() and members["opt/tiny"].size == len(message)

@@ -77,7 +77,7 @@ def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
     root = small_root(tmp_path, cc)
     lock = tmp_path / "image.lock"
     opts = from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "a.tar"),
-                       root=str(root), lock=str(lock))
+                          root=str(root), lock=str(lock))
     pack(*opts)
     text = lock.read_text()
     assert text.splitlines()[0].startswith("# slimmer lock 1")
@@ -85,7 +85,7 @@ def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
                for line in text.splitlines())
     # the same root: accepted
     pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "b.tar"),
-                     root=str(root), locked=str(lock)))
+                        root=str(root), locked=str(lock)))
     # a copy of the root with one library changed: refused, naming it
     changed = tmp_path / "changed"
     shutil.copytree(root, changed, symlinks=True)
@@ -94,7 +94,7 @@ def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
     with pytest.raises(SlimmerError, match=r"no longer matches the lock: changed "
                                            r"/usr/lib/x86_64-linux-gnu/libz.so.1$"):
         pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "c.tar"),
-                         root=str(changed), locked=str(lock)))
+                            root=str(changed), locked=str(lock)))
     assert not (tmp_path / "c.tar").exists()
 
 
@@ -108,7 +108,7 @@ def test_a_root_copied_elsewhere_gives_the_same_image(tmp_path: Path, cc: Compil
     for r in (root, copy):
         out = tmp_path / f"{len(digests)}.tar"
         result = pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(out), root=str(r),
-                                  tag="z:1"))
+                                     tag="z:1"))
         digests.append((result.image.manifest_digest, out.read_bytes()))
     assert digests[0] == digests[1]
 
@@ -128,6 +128,6 @@ def test_locked_that_is_no_lock_file_is_refused_at_once(tmp_path: Path, cc: Comp
         lock.write_bytes(b"\xff\xfe\x00junk")
     with pytest.raises(SlimmerError, match=rf"^{lock}: ") as caught:
         pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "o.tar"),
-                         root=str(root), locked=str(lock)))
+                            root=str(root), locked=str(lock)))
     assert "\n" not in caught.value.message
     assert not (tmp_path / "o.tar").exists()

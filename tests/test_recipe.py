@@ -111,7 +111,7 @@ env = {{ TOOL = "1" }}
 user = "svc"
 ''')
     result = pack(*from_keywords(programs=("/usr/bin/jq",), output=str(tmp_path / "t.tar"),
-                              recipes=(load_recipe(recipe),)))
+                                 recipes=(load_recipe(recipe),)))
     tree = result.tree
     assert f"{data}/share/tool/keep.txt" in tree
     assert f"{data}/share/tool/drop.log" not in tree
