@@ -159,7 +159,7 @@ class Assembly:
                          f"script, run by {' then '.join(needs)}", self.build.keep_setuid)
 
     def place_closures(self) -> None:
-        for closure in list(self.closures):
+        for closure in self.closures:  # the programs' (recipes and rules add theirs later)
             add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid)
 
     def apply_recipes(self, recipes: list[tuple[Recipe, str]]) -> None:
