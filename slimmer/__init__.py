@@ -17,13 +17,14 @@ if TYPE_CHECKING:
 
 def pack(programs: list[str] | tuple[str, ...], output: str, **options: Any) -> PackResult:
     """Pack programs (absolute paths inside `root`, default /) into an image archive at
-    `output`. Keyword options are the fields of slimmer.assemble.pack.PackOptions (tag, entrypoint,
-    cmd, env, workdir, user, labels, annotations, expose, add, root, library_path, compression,
-    keep_setuid, epoch). The CLI's `slimmer pack` is a thin layer over this."""
-    from slimmer.assemble.pack import PackOptions
+    `output`. Keyword options: tag, the image spec's (entrypoint, cmd, env, workdir, user,
+    labels, annotations, expose, stop_signal) and the fields of
+    slimmer.assemble.options.BuildOptions (add, root, library_path, compression, keep_setuid,
+    epoch, ...). The CLI's `slimmer pack` is a thin layer over this."""
+    from slimmer.assemble.options import from_keywords
     from slimmer.assemble.pack import pack as run
 
-    return run(PackOptions(programs=tuple(programs), output=output, **options))
+    return run(*from_keywords(tuple(programs), output, **options))
 
 
 __all__ = [

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.options import from_keywords
+from slimmer.assemble.pack import pack
 from slimmer.errors import SlimmerError
 from slimmer.image.diff import diff
 from tests.support.archives import tiny_static_elf
@@ -24,8 +25,8 @@ def tiny(tmp_path: Path, name: str, message: bytes, mode: int = 0o755) -> Path:
 
 
 def build(root: Path, out: Path, **options: object) -> Path:
-    pack(PackOptions(programs=("/bin/hello",), output=str(out), root=str(root), tag="t:1",
-                     add=((str(root / "etc/data"), "/etc/data"),), **options))  # type: ignore[arg-type]
+    pack(*from_keywords(programs=("/bin/hello",), output=str(out), root=str(root), tag="t:1",
+                            add=((str(root / "etc/data"), "/etc/data"),), **options))
     return out
 
 
@@ -56,8 +57,8 @@ def test_added_removed_and_links(tmp_path: Path) -> None:
     a = build(root, tmp_path / "a.tar")
     (root / "etc/more").write_text("more")
     b = tmp_path / "b.tar"
-    pack(PackOptions(programs=("/bin/hello",), output=str(b), root=str(root), tag="t:1",
-                     add=((str(root / "etc/more"), "/etc/more"),)))
+    pack(*from_keywords(programs=("/bin/hello",), output=str(b), root=str(root), tag="t:1",
+                        add=((str(root / "etc/more"), "/etc/more"),)))
     lines = [d.line for d in diff(str(a), str(b))]
     assert "added: /etc/more (file)" in lines and "removed: /etc/data (file)" in lines
 

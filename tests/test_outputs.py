@@ -13,14 +13,15 @@ import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from slimmer import outputs
-from slimmer.assemble.pack import PackOptions, pack
-from slimmer.assemble.slim import SlimOptions, slim
+from slimmer.assemble.options import BuildOptions, OutputOptions, from_keywords
+from slimmer.assemble.pack import pack
+from slimmer.assemble.slim import slim
+from slimmer.assemble.spec import ImageSpec
 from slimmer.image.explain import Step, format_inventory, format_why, inventory
 from slimmer.image.index import write_index
 from slimmer.image.reference import parse_reference
@@ -50,9 +51,10 @@ def out_dir(tmp_path: Path) -> Path:
     return where
 
 
-def options(root: Path, output: Path | str, **extra: object) -> PackOptions:
-    return replace(PackOptions(programs=("/bin/hello",), output=str(output), root=str(root),
-                               compression="none"), **extra)  # type: ignore[arg-type]
+def options(root: Path, output: Path | str,
+            **extra: object) -> tuple[ImageSpec, BuildOptions, OutputOptions]:
+    return from_keywords(("/bin/hello",), str(output), root=str(root), compression="none",
+                         **extra)
 
 
 def listing(directory: Path) -> list[str]:
@@ -61,7 +63,7 @@ def listing(directory: Path) -> list[str]:
 
 def reference_bytes(root: Path, tmp_path: Path) -> bytes:
     plain = tmp_path / "reference.tar"
-    pack(options(root, plain))
+    pack(*options(root, plain))
     return plain.read_bytes()
 
 
@@ -74,7 +76,7 @@ def test_a_planted_temporary_name_is_not_written_through(root: Path, out_dir: Pa
     victim.write_text("precious\n")
     for name in ("sbom.json", "lock.txt"):
         (out_dir / f"{name}.slimmer-tmp").symlink_to(victim)
-    pack(options(root, out_dir / "image.tar", sbom=str(out_dir / "sbom.json"),
+    pack(*options(root, out_dir / "image.tar", sbom=str(out_dir / "sbom.json"),
                  lock=str(out_dir / "lock.txt")))
     assert victim.read_text() == "precious\n"
     assert (out_dir / "sbom.json").read_bytes().startswith(b"{")
@@ -86,7 +88,7 @@ def test_a_planted_temporary_name_is_not_written_through(root: Path, out_dir: Pa
 def test_new_outputs_are_0644_whatever_the_umask(root: Path, out_dir: Path) -> None:
     umask = os.umask(0o077)
     try:
-        pack(options(root, out_dir / "image.tar", sbom=str(out_dir / "sbom.json"),
+        pack(*options(root, out_dir / "image.tar", sbom=str(out_dir / "sbom.json"),
                      lock=str(out_dir / "lock.txt")))
     finally:
         os.umask(umask)
@@ -122,7 +124,7 @@ def test_a_full_disk_leaves_the_old_file_and_nothing_else(root: Path, out_dir: P
     with monkeypatch.context() as patch:
         _fail_after(patch, 1000)
         with pytest.raises(OutputProblem, match=r"image.tar: cannot write \(No space left"):
-            pack(options(root, image, sbom=str(sbom)))
+            pack(*options(root, image, sbom=str(sbom)))
     assert image.read_bytes() == b"old image" and sbom.read_bytes() == b"old sbom"
     assert listing(out_dir) == ["image.tar", "sbom.json"]
 
@@ -135,11 +137,11 @@ def test_a_full_disk_leaves_the_old_file_and_nothing_else(root: Path, out_dir: P
 
         patch.setattr("slimmer.assemble.provenance.write_file", small_disk)
         with pytest.raises(OutputProblem, match=r"sbom.json: cannot write \(No space left"):
-            pack(options(root, image, sbom=str(sbom)))
+            pack(*options(root, image, sbom=str(sbom)))
     assert sbom.read_bytes() == b"old sbom"
     assert listing(out_dir) == ["image.tar", "sbom.json"]
 
-    pack(options(root, image, sbom=str(sbom)))  # and on a good day, by the same path
+    pack(*options(root, image, sbom=str(sbom)))  # and on a good day, by the same path
     assert tarfile.is_tarfile(image) and sbom.read_bytes().startswith(b"{")
     assert stat.S_IMODE(image.stat().st_mode) == 0o644
     assert listing(out_dir) == ["image.tar", "sbom.json"]
@@ -247,7 +249,7 @@ def test_a_fifo_gets_the_bytes(root: Path, out_dir: Path, tmp_path: Path) -> Non
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
-    result = pack(options(root, fifo))
+    result = pack(*options(root, fifo))
     reader.join(timeout=30)
     expected = reference_bytes(root, tmp_path)
     assert got == [expected] and result.image.archive_size == len(expected)
@@ -274,7 +276,7 @@ def test_a_symlink_is_followed_to_the_file_it_names(root: Path, out_dir: Path,
     elsewhere.mkdir()
     (elsewhere / "image.tar").write_bytes(b"old")
     (out_dir / "link.tar").symlink_to(elsewhere / "image.tar")
-    pack(options(root, out_dir / "link.tar"))
+    pack(*options(root, out_dir / "link.tar"))
     assert os.readlink(out_dir / "link.tar") == str(elsewhere / "image.tar")
     assert (elsewhere / "image.tar").read_bytes() == reference_bytes(root, tmp_path)
     assert listing(elsewhere) == ["image.tar"] and listing(out_dir) == ["link.tar"]
@@ -308,10 +310,10 @@ def test_a_link_planted_in_a_shared_directory_is_not_followed(root: Path,
     planted.symlink_to(victim)
     os.lchown(planted, 4242, 4242)
     with pytest.raises(OutputProblem, match="owned by uid 4242 in the shared directory"):
-        pack(options(root, planted))
+        pack(*options(root, planted))
     assert victim.read_text() == "precious\n"
     os.lchown(planted, 0, 0)  # the user's own link is followed
-    pack(options(root, planted))
+    pack(*options(root, planted))
     assert tarfile.is_tarfile(victim)
 
 
@@ -327,7 +329,7 @@ def test_an_output_over_an_input_is_refused(root: Path, out_dir: Path, tmp_path:
     recipe = tmp_path / "r.toml"
     recipe.write_text('name = "r"\n')
     lock = out_dir / "lock.txt"
-    pack(options(root, out_dir / "first.tar", lock=str(lock)))
+    pack(*options(root, out_dir / "first.tar", lock=str(lock)))
     locked = lock.read_bytes()
     os.link(lock, out_dir / "hardlink")
     image = str(out_dir / "image.tar")
@@ -347,7 +349,7 @@ def test_an_output_over_an_input_is_refused(root: Path, out_dir: Path, tmp_path:
     for extra, words in cases:
         given = {"output": image, **extra}
         with pytest.raises(OutputProblem) as caught:
-            pack(options(root, **given))  # type: ignore[arg-type]
+            pack(*options(root, **given))  # type: ignore[arg-type]
         for word in words:
             assert word in caught.value.message, (word, caught.value.message)
     assert program.read_bytes() == original and lock.read_bytes() == locked
@@ -365,14 +367,14 @@ def test_an_output_over_an_input_is_refused(root: Path, out_dir: Path, tmp_path:
 
 def test_slim_and_index_refuse_their_input_as_output(root: Path, out_dir: Path) -> None:
     image = out_dir / "image.tar"
-    pack(options(root, image))
+    pack(*options(root, image))
     before = image.read_bytes()
     (out_dir / "link.tar").symlink_to(image)
     for output in (image, out_dir / "link.tar"):
         with pytest.raises(OutputProblem, match="would overwrite the input image"):
-            slim(str(image), SlimOptions(options(root, output)))
+            slim(str(image), *options(root, output))
     with pytest.raises(OutputProblem, match="--sbom would overwrite the input image"):
-        slim(str(image), SlimOptions(options(root, out_dir / "x.tar", sbom=str(image))))
+        slim(str(image), *options(root, out_dir / "x.tar", sbom=str(image)))
     with pytest.raises(OutputProblem, match="-o would overwrite the input"):
         write_index([str(image)], str(out_dir / "link.tar"), parse_reference("x:1"))
     error_line(slimmer("slim", str(image), "-o", str(image)), "input image")
@@ -400,8 +402,8 @@ def test_inspect_and_diff_print_one_line_per_name(root: Path, tmp_path: Path) ->
     data.mkdir()
     (data / "x\nerror: fake\x1b[2J").write_text("x")
     plain, evil = tmp_path / "plain.tar", tmp_path / "evil.tar"
-    pack(options(root, plain))
-    pack(options(root, evil, add=((str(data), "/data"),)))
+    pack(*options(root, plain))
+    pack(*options(root, evil, add=((str(data), "/data"),)))
     for done in (slimmer("inspect", str(evil)), slimmer("diff", str(plain), str(evil))):
         assert not any(line.startswith("error") for line in done.stdout.splitlines()), done
         assert "\x1b" not in done.stdout and "x\\nerror: fake\\x1b[2J" in done.stdout

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.options import from_keywords
+from slimmer.assemble.pack import pack
 from slimmer.tree import Symlink
 from tests.support.archives import Archive, tiny_static_elf, unpack_layer
 from tests.support.cli import error_line, run_process
@@ -202,8 +203,8 @@ PINNED_ZLIB = {
 
 def test_pinned_digest(tmp_path: Path) -> None:
     root = tiny_root(tmp_path, b"pinned\n")
-    result = pack(PackOptions(programs=("/bin/hello",), output=str(tmp_path / "p.tar"),
-                              root=str(root), tag="tiny:pinned", epoch=1700000000))
+    result = pack(*from_keywords(programs=("/bin/hello",), output=str(tmp_path / "p.tar"),
+                                 root=str(root), tag="tiny:pinned", epoch=1700000000))
     image = result.image
     assert image.config_digest == PINNED_CONFIG
     assert image.diff_id == PINNED_DIFF_ID
@@ -408,8 +409,9 @@ def test_packing_from_an_image_held_in_memory(tmp_path: Path) -> None:
     message = tiny_static_elf(b"from memory\n")
     image.add("/opt/tiny", File(0o755, len(message), data=message), "test")
     image.add("/etc/ld.so.cache", File(0o644, 0, data=b""), "an empty cache: ignored")
-    result = pack(PackOptions(programs=("/usr/bin/jq", "/opt/tiny"),
-                              output=str(tmp_path / "m.tar"), with_features=frozenset({"shell"})),
+    result = pack(*from_keywords(programs=("/usr/bin/jq", "/opt/tiny"),
+                                 output=str(tmp_path / "m.tar"),
+                                 with_features=frozenset({"shell"})),
                   root=TreeRoot(image))
     members = Archive(tmp_path / "m.tar").members()
     assert members["usr/bin/jq"].isfile() and members["opt/tiny"].size == len(message)

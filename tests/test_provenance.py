@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.options import from_keywords
+from slimmer.assemble.pack import pack
 from slimmer.errors import SlimmerError
 from tests.support.archives import Archive
 from tests.support.cli import run as slimmer
@@ -59,16 +60,16 @@ def test_dpkg_status_entries_in_the_image(tmp_path: Path) -> None:
 def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
     root = small_root(tmp_path, cc)
     lock = tmp_path / "image.lock"
-    opts = PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "a.tar"),
-                       root=str(root), lock=str(lock))
-    pack(opts)
+    opts = from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "a.tar"),
+                          root=str(root), lock=str(lock))
+    pack(*opts)
     text = lock.read_text()
     assert text.splitlines()[0].startswith("# slimmer lock 1")
     assert any(line.startswith("/usr/lib/x86_64-linux-gnu/libz.so.1\tsha256:")
                for line in text.splitlines())
     # the same root: accepted
-    pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "b.tar"),
-                     root=str(root), locked=str(lock)))
+    pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "b.tar"),
+                        root=str(root), locked=str(lock)))
     # a copy of the root with one library changed: refused, naming it
     changed = tmp_path / "changed"
     shutil.copytree(root, changed, symlinks=True)
@@ -76,8 +77,8 @@ def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:
     libz.write_bytes(libz.read_bytes() + b"\0")
     with pytest.raises(SlimmerError, match=r"no longer matches the lock: changed "
                                            r"/usr/lib/x86_64-linux-gnu/libz.so.1$"):
-        pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "c.tar"),
-                         root=str(changed), locked=str(lock)))
+        pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "c.tar"),
+                            root=str(changed), locked=str(lock)))
     assert not (tmp_path / "c.tar").exists()
 
 
@@ -90,8 +91,8 @@ def test_a_root_copied_elsewhere_gives_the_same_image(tmp_path: Path, cc: Compil
     digests: list[tuple[str, bytes]] = []
     for r in (root, copy):
         out = tmp_path / f"{len(digests)}.tar"
-        result = pack(PackOptions(programs=("/usr/bin/zprog",), output=str(out), root=str(r),
-                                  tag="z:1"))
+        result = pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(out), root=str(r),
+                                     tag="z:1"))
         digests.append((result.image.manifest_digest, out.read_bytes()))
     assert digests[0] == digests[1]
 
@@ -110,7 +111,7 @@ def test_locked_that_is_no_lock_file_is_refused_at_once(tmp_path: Path, cc: Comp
     else:
         lock.write_bytes(b"\xff\xfe\x00junk")
     with pytest.raises(SlimmerError, match=rf"^{lock}: ") as caught:
-        pack(PackOptions(programs=("/usr/bin/zprog",), output=str(tmp_path / "o.tar"),
-                         root=str(root), locked=str(lock)))
+        pack(*from_keywords(programs=("/usr/bin/zprog",), output=str(tmp_path / "o.tar"),
+                            root=str(root), locked=str(lock)))
     assert "\n" not in caught.value.message
     assert not (tmp_path / "o.tar").exists()

@@ -11,8 +11,10 @@ from typing import cast
 import pytest
 
 from slimmer.assemble import baseline
+from slimmer.assemble.assembly import assemble
 from slimmer.assemble.globs import BadGlob, compile_glob
-from slimmer.assemble.pack import PackOptions, assemble, pack
+from slimmer.assemble.options import from_keywords
+from slimmer.assemble.pack import pack
 from slimmer.assemble.recipe import User, builtin_recipes, expand, find_recipe, load_recipe
 from slimmer.assemble.recipes_apply import _glob
 from slimmer.assemble.slim import _account
@@ -109,8 +111,8 @@ entrypoint = ["/usr/bin/jq", "-n"]
 env = {{ TOOL = "1" }}
 user = "svc"
 ''')
-    result = pack(PackOptions(programs=("/usr/bin/jq",), output=str(tmp_path / "t.tar"),
-                              recipes=(load_recipe(recipe),)))
+    result = pack(*from_keywords(programs=("/usr/bin/jq",), output=str(tmp_path / "t.tar"),
+                                 recipes=(load_recipe(recipe),)))
     tree = result.tree
     assert f"{data}/share/tool/keep.txt" in tree
     assert f"{data}/share/tool/drop.log" not in tree
@@ -269,8 +271,9 @@ def test_an_included_file_keeps_its_tighter_mode(tmp_path: Path, literal: bool) 
     secret.chmod(0o640)
     pattern = str(secret) if literal else f"{secret.parent}/sha*"
     recipe = write(tmp_path, f'name = "tool"\n[files]\ninclude = ["{pattern}"]\n')
-    built = assemble(PackOptions(programs=("/usr/bin/jq",), output=str(tmp_path / "t.tar"),
-                                 recipes=(load_recipe(recipe),)))
+    image, build, _ = from_keywords(("/usr/bin/jq",), str(tmp_path / "t.tar"),
+                                    recipes=(load_recipe(recipe),))
+    built = assemble(image, build)
     entry = built.tree.get(str(secret))
     assert isinstance(entry, File)
     assert entry.mode & 0o777 & ~0o640 == 0, oct(entry.mode)
@@ -280,4 +283,4 @@ def test_a_glob_made_bad_by_a_program_name_fails_in_one_line(tmp_path: Path) -> 
     # `{name}` is replaced when the recipe is applied: a program named `x[z-a]` makes a class.
     recipe = load_recipe(write(tmp_path, 'name = "x"\n[files]\ninclude = ["/usr/lib/{name}*"]\n'))
     with pytest.raises(SlimmerError, match=r"r\.toml: glob '/usr/lib/x\[z-a\]\*': the range"):
-        _glob(recipe, expand(recipe.include[0], "/usr/bin/x[z-a]", "x86_64-linux-gnu"))
+        _glob(recipe.source, expand(recipe.include[0], "/usr/bin/x[z-a]", "x86_64-linux-gnu"))

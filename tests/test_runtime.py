@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.assemble.pack import PackOptions, pack
+from slimmer.assemble.options import from_keywords
+from slimmer.assemble.pack import pack
 from slimmer.assemble.runtime import check_features, enabled
 from slimmer.errors import SlimmerError
 from slimmer.tree import File
@@ -38,20 +39,20 @@ def old_glibc_root(tmp_path: Path, cc: Compile) -> Path:
 
 def test_old_glibc_gets_its_nss_modules(tmp_path: Path, cc: Compile) -> None:
     root = old_glibc_root(tmp_path, cc)
-    result = pack(PackOptions(programs=("/usr/bin/prog",), output=str(tmp_path / "o.tar"),
-                              root=str(root)))
+    result = pack(*from_keywords(programs=("/usr/bin/prog",), output=str(tmp_path / "o.tar"),
+                                 root=str(root)))
     tree = result.tree
     for name in ("libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"):
         path = f"/usr/lib/x86_64-linux-gnu/{name}"
         assert path in tree, name
         assert "glibc 2.31 loads it" in tree.reasons[path]
-    without = pack(PackOptions(programs=("/usr/bin/prog",), output=str(tmp_path / "n.tar"),
-                               root=str(root), without_features=frozenset({"nss"})))
+    without = pack(*from_keywords(programs=("/usr/bin/prog",), output=str(tmp_path / "n.tar"),
+                                  root=str(root), without_features=frozenset({"nss"})))
     assert "/usr/lib/x86_64-linux-gnu/libnss_files.so.2" not in without.tree
 
 
 def test_a_current_glibc_needs_no_files_or_dns_module(tmp_path: Path) -> None:
-    result = pack(PackOptions(programs=("/usr/bin/jq",), output=str(tmp_path / "j.tar")))
+    result = pack(*from_keywords(programs=("/usr/bin/jq",), output=str(tmp_path / "j.tar")))
     names = {p.rsplit("/", 1)[1] for p, _ in result.tree.items()}
     assert not names & {"libnss_files.so.2", "libnss_dns.so.2", "libresolv.so.2"}
 
@@ -59,7 +60,7 @@ def test_a_current_glibc_needs_no_files_or_dns_module(tmp_path: Path) -> None:
 def test_reasons_say_why(tmp_path: Path, cc: Compile) -> None:
     prog = cc("cancel", "#include <pthread.h>\nint main(void) { "
               "return pthread_cancel(pthread_self()); }\n", "-pthread")
-    result = pack(PackOptions(programs=(str(prog),), output=str(tmp_path / "c.tar")))
+    result = pack(*from_keywords(programs=(str(prog),), output=str(tmp_path / "c.tar")))
     reason = result.tree.reasons["/usr/lib/x86_64-linux-gnu/libgcc_s.so.1"]
     assert reason == "glibc dlopens it for pthread_cancel/pthread_exit, used by /app/cancel"
     assert "ld.so.cache" in result.tree.reasons["/etc/ld.so.cache"]
@@ -93,8 +94,8 @@ def test_nss_modules_named_by_the_roots_nsswitch(tmp_path: Path, cc: Compile) ->
         "passwd: files mymod [NOTFOUND=return] gone\ngroup: files\nhosts: files dns\n")
     cc(root / "usr/bin/who", "#include <pwd.h>\n#include <stdio.h>\nint main(void) { "
        "struct passwd *p = getpwnam(\"root\"); puts(p ? p->pw_dir : \"none\"); return 0; }\n")
-    result = pack(PackOptions(programs=("/usr/bin/who",), output=str(tmp_path / "w.tar"),
-                              root=str(root)))
+    result = pack(*from_keywords(programs=("/usr/bin/who",), output=str(tmp_path / "w.tar"),
+                                 root=str(root)))
     tree = result.tree
     assert "/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2" in tree
     conf = tree.get("/etc/nsswitch.conf")
@@ -104,8 +105,8 @@ def test_nss_modules_named_by_the_roots_nsswitch(tmp_path: Path, cc: Compile) ->
     assert result.tree.reasons["/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2"] == (
         "passwd: mymod in the root's nsswitch.conf, for /usr/bin/who")
     # a program that looks nothing up gets the baseline file
-    plain = pack(PackOptions(programs=("/usr/bin/prog",), output=str(tmp_path / "p.tar"),
-                             root=str(root)))
+    plain = pack(*from_keywords(programs=("/usr/bin/prog",), output=str(tmp_path / "p.tar"),
+                                root=str(root)))
     assert "/usr/lib/x86_64-linux-gnu/libnss_mymod.so.2" not in plain.tree
     assert plain.tree.reasons["/etc/nsswitch.conf"] == "baseline"
 
@@ -113,13 +114,13 @@ def test_nss_modules_named_by_the_roots_nsswitch(tmp_path: Path, cc: Compile) ->
 def test_gconv_charsets_and_locales(tmp_path: Path, cc: Compile) -> None:
     prog = cc("conv", "#include <iconv.h>\nint main(void) { "
               "return iconv_open(\"UTF-16\", \"UTF-8\") == (iconv_t)-1; }\n")
-    result = pack(PackOptions(programs=(str(prog),), output=str(tmp_path / "g.tar"),
-                              gconv_charsets=("utf-16", "latin1"),
-                              with_features=frozenset({"locales"})))
+    result = pack(*from_keywords(programs=(str(prog),), output=str(tmp_path / "g.tar"),
+                                 gconv_charsets=("utf-16", "latin1"),
+                                 with_features=frozenset({"locales"})))
     gconv = sorted(p.rsplit("/", 1)[1] for p, _ in result.tree.items()
                    if "/gconv/" in p and p.endswith(".so"))
     assert gconv == ["ISO8859-1.so", "UTF-16.so"]
     assert "/usr/lib/locale/C.utf8/LC_CTYPE" in result.tree
     with pytest.raises(SlimmerError, match="no gconv module converts KLINGON"):
-        pack(PackOptions(programs=(str(prog),), output=str(tmp_path / "k.tar"),
-                         gconv_charsets=("KLINGON",)))
+        pack(*from_keywords(programs=(str(prog),), output=str(tmp_path / "k.tar"),
+                            gconv_charsets=("KLINGON",)))

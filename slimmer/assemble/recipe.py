@@ -22,6 +22,7 @@ from typing import Any
 from slimmer.assemble.globs import BadGlob, compile_glob
 from slimmer.errors import SlimmerError
 from slimmer.fileio import read_small_file
+from slimmer.image.model import RunConfig
 from slimmer.paths import normalize
 
 
@@ -53,17 +54,6 @@ class DirSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class ImageDefaults:
-    entrypoint: tuple[str, ...] | None = None
-    cmd: tuple[str, ...] | None = None
-    env: tuple[tuple[str, str], ...] = ()
-    workdir: str = ""
-    user: str = ""
-    expose: tuple[str, ...] = ()
-    stop_signal: str = ""
-
-
-@dataclass(frozen=True, slots=True)
 class Recipe:
     name: str
     source: str  # where it was read from
@@ -76,7 +66,7 @@ class Recipe:
     users: tuple[User, ...] = ()
     groups: tuple[Group, ...] = ()
     with_features: tuple[str, ...] = ()
-    image: ImageDefaults = field(default_factory=ImageDefaults)
+    image: RunConfig = field(default_factory=RunConfig)  # [image]: defaults, below the command line
 
     def matches(self, program: str, real: str) -> bool:
         return any(fnmatch.fnmatchcase(p, pattern) for pattern in self.match
@@ -165,13 +155,13 @@ def parse_recipe(data: dict[str, Any], source: str) -> Recipe:
         users=tuple(users),
         groups=tuple(groups),
         with_features=check.strings(data, "with"),
-        image=ImageDefaults(
+        image=RunConfig(
             entrypoint=check.strings(image, "entrypoint") if "entrypoint" in image else None,
             cmd=check.strings(image, "cmd") if "cmd" in image else None,
-            env=check.env(image),
-            workdir=check.path(image, "workdir"),
+            env=tuple(f"{k}={v}" for k, v in check.env(image)),
+            working_dir=check.path(image, "workdir"),
             user=check.text(image, "user"),
-            expose=check.strings(image, "expose"),
+            exposed_ports=check.strings(image, "expose"),
             stop_signal=check.text(image, "stop_signal"),
         ),
     )

@@ -1,12 +1,10 @@
-"""Applying recipes to an image being assembled: their files (with ELF files among them resolved),
-directories, and image defaults merged under the command line's options."""
+"""Applying recipes to an image being assembled: which recipes, their files (with ELF files among
+them resolved) and directories. Their [image] defaults are merged in spec.py."""
 
 from __future__ import annotations
 
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from slimmer.assemble import baseline
 from slimmer.assemble.globs import BadGlob, Glob, compile_glob
@@ -31,22 +29,6 @@ from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import Root
 from slimmer.tree import Dir, FileTree, Symlink
 
-if TYPE_CHECKING:
-    from slimmer.assemble.pack import PackOptions
-
-
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    """Image settings after merging: the command line wins over recipes."""
-
-    entrypoint: tuple[str, ...] | None
-    cmd: tuple[str, ...] | None
-    env: tuple[str, ...]  # KEY=VALUE, recipes' first, then the command line's
-    workdir: str
-    user: str
-    expose: tuple[str, ...]
-    stop_signal: str
-
 
 def recipes_for(programs: Iterable[tuple[str, str]], explicit: tuple[Recipe, ...],
                 builtins: bool) -> list[tuple[Recipe, str]]:
@@ -62,54 +44,47 @@ def recipes_for(programs: Iterable[tuple[str, str]], explicit: tuple[Recipe, ...
     return chosen
 
 
-def merged_defaults(options: PackOptions, recipes: list[tuple[Recipe, str]]) -> Defaults:
-    first = recipes[0][0].image if recipes else None
-    env = [f"{k}={v}" for r, _ in recipes for k, v in r.image.env]
-    expose = [p for r, _ in recipes for p in r.image.expose]
-    return Defaults(
-        entrypoint=(options.entrypoint if options.entrypoint is not None
-                    else first.entrypoint if first else None),
-        cmd=options.cmd if options.cmd is not None else (first.cmd if first else None),
-        env=(*env, *options.env),
-        workdir=options.workdir or (first.workdir if first else ""),
-        user=options.user or (first.user if first else ""),
-        expose=tuple(dict.fromkeys((*expose, *options.expose))),
-        stop_signal=options.stop_signal or (first.stop_signal if first else ""),
-    )
-
-
 def apply_recipe(tree: FileTree, root: Root, resolver: Resolver, recipe: Recipe,
                  program: str, triplet: str, place: Placement, keep_setuid: bool,
                  warnings: list[str]) -> list[Closure]:
     """Add a recipe's files; return the closures of the ELF files among them (their libraries
     are added; one that cannot be loaded gives a warning, not a failure: it is optional)."""
-    reason = f"recipe {recipe.name}"
-    excludes = [_glob(recipe, expand(p, program, triplet)) for p in recipe.exclude]
-    excludes += [_glob(recipe, expand(p[:-3], program, triplet)) for p in recipe.exclude
+    return add_included(tree, root, resolver, recipe.include, recipe.exclude, program, triplet,
+                        place, keep_setuid, warnings, f"recipe {recipe.name}", recipe.source)
+
+
+def add_included(tree: FileTree, root: Root, resolver: Resolver, include: tuple[str, ...],
+                 exclude: tuple[str, ...], program: str, triplet: str, place: Placement,
+                 keep_setuid: bool, warnings: list[str], reason: str,
+                 source: str) -> list[Closure]:
+    """Add the root's paths and globs `include` (but `exclude`), `{name}` and `{triplet}`
+    expanded for `program`, as `reason`; return the closures of the ELF files among them. A
+    bad glob is a RecipeError naming `source`."""
+    excludes = [_glob(source, expand(p, program, triplet)) for p in exclude]
+    excludes += [_glob(source, expand(p[:-3], program, triplet)) for p in exclude
                  if p.endswith("/**")]
 
     def skip(path: str) -> bool:
         return any(rx.fullmatch(path) for rx in excludes)
 
     added: list[str] = []
-    for pattern in recipe.include:
+    for pattern in include:
         pattern = expand(pattern, program, triplet)
         if not any(c in pattern for c in "*?["):
             if not skip(pattern):
                 added += add_root_path(tree, root, pattern, place, reason, keep_setuid, skip)
             continue
-        added += _add_matches(tree, root, _glob(recipe, pattern), place, reason, keep_setuid,
+        added += _add_matches(tree, root, _glob(source, pattern), place, reason, keep_setuid,
                               skip)
-    return add_elf_closures(tree, root, resolver, added, place, keep_setuid, warnings,
-                            f"recipe {recipe.name}")
+    return add_elf_closures(tree, root, resolver, added, place, keep_setuid, warnings, reason)
 
 
-def _glob(recipe: Recipe, pattern: str) -> Glob:
+def _glob(source: str, pattern: str) -> Glob:
     """A recipe's glob after `{name}` was replaced (a program's name may hold `[z-a]`)."""
     try:
         return compile_glob(pattern)
     except BadGlob as exc:
-        raise RecipeError(f"{recipe.source}: {exc}") from None
+        raise RecipeError(f"{source}: {exc}") from None
 
 
 def _add_matches(tree: FileTree, root: Root, glob: Glob, place: Placement, reason: str,

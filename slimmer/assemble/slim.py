@@ -1,28 +1,27 @@
 """`slimmer slim`: a fat image in, the slim image that still runs out, without a daemon.
 
-The input's layers are merged into a Root (image_in.py); the entry program comes from its
+The input's layers are merged into a Root (image/merged.py); the entry program comes from its
 Entrypoint/Cmd (looked up in the image's PATH), and the same pipeline as `pack` runs inside that
 root: closure, scripts, recipes, runtime rules, --keep paths, the self-check, the writer. The
-output keeps the input's run-time config (Env, WorkingDir, User, Entrypoint, Cmd, ExposedPorts,
+input's config is a layer of the one merge (spec.py), below the command line: the output keeps
+the input's run-time config (Env, WorkingDir, User, Entrypoint, Cmd, ExposedPorts,
 Labels, StopSignal); history becomes one entry, created = SOURCE_DATE_EPOCH or 0.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from slimmer.assemble.pack import (
-    PackOptions,
-    PackResult,
-    input_names,
-    output_names,
-    pack,
-)
-from slimmer.assemble.recipe import Group, Recipe, User
+from slimmer.assemble import spec
+from slimmer.assemble.options import BuildOptions, OutputOptions
+from slimmer.assemble.pack import PackResult, input_names, output_names, pack
+from slimmer.assemble.recipe import Group, User
+from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import SlimmerError
 from slimmer.image.layer import Progress
 from slimmer.image.merged import Image, open_image
+from slimmer.image.model import RunConfig
 from slimmer.loader.programs import DEFAULT_PATH, find_in_path
 from slimmer.outputs import refuse_overlap
 from slimmer.paths import normalize
@@ -48,53 +47,38 @@ class SlimResult:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SlimOptions:
-    """What differs from the input image; everything else is taken from its config."""
-
-    pack: PackOptions  # programs are found from the image; fields set here win over its config
-    image: str | None = None  # which image of an archive holding several
-    keep: tuple[str, ...] = field(default=())  # paths or globs the analysis cannot see
-
-
-def slim(source: str, options: SlimOptions, progress: Progress | None = None) -> SlimResult:
-    refuse_overlap(output_names(options.pack),
-                   [("input image", source), *input_names(options.pack, None)])
-    with open_image(source, options.image) as image:
-        cfg = image.source.config.get("config") or {}
-        program, pack_options = _options(image, cfg, options)
-        packed = pack(pack_options, progress, root=image.root)
-        return SlimResult(packed, image.source.reference, program, image.file_count(),
-                          image.content_size())
+def slim(source: str, image: ImageSpec, build: BuildOptions, output: OutputOptions,
+         which: str | None = None, progress: Progress | None = None) -> SlimResult:
+    """Slim the image at `source` (`which` of an archive holding several). `image` and `build`
+    say what differs from the input: its config is a layer of the merge (spec.py) below
+    `image`; build.programs is found from it, its User's account added."""
+    refuse_overlap(output_names(build, output), [("input image", source),
+                                                 *input_names(build, None)])
+    with open_image(source, which) as fat:
+        base = fat.source.spec.config if fat.source.spec is not None else RunConfig()
+        program, build = _build(fat, base, image.config, build)
+        tag = output.tag or _tag(fat.source.reference)
+        packed = pack(image, build, replace(output, tag=tag), progress, fat.root, base)
+        return SlimResult(packed, fat.source.reference, program, fat.file_count(),
+                          fat.content_size())
 
 
-def _options(image: Image, cfg: dict[str, Any], options: SlimOptions) -> tuple[str, PackOptions]:
-    given = options.pack
-    entrypoint = given.entrypoint if given.entrypoint is not None else tuple(
-        cfg.get("Entrypoint") or ())
-    cmd = given.cmd if given.cmd is not None else tuple(cfg.get("Cmd") or ()) or None
-    argv = list(entrypoint) + list(cmd or ())
+def _build(image: Image, base: RunConfig, given: RunConfig,
+           build: BuildOptions) -> tuple[str, BuildOptions]:
+    """The entry program (what the merged Entrypoint and Cmd run first) and the build options
+    that slim it: that program, and the account of the image's User given by name."""
+    merged = spec.merge([spec.slimmed_layer(base), given])
+    argv = [*(merged.entrypoint or ()), *(merged.cmd or ())]
     if not argv:
         raise SlimmerError("the image has neither Entrypoint nor Cmd: say what runs with "
                            "--entrypoint")
-    env = tuple(cfg.get("Env") or ()) + given.env
-    program = _find(image, argv[0], env)
-    user = given.user or str(cfg.get("User") or "")
-    extra = _recipe(image, options.keep, user)
-    return program, replace(
-        given,
-        programs=(program,),
-        tag=given.tag or _tag(image.source.reference),
-        entrypoint=entrypoint,
-        cmd=cmd,
-        env=env,
-        workdir=given.workdir or str(cfg.get("WorkingDir") or ""),
-        user=user,
-        labels={**(cfg.get("Labels") or {}), **given.labels},
-        expose=tuple(dict.fromkeys((*(cfg.get("ExposedPorts") or {}), *given.expose))),
-        stop_signal=given.stop_signal or str(cfg.get("StopSignal") or ""),
-        recipes=(*given.recipes, extra),
-    )
+    program = _find(image, argv[0], merged.env)
+    users, groups = _accounts(image, merged.user)
+    for pattern in build.keep:
+        if not pattern.startswith("/") or ".." in pattern.split("/"):
+            raise SlimmerError(f"--keep {pattern}: must be an absolute path inside the image")
+    return program, replace(build, programs=(program,), users=(*build.users, *users),
+                            groups=(*build.groups, *groups))
 
 
 def _find(image: Image, name: str, env: tuple[str, ...]) -> str:
@@ -111,17 +95,12 @@ def _find(image: Image, name: str, env: tuple[str, ...]) -> str:
     raise SlimmerError(f"entry program {name} not found in the image's PATH ({path_value})")
 
 
-def _recipe(image: Image, keep: tuple[str, ...], user: str) -> Recipe:
-    """An ad-hoc recipe: --keep paths, and the image's own entry for a User given by name."""
-    users: tuple[User, ...] = ()
-    groups: tuple[Group, ...] = ()
+def _accounts(image: Image, user: str) -> tuple[tuple[User, ...], tuple[Group, ...]]:
+    """The image's own entry for a User given by name (root and nonroot every image has)."""
     name = user.split(":", 1)[0]
     if name and not name.isdigit() and name not in ("root", "nonroot"):
-        users, groups = _account(image, name)
-    for pattern in keep:
-        if not pattern.startswith("/") or ".." in pattern.split("/"):
-            raise SlimmerError(f"--keep {pattern}: must be an absolute path inside the image")
-    return Recipe(name="slim", source="slim", include=keep, users=users, groups=groups)
+        return _account(image, name)
+    return (), ()
 
 
 def _account(image: Image, name: str) -> tuple[tuple[User, ...], tuple[Group, ...]]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import tarfile
 
-from slimmer.assemble.pack import PackOptions, assemble
+from slimmer.assemble.assembly import assemble
+from slimmer.assemble.options import BuildOptions
+from slimmer.assemble.spec import ImageSpec
 from slimmer.image.explain import read_image
 from slimmer.loader.programs import program_path
 from slimmer.loader.root import SysRoot
@@ -22,5 +24,5 @@ def image_or_program(target: str, cwd: str, root: str = "/",
     if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
         return read_image(host).tree
     program = program_path(SysRoot(root), target, cwd)
-    options = PackOptions(programs=(program,), output="", root=root, library_path=library_path)
-    return assemble(options).tree
+    build = BuildOptions(programs=(program,), root=root, library_path=library_path)
+    return assemble(ImageSpec(), build).tree

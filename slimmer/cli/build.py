@@ -28,9 +28,11 @@ from slimmer.loader.programs import program_path
 from slimmer.loader.root import SysRoot
 
 if TYPE_CHECKING:
-    from slimmer.assemble.pack import PackOptions, PackResult
+    from slimmer.assemble.options import BuildOptions, OutputOptions
+    from slimmer.assemble.pack import PackResult
     from slimmer.assemble.recipe import Recipe
     from slimmer.assemble.slim import SlimResult
+    from slimmer.assemble.spec import ImageSpec
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -95,32 +97,35 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     check_push(args)
     sysroot = SysRoot(args.root)
     cwd = os.getcwd()
-    options = _pack_options(args, tuple(program_path(sysroot, b, cwd) for b in binaries),
-                            recipes, tag)
-    result = pack(options, progress())
-    _print_result(result, summary_stream(options.output))
+    image, build, output = _pack_options(
+        args, tuple(program_path(sysroot, b, cwd) for b in binaries), recipes, tag)
+    result = pack(image, build, output, progress())
+    _print_result(result, summary_stream(output.path))
     if args.check_reproducible:
-        check_reproducible(options.output, rebuild(args))
-    push_written(args, options.output)
+        check_reproducible(output.path, rebuild(args))
+    push_written(args, output.path)
     return 0
 
 
 def cmd_slim(args: argparse.Namespace) -> int:
-    from slimmer.assemble.slim import SlimOptions, slim
+    from dataclasses import replace
+
+    from slimmer.assemble.slim import slim
 
     check_push(args)
-    options = SlimOptions(_pack_options(args, (), (), args.tag), image=args.image,
-                          keep=tuple(args.keep))
-    result = slim(os.path.join(os.getcwd(), args.input), options, progress())
+    image, build, output = _pack_options(args, (), (), args.tag)
+    build = replace(build, keep=tuple(args.keep))
+    result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
+                  progress())
     if args.check_reproducible:
-        check_reproducible(options.pack.output, rebuild(args))
+        check_reproducible(output.path, rebuild(args))
     report = result.report()
     if args.report == "json":
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
     else:
-        _print_slimmed(args, result, summary_stream(options.pack.output))
+        _print_slimmed(args, result, summary_stream(output.path))
     # A JSON report owns stdout: what was pushed goes to stderr then.
-    push_written(args, options.pack.output, sys.stderr if args.report == "json" else sys.stdout)
+    push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
 
 
@@ -146,27 +151,30 @@ def _print_result(result: PackResult, out: TextIO) -> None:
 
 
 def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
-                  recipes: tuple[Recipe, ...], tag: str | None) -> PackOptions:
-    from slimmer.assemble.pack import PackOptions
+                  recipes: tuple[Recipe, ...], tag: str | None
+                  ) -> tuple[ImageSpec, BuildOptions, OutputOptions]:
+    from slimmer.assemble.options import BuildOptions, OutputOptions
     from slimmer.assemble.placing import parse_add
     from slimmer.assemble.runtime import check_features
+    from slimmer.assemble.spec import ImageSpec
+    from slimmer.image.model import RunConfig
 
     epoch = source_date_epoch(os.environ)
     cwd = os.getcwd()
     adds = [parse_add(spec, cwd) for spec in args.add]  # SRC:DEST[:UID:GID[:MODE]]
-    return PackOptions(
-        programs=programs,
-        output=os.path.join(cwd, args.output),
-        root=args.root,
-        tag=tag,
+    image = ImageSpec(RunConfig(
         entrypoint=words(args.entrypoint, "--entrypoint"),
         cmd=words(args.cmd, "--cmd"),
         env=tuple(args.env),
-        workdir=args.workdir,
+        working_dir=args.workdir,
         user=args.user,
         labels=pairs(args.label, "--label"),
-        annotations=pairs(args.annotation, "--annotation"),
-        expose=tuple(args.expose),
+        exposed_ports=tuple(args.expose),
+    ), annotations=pairs(args.annotation, "--annotation"))
+    output = OutputOptions(os.path.join(cwd, args.output), tag)
+    return image, BuildOptions(
+        programs=programs,
+        root=args.root,
         add=tuple(adds),
         # slim (no programs given) resolves inside the image: its paths are the image's
         library_path=split_paths(args.library_path,
@@ -184,4 +192,4 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         sbom=os.path.join(cwd, args.sbom) if args.sbom else None,
         lock=os.path.join(cwd, args.lock) if args.lock else None,
         locked=os.path.join(cwd, args.locked) if args.locked else None,
-    )
+    ), output

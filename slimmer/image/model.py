@@ -390,7 +390,13 @@ def parse_docker_manifest(value: object, at: At) -> tuple[DockerEntry, ...]:
 
 @dataclass(frozen=True, slots=True)
 class RunConfig:
-    """The run-time part of an image config (its `config` object)."""
+    """The run-time part of an image config (its `config` object): what runs, where, as whom.
+
+    The one type of it, wherever it comes from or goes: read from an image here, given by the
+    command line or a recipe's [image] table, merged (slimmer/assemble/spec.py: the command
+    line over a slimmed image's config over recipes over defaults) and written by
+    image/write.py `config_json`. An empty field (None for entrypoint and cmd) is unset: a
+    lower layer of the merge fills it."""
 
     env: tuple[str, ...] = ()
     entrypoint: tuple[str, ...] | None = None

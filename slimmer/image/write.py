@@ -6,19 +6,21 @@ Reading is slimmer/image/store.py's."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import SlimmerError
 from slimmer.image.layer import Layer, tar_header
-from slimmer.image.model import (  # the one home of media types, digests and blob records
+from slimmer.image.model import (  # the one home of media types, digests, blob records, configs
     CONTENTS,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     Blob,
     Digest,
+    Platform,
+    RunConfig,
     canonical_json,
     rfc3339,
 )
@@ -27,24 +29,10 @@ from slimmer.outputs import Output, writing
 from slimmer.tree import Dir, File
 
 
-@dataclass(frozen=True, slots=True)
-class ImageConfig:
-    """The run-time part of the image config."""
-
-    architecture: str
-    os: str = "linux"
-    variant: str = ""
-    entrypoint: tuple[str, ...] = ()
-    cmd: tuple[str, ...] | None = None
-    env: tuple[str, ...] = ()
-    workdir: str = ""
-    user: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    exposed_ports: tuple[str, ...] = ()
-    stop_signal: str = ""
-
-
-def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by: str) -> bytes:
+def config_json(platform: Platform, cfg: RunConfig, diff_ids: list[str], created: int,
+                created_by: str) -> bytes:
+    """The image config document: the platform, `cfg` (model.RunConfig, the type the config is
+    read back into: unset fields are left out, an empty Cmd is kept), one history entry."""
     run: dict[str, Any] = {}
     if cfg.env:
         run["Env"] = list(cfg.env)
@@ -52,8 +40,8 @@ def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by:
         run["Entrypoint"] = list(cfg.entrypoint)
     if cfg.cmd is not None:
         run["Cmd"] = list(cfg.cmd)
-    if cfg.workdir:
-        run["WorkingDir"] = cfg.workdir
+    if cfg.working_dir:
+        run["WorkingDir"] = cfg.working_dir
     if cfg.user:
         run["User"] = cfg.user
     if cfg.labels:
@@ -63,15 +51,12 @@ def config_json(cfg: ImageConfig, diff_ids: list[str], created: int, created_by:
     if cfg.stop_signal:
         run["StopSignal"] = cfg.stop_signal
     doc: dict[str, Any] = {
-        "architecture": cfg.architecture,
-        "os": cfg.os,
+        **platform.as_dict(),
         "created": rfc3339(created),
         "config": run,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created": rfc3339(created), "created_by": created_by}],
     }
-    if cfg.variant:
-        doc["variant"] = cfg.variant
     return canonical_json(doc)
 
 
@@ -111,14 +96,15 @@ def ref_annotations(ref: Reference) -> dict[str, str]:
     return {"io.containerd.image.name": ref.full, "org.opencontainers.image.ref.name": ref.tag}
 
 
-def write_image(output: str, layer: Layer, cfg: ImageConfig, ref: Reference, created: int,
-                created_by: str, annotations: dict[str, str] | None = None,
+def write_image(output: str, layer: Layer, platform: Platform, cfg: RunConfig, ref: Reference,
+                created: int, created_by: str, annotations: Mapping[str, str] | None = None,
                 contents: bytes | None = None) -> ImageResult:
     """Write the combined OCI + docker archive to `output` (as outputs.writing writes).
     `contents` (the reasons, for `slimmer why` and `inspect`) goes in as slimmer.json: an extra
     file of the layout, which every loader passes over, so that it changes no digest of the
     image."""
-    config = Blob.of(OCI_CONFIG, config_json(cfg, [str(layer.diff_id)], created, created_by))
+    config = Blob.of(OCI_CONFIG, config_json(platform, cfg, [str(layer.diff_id)], created,
+                                             created_by))
     layer_desc = layer.blob.descriptor
     manifest_doc: dict[str, Any] = {
         "schemaVersion": 2,
@@ -129,10 +115,7 @@ def write_image(output: str, layer: Layer, cfg: ImageConfig, ref: Reference, cre
     if annotations:
         manifest_doc["annotations"] = dict(annotations)
     manifest = Blob.of(OCI_MANIFEST, canonical_json(manifest_doc))
-    platform = {"architecture": cfg.architecture, "os": cfg.os}
-    if cfg.variant:
-        platform["variant"] = cfg.variant
-    index = index_json([{**manifest.descriptor.as_dict(), "platform": platform,
+    index = index_json([{**manifest.descriptor.as_dict(), "platform": platform.as_dict(),
                          "annotations": ref_annotations(ref)}])
     docker_manifest = canonical_json([docker_entry(config.descriptor.digest, [layer_desc.digest],
                                                    [ref.short])])

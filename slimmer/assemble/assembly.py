@@ -1,0 +1,312 @@
+"""The image before it is written: one file tree, filled by named steps in a fixed order.
+
+`assemble` is the list of steps (learned from apko's buildImage: a flat list of named steps
+over one filesystem); `Assembly` holds what they share (the tree, the root, the resolver, the
+placement, the closures found so far, the warnings) and each step is one of its methods.
+`pack.py` writes what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from slimmer.assemble import baseline, runtime, spec
+from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
+from slimmer.assemble.options import BuildOptions
+from slimmer.assemble.placing import (
+    Placement,
+    add_closure,
+    add_elf_closures,
+    add_host_path,
+    add_parents,
+    add_resolved,
+    add_root_path,
+    merge_added,
+)
+from slimmer.assemble.provenance import Dpkg, add_dpkg_status
+from slimmer.assemble.recipe import Group, Recipe, User
+from slimmer.assemble.recipes_apply import add_included, add_recipe_dirs, apply_recipe, recipes_for
+from slimmer.assemble.spec import ImageSpec
+from slimmer.image.model import Platform, RunConfig
+from slimmer.loader.arch import Arch
+from slimmer.loader.ldcache import write_ldcache
+from slimmer.loader.resolve import Closure, Library, Options, Resolver
+from slimmer.loader.root import Root, SysRoot
+from slimmer.loader.scripts import interpreters, read_shebang
+from slimmer.loader.views import OverlayRoot
+from slimmer.tree import File, FileTree, Symlink
+
+# The reason slimmer.json has always given a --keep path (slim's kept paths were once applied
+# as a recipe named "slim"): kept so that `slimmer why` reads as before.
+KEPT = "recipe slim"
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    """An image before it is written: its file tree and config."""
+
+    tree: FileTree
+    platform: Platform
+    config: RunConfig
+    warnings: tuple[str, ...]
+    dpkg: Dpkg | None  # the root's package database, when provenance was asked for
+
+
+def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
+             base: RunConfig | None = None) -> Assembled:
+    """Everything `pack` does but writing. The files come from `root` when given (an image
+    being slimmed, whose config is `base`), else from the directory build.root."""
+    job = Assembly(image, build, root, base)  # --add files placed first, the resolver
+    job.resolve_programs()  # closures; a script's interpreters in its place
+    job.plan_placement()  # a build tree moves under /app
+    job.choose_recipes()
+    job.add_baseline()
+    job.add_host_files()
+    job.place_scripts()
+    job.place_closures()
+    job.apply_recipes(job.recipes[:len(build.recipes)])  # those named by the caller
+    job.add_kept_paths()
+    job.apply_recipes(job.recipes[len(build.recipes):])  # the built-in ones that match
+    job.add_accounts()
+    job.add_recipe_dirs()
+    job.add_runtime_needs()
+    job.add_closures_of_added_files()
+    job.add_ld_cache()
+    job.add_dpkg_status()
+    job.check()
+    return job.finish()
+
+
+class Assembly:
+    """The state the steps share; each step adds to the tree (see `assemble` for the order)."""
+
+    def __init__(self, image: ImageSpec, build: BuildOptions, root: Root | None,
+                 base: RunConfig | None) -> None:
+        self.image = image
+        self.build = build
+        self.base = base
+        root = SysRoot(build.root) if root is None else root
+        self.relocate = isinstance(root, SysRoot) and root.root == "/"
+        self.added, self.added_files = _host_files(root, build)
+        if build.add:  # the image's own files are searched like the root's (a library --added)
+            root = OverlayRoot(self.added, root)
+        self.root = root
+        self.options = Options(library_path=build.library_path, hwcaps=build.hwcaps,
+                               platform=build.platform)
+        self.resolver = Resolver(root, self.options)
+        # The PATH `#!/usr/bin/env NAME` searches: the caller's env over the slimmed image's
+        # (recipes are chosen later, from the programs this finds).
+        above = [spec.slimmed_layer(base)] if base is not None else []
+        env = spec.env_pairs(spec.merge([spec.defaults(), *above, image.config]).env)
+        self.path_dirs = spec.path_dirs(env)
+        self.tree = FileTree()
+        self.warnings: list[str] = []
+        self.scripts: dict[str, list[str]] = {}
+        self.closures: list[Closure] = []
+        self._arch: Arch | None = None
+        self.place = Placement(None)
+        self.recipes: list[tuple[Recipe, str]] = []
+        self.users: tuple[User, ...] = ()
+        self.groups: tuple[Group, ...] = ()
+        self.forced: frozenset[str] = frozenset()  # --with and the recipes' `with`
+        self.features: frozenset[str] = frozenset()
+        self.dpkg: Dpkg | None = None
+
+    @property
+    def arch(self) -> Arch:
+        assert self._arch is not None, "resolve_programs comes first"
+        return self._arch
+
+    # ---- before the tree: what the programs need -------------------------------------------
+
+    def resolve_programs(self) -> None:
+        """The closure of every program; a script (#!) is resolved through its interpreters.
+        Every library must be found, and all of one architecture."""
+        programs = self.build.programs
+        self.scripts = {p: interpreters(self.root, p, self.path_dirs) for p in programs
+                        if read_shebang(self.root, p) is not None}
+        elf_programs = dict.fromkeys(q for p in programs for q in self.scripts.get(p, [p]))
+        self.closures = [self.resolver.closure(p) for p in elf_programs]
+        refuse_missing(self.closures)
+        self._arch = one_arch(self.closures)
+
+    def plan_placement(self) -> None:
+        self.place = Placement.plan(self.closures, relocate=self.relocate,
+                                    also=tuple(self.scripts))
+
+    def choose_recipes(self) -> None:
+        """The caller's recipes (for the first program), then the built-in ones that match."""
+        self.recipes = recipes_for([(c.binary, c.real) for c in self.closures],
+                                   self.build.recipes, self.build.builtin_recipes)
+        with_features = self.build.with_features | {f for r, _ in self.recipes
+                                                    for f in r.with_features}
+        self.forced = runtime.check_features(with_features, "with")
+        self.features = runtime.enabled(self.forced, self.build.without_features)
+
+    # ---- the tree ----------------------------------------------------------------------------
+
+    def add_baseline(self) -> None:
+        baseline.add_to(self.tree)
+
+    def add_host_files(self) -> None:
+        merge_added(self.tree, self.added)
+
+    def place_scripts(self) -> None:
+        for script, needs in self.scripts.items():
+            found = self.root.require_file(script)
+            add_resolved(self.tree, self.root, found.real, found.links, self.place,
+                         f"script, run by {' then '.join(needs)}", self.build.keep_setuid)
+
+    def place_closures(self) -> None:
+        for closure in self.closures:  # the programs' (recipes and rules add theirs later)
+            add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid)
+
+    def apply_recipes(self, recipes: list[tuple[Recipe, str]]) -> None:
+        for recipe, program in recipes:
+            self.closures.extend(apply_recipe(self.tree, self.root, self.resolver, recipe,
+                                              program, self.arch.triplet, self.place,
+                                              self.build.keep_setuid, self.warnings))
+
+    def add_kept_paths(self) -> None:
+        """--keep: paths or globs of the root that no analysis finds, with the libraries of the
+        ELF files among them (`{name}` is the first program's file name, as in a recipe)."""
+        if self.build.keep:
+            self.closures.extend(add_included(
+                self.tree, self.root, self.resolver, self.build.keep, (), self.closures[0].real,
+                self.arch.triplet, self.place, self.build.keep_setuid, self.warnings, KEPT,
+                "slim"))
+
+    def add_accounts(self) -> None:
+        """/etc/passwd and /etc/group: root, nonroot, the caller's and the recipes' accounts."""
+        self.users, self.groups = baseline.accounts(
+            [*self.build.users, *(u for r, _ in self.recipes for u in r.users)],
+            [*self.build.groups, *(g for r, _ in self.recipes for g in r.groups)])
+        baseline.add_accounts(self.tree, self.users, self.groups)
+
+    def add_recipe_dirs(self) -> None:
+        for recipe, _ in self.recipes:
+            add_recipe_dirs(self.tree, recipe, self.users, self.groups)
+
+    def add_runtime_needs(self) -> None:
+        """Libraries glibc dlopens and data files libraries read, as the runtime rules find
+        them; then nothing brought in so far may be of another architecture."""
+        needs = runtime.find_needs(self.root, self.closures, self.features, self.forced,
+                                   self.place.image_path, self.build.gconv_charsets)
+        reason = "baseline" if needs.nsswitch == baseline.NSSWITCH else "matches the NSS modules"
+        baseline.add_nsswitch(self.tree, needs.nsswitch, reason)
+        for soname, reason in needs.libraries:
+            path = self.resolver.dlopen_path(self.closures[0], soname)
+            if path is None:
+                self.warnings.append(f"{soname} not found in the root ({reason})")
+                continue
+            closure = self.resolver.closure(path)
+            refuse_missing([closure])
+            add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid,
+                        reason)
+            self.closures.append(_as_library_closure(closure, soname, path))
+        for path, reason in needs.paths:
+            added = add_root_path(self.tree, self.root, path, self.place, reason,
+                                  self.build.keep_setuid)
+            self.closures += add_elf_closures(self.tree, self.root, self.resolver, added,
+                                              self.place, self.build.keep_setuid,
+                                              self.warnings, reason)
+        for image_path, target, reason in needs.links:
+            self.tree.add(image_path, Symlink(target), reason)
+        refuse_other_arches(self.closures, self.arch)  # --add's are checked in the next step
+
+    def add_closures_of_added_files(self) -> None:
+        """ELF programs and libraries among --add files get their libraries too, found in the
+        image first and then in the root."""
+        keep_setuid = self.build.keep_setuid
+        view = OverlayRoot(self.tree, self.root)
+        resolver = Resolver(view, self.options)
+        closures = [resolver.closure(path) for path in self.added_files
+                    if view.read_bytes(path, 4) == b"\x7fELF"]
+        refuse_other_arches(closures, self.arch)  # before its libraries are missed in this root
+        refuse_missing(closures)
+        for closure in closures:
+            for lib in [closure.interpreter, *closure.libraries]:
+                if lib is None or lib.real in self.tree:
+                    continue
+                for link in lib.links:
+                    if link.path not in self.tree:
+                        add_parents(self.tree, self.root, link.path, Placement(None), keep_setuid)
+                        self.tree.add(link.path, Symlink(link.target),
+                                      f"symlink on the way to {lib.real}", lib.real)
+                add_parents(self.tree, self.root, lib.real, Placement(None), keep_setuid)
+                self.tree.add(lib.real, self.root.file_entry(lib.real, keep_setuid),
+                              f"{lib.soname} needed by {lib.needed_by} ({lib.found_via})",
+                              lib.needed_by)
+        self.closures.extend(closures)
+
+    def add_ld_cache(self) -> None:
+        """An /etc/ld.so.cache listing every library in the image under its SONAME, so that the
+        loader inside finds libraries that the root's own cache placed outside the default
+        directories. Nothing is written for an image without shared libraries."""
+        if "ld-cache" not in self.features:
+            return
+        pairs: set[tuple[str, str]] = set()
+        for closure in self.closures:
+            for lib in closure.libraries:
+                soname = lib.elf.soname or lib.soname
+                opened = self.place.image_path(lib.path)
+                by_soname = f"{os.path.dirname(opened)}/{soname}"
+                pairs.add((soname, by_soname if by_soname in self.tree else opened))
+        if pairs:
+            data = write_ldcache(sorted(pairs), self.arch.cache_flags[0])
+            self.tree.add("/etc/ld.so.cache", File(0o644, len(data), data=data),
+                          "ld.so.cache for the libraries in the image")
+
+    def add_dpkg_status(self) -> None:
+        """The root's package database: read for provenance (--sbom, --lock, --locked), and
+        what of it describes the image's files added (the dpkg-status rule)."""
+        build = self.build
+        if "dpkg-status" in self.features or build.sbom or build.lock or build.locked:
+            self.dpkg = Dpkg(self.root)
+        if self.dpkg is not None and "dpkg-status" in self.features:
+            add_dpkg_status(self.tree, self.dpkg)
+
+    # ---- the end -----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Resolve each program again in the tree alone: refuse an image that would not start."""
+        check_tree(self.tree, [self.place.image_path(p) for p in self.build.programs],
+                   self.options, self.arch, self.path_dirs)
+
+    def finish(self) -> Assembled:
+        """The image's config, merged by spec.py's rule, and the tree."""
+        # the recipe whose single settings count: a slimmed image's config stands in for the
+        # built-in recipes' (spec.py)
+        counted = self.build.recipes if self.base is not None else [r for r, _ in self.recipes]
+        layers = [spec.defaults((self.place.image_path(self.build.programs[0]),)),
+                  spec.recipes_layer([r for r, _ in self.recipes],
+                                     counted[0] if counted else None)]
+        if self.base is not None:
+            layers.append(spec.slimmed_layer(self.base))
+        merged = spec.finished(spec.merge([*layers, self.image.config]))
+        config = RunConfig(
+            env=merged.env, entrypoint=merged.entrypoint, cmd=merged.cmd,
+            working_dir=merged.working_dir, user=baseline.user_spec(merged.user, self.users),
+            labels=dict(merged.labels), exposed_ports=merged.exposed_ports,
+            stop_signal=merged.stop_signal)
+        platform = Platform(self.arch.oci_arch, "linux", self.arch.oci_variant)
+        return Assembled(self.tree, platform, config, tuple(self.warnings), self.dpkg)
+
+
+def _host_files(root: Root, build: BuildOptions) -> tuple[FileTree, list[str]]:
+    """The --add files in a tree of their own, placed before anything is resolved so that the
+    programs' libraries are found among them too; each destination resolved through the
+    symlinks of the image so far. Returns the tree and the image paths of its regular files."""
+    added = FileTree()
+    files: list[str] = []
+    for add in build.adds():
+        files += add_host_path(added, OverlayRoot(added, root), add, build.keep_setuid)
+    return added, files
+
+
+def _as_library_closure(closure: Closure, soname: str, path: str) -> Closure:
+    """A dlopened library's closure with the library itself listed among its libraries."""
+    itself = Library(soname, path, closure.real, closure.links, "dlopen", "dlopen", (),
+                     closure.elf)
+    return closure._replace(libraries=(itself, *closure.libraries))
