@@ -15,6 +15,15 @@ class SlimmerError(Exception):
         return self.message
 
 
+def printable(text: str, limit: int | None = None) -> str:
+    """`text` fit for one line of a terminal: what a terminal would act on (control characters,
+    line separators, bidi controls, undecodable bytes) escaped as repr escapes it, so that a
+    name from an image or a registry cannot print a fake line; cut to `limit` characters."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if limit is None or len(text) <= limit else text[:limit] + "..."
+
+
 class FileProblem(SlimmerError):
     """A path that is missing, a directory, a loop, or otherwise not a readable file."""
 

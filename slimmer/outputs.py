@@ -17,7 +17,7 @@ What is at the output path decides how it is written:
 - a directory, a block device, a socket: refused with one line.
 
 `refuse_overlap` refuses an output that is one of the inputs or another output, before anything
-is written. `printable` quotes names before they are printed.
+is written.
 """
 
 from __future__ import annotations
@@ -304,14 +304,3 @@ def _node(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return found.st_dev, found.st_ino
-
-
-# ---- names printed ----------------------------------------------------------------------------
-
-
-def printable(text: str) -> str:
-    """`text` with what a terminal would act on escaped as repr escapes it (control characters,
-    line separators, bidi controls, undecodable bytes): a name cannot print a fake line."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

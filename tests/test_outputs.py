@@ -22,10 +22,11 @@ from slimmer.assemble.options import BuildOptions, OutputOptions, from_keywords
 from slimmer.assemble.pack import pack
 from slimmer.assemble.slim import slim
 from slimmer.assemble.spec import ImageSpec
+from slimmer.errors import printable
 from slimmer.image.explain import Step, format_inventory, format_why, inventory
 from slimmer.image.index import write_index
 from slimmer.image.reference import parse_reference
-from slimmer.outputs import OutputProblem, printable
+from slimmer.outputs import OutputProblem
 from slimmer.tree import File, FileTree
 from tests.support.archives import tiny_static_elf
 from tests.support.cli import command, error_line, run_process, run_process_bytes

@@ -90,3 +90,23 @@ def test_manifest_json_pointing_at_nothing(good: Path, tmp_path: Path) -> None:
 
     found = verify(str(rewrite(good, tmp_path / "m.tar", retarget)))
     assert f"manifest.json: points at blobs/sha256/{'f' * 64}, which is missing" in found.problems
+
+
+def test_problems_naming_image_values_stay_one_line(good: Path, tmp_path: Path) -> None:
+    """A platform in index.json holding a line break and an escape (found by the image fuzz
+    target): verify's problem line shows them escaped instead of printing a fake line."""
+
+    def evil(name: str, data: bytes) -> bytes:
+        if name != "index.json":
+            return data
+        index = json.loads(data)
+        index["manifests"][0]["platform"]["architecture"] = "amd64\nerror: fake\x1b[31m"
+        return json.dumps(index).encode()
+
+    bad = rewrite(good, tmp_path / "evil.tar", evil)
+    done = slimmer("verify", str(bad))
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert any(line.startswith("problem: ") and "the index says" in line for line in lines)
+    assert all(line.startswith(("problem: ", "note: ")) and line.isprintable()
+               for line in lines), lines

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from slimmer.assemble.recipe import Group, User, account_problem, one_line
-from slimmer.errors import SlimmerError
+from slimmer.assemble.recipe import Group, User, account_problem
+from slimmer.errors import SlimmerError, printable
 from slimmer.tree import Dir, File, FileTree
 
 NONROOT = 65532
@@ -64,11 +64,11 @@ def accounts(extra_users: Iterable[User] = (),
 def _check_fields(kind: str, name: str, fields: tuple[str, ...], *ids: int) -> None:
     """Every account becomes a line of /etc/passwd or /etc/group, wherever it came from (a
     recipe, a fat image's /etc/passwd): none may add a field or a line."""
-    shown = one_line(repr(name), 80)
+    shown = printable(repr(name), 80)
     for value in fields:
         problem = account_problem(value)
         if problem:
-            raise SlimmerError(f"{kind} {shown}: {one_line(repr(value), 80)} {problem}")
+            raise SlimmerError(f"{kind} {shown}: {printable(repr(value), 80)} {problem}")
     if not all(0 <= number < 2**31 for number in ids):
         raise SlimmerError(f"{kind} {shown}: ids must be numbers from 0 to 2147483647")
 

@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any
 
 from slimmer.assemble.globs import BadGlob, compile_glob
-from slimmer.errors import SlimmerError
+from slimmer.errors import SlimmerError, printable
 from slimmer.fileio import read_small_file
 from slimmer.image.model import RunConfig
 from slimmer.paths import normalize
@@ -95,25 +95,18 @@ def load_recipe(path: str) -> Recipe:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path}: not valid TOML ({one_line(str(exc))})") from None
+        raise RecipeError(f"{path}: not valid TOML ({printable(str(exc), 200)})") from None
     except RecursionError:
         # tomllib parses nested arrays and inline tables recursively.
         raise RecipeError(f"{path}: not a recipe (arrays or tables nested too deeply)") from None
     return parse_recipe(data, path)
 
 
-def one_line(text: str, limit: int = 200) -> str:
-    """`text` fit for a one-line message: line breaks and control characters escaped, long
-    text shortened."""
-    shown = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
-    return shown if len(shown) <= limit else shown[:limit] + "..."
-
-
 def _shown(value: Any) -> str:
     """A value from a recipe in a message: repr (which escapes line breaks), shortened."""
     if isinstance(value, (list, dict)):
         return type(value).__name__  # a deeply nested one must not be printed whole
-    return one_line(repr(value), 80)
+    return printable(repr(value), 80)
 
 
 def parse_recipe(data: dict[str, Any], source: str) -> Recipe:

@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback  # only here: it costs start-up time
 
             traceback.print_exc()
-        from slimmer.outputs import printable  # names from images: no fake lines
+        from slimmer.errors import printable  # names from images: no fake lines
 
         print(f"error: {printable(exc.message)}", file=sys.stderr)
         if exc.hint:

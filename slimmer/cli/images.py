@@ -20,7 +20,7 @@ from slimmer.cli.options import (
 )
 from slimmer.cli.push import check_push, push_written
 from slimmer.cli.shared import check_reproducible, rebuild, summary_stream
-from slimmer.errors import SlimmerError
+from slimmer.errors import SlimmerError, printable
 
 if TYPE_CHECKING:
     from slimmer.tree import FileTree
@@ -87,9 +87,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     found = verify(os.path.join(os.getcwd(), args.archive))
     for problem in found.problems:
-        print(f"problem: {problem}")
+        print(f"problem: {printable(problem)}")
     for note in found.notes:
-        print(f"note: {note}")
+        print(f"note: {printable(note)}")
     if found.ok:
         print(f"ok: {args.archive}: {found.checked} blobs and {found.layers} layers checked; "
               "digests, sizes, diff_ids and manifests agree")

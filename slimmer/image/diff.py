@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimmer.assemble.provenance import file_digests
+from slimmer.errors import printable
 from slimmer.image.merged import Image, open_image
-from slimmer.outputs import printable
 from slimmer.tree import Dir, Entry, File, Symlink
 
 CONFIG_FIELDS = ("architecture", "os", "variant", "created")
@@ -19,7 +19,7 @@ CONFIG_FIELDS = ("architecture", "os", "variant", "created")
 @dataclass(frozen=True, slots=True)
 class Difference:
     rank: int  # lower is more useful
-    line: str  # names quoted (outputs.printable): one line whatever the image holds
+    line: str  # names quoted (errors.printable): one line whatever the image holds
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "line", printable(self.line))

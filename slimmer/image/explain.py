@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from slimmer.errors import SlimmerError
+from slimmer.errors import SlimmerError, printable
 from slimmer.image.merged import open_image
 from slimmer.loader.views import TreeRoot
-from slimmer.outputs import printable
 from slimmer.paths import normalize
 from slimmer.tree import File, FileTree, Symlink
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from slimmer import __version__
-from slimmer.errors import SlimmerError
+from slimmer.errors import SlimmerError, printable
 from slimmer.image.reference import BadReference, parse_reference
 from slimmer.registry.auth import (
     AuthProblem,
@@ -142,7 +142,8 @@ class Response:
                                    for e in errors if isinstance(e, dict))
         except (ValueError, AttributeError, RecursionError):
             pass
-        return printable(f"{self.status} {self.reason}" + (f" ({detail})" if detail else ""))
+        return printable(f"{self.status} {self.reason}" + (f" ({detail})" if detail else ""),
+                         SHOWN)
 
 
 Body = bytes | None
@@ -151,6 +152,7 @@ Origin = tuple[str, str, int]  # scheme, host (lower-case, no brackets), port
 # The OCI distribution spec lets a registry refuse manifests over 4 MiB; JSON answers, error
 # bodies and tokens are far smaller. Nothing a registry answers is read beyond this.
 ANSWER_LIMIT = 4 << 20
+SHOWN = 300  # characters of a registry's text (a URL, an error body) put in a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +218,7 @@ class Client:
             return urllib.parse.urljoin(self.base + "/", path_or_location)
         except ValueError:  # a Location such as http://[::1
             raise RegistryError(f"{self.registry}: {method or 'request'}: malformed URL "
-                                f"{printable(path_or_location)}") from None
+                                f"{printable(path_or_location, SHOWN)}") from None
 
     # -- where a request may go --
 
@@ -227,19 +229,19 @@ class Client:
             origin = origin_of(url)
         except ValueError:
             raise RegistryError(f"{self.registry}: {what}: malformed URL "
-                                f"{printable(url)}") from None
+                                f"{printable(url, SHOWN)}") from None
         scheme, host, _ = origin
         if scheme == "https":
             return origin
         if scheme != "http" or not host:
-            raise RegistryError(f"{self.registry}: {what}: {printable(url)} is not an HTTP(S) "
-                                "URL: refused")
+            raise RegistryError(f"{self.registry}: {what}: {printable(url, SHOWN)} is not an "
+                                "HTTP(S) URL: refused")
         if not self.options.insecure:
-            raise RegistryError(f"{self.registry}: {what}: plain HTTP ({printable(url)}) "
+            raise RegistryError(f"{self.registry}: {what}: plain HTTP ({printable(url, SHOWN)}) "
                                 "after HTTPS: refused (credentials and data go over HTTPS "
                                 "only; --insecure is for a loopback registry)")
         if not is_loopback(host):
-            raise RegistryError(f"{self.registry}: {what}: {printable(url)}: --insecure "
+            raise RegistryError(f"{self.registry}: {what}: {printable(url, SHOWN)}: --insecure "
                                 "allows plain HTTP only to a loopback host (127.0.0.0/8, ::1, "
                                 "localhost)")
         return origin
@@ -437,7 +439,7 @@ class Client:
 
     def _token(self, challenge: Challenge, scopes: tuple[str, ...]) -> str:
         realm = challenge.params["realm"]
-        shown = printable(realm)
+        shown = printable(realm, SHOWN)
         origin = self.checked_origin(realm, f"token service {shown}")
         trusted = (origin == self.origin or self.options.realm_credentials
                    or (self.registry == "docker.io" and origin == DOCKER_HUB_TOKENS))
@@ -498,9 +500,9 @@ def _scope_key(scopes: Iterable[str]) -> tuple[str, ...]:
 
 def _path(url: str) -> str:
     try:
-        return printable(urllib.parse.urlsplit(url).path)
+        return printable(urllib.parse.urlsplit(url).path, SHOWN)
     except ValueError:
-        return printable(url)
+        return printable(url, SHOWN)
 
 
 def origin_of(url: str) -> Origin:
@@ -509,13 +511,6 @@ def origin_of(url: str) -> Origin:
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     return scheme, (parts.hostname or "").lower(), port
-
-
-def printable(text: str, limit: int = 300) -> str:
-    """Text from a registry made safe for a one-line message: escapes, bounded length."""
-    if not text.isascii() or not text.isprintable():
-        text = text.encode("unicode_escape").decode("ascii")
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _cut_off(sock: socket.socket, cut: threading.Event) -> None:
