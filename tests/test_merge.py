@@ -314,6 +314,33 @@ def test_nothing_is_left_when_the_caller_fails(tmp_path: Path, tmpdir_for_spill:
         raise KeyboardInterrupt  # as SIGTERM, turned into an exception by the CLI, would
 
 
+def test_a_killed_runs_spill_is_removed_by_the_next_run(tmp_path: Path,
+                                                        tmpdir_for_spill: Path) -> None:
+    """SIGKILL runs no cleanup: the next run removes spills whose process is gone, and leaves
+    a live process's spill and anything that is not a spill alone."""
+    dead = _exited_pid()
+    stale = tmpdir_for_spill / f"slimmer-image-{dead}-abc"
+    (stale / "1").parent.mkdir()
+    (stale / "1").write_bytes(b"left by a killed run")
+    live = tmpdir_for_spill / f"slimmer-image-{os.getpid()}-def"
+    live.mkdir()
+    other = tmpdir_for_spill / "slimmer-image-notapid"
+    other.mkdir()
+    path = archive(tmp_path / "a.tar", layer(files(["a"], b"x")))
+    with open_image(path):
+        pass
+    assert not stale.exists() and live.exists() and other.exists()
+    live.rmdir()
+    other.rmdir()
+
+
+def _exited_pid() -> int:
+    """The pid of a process that has exited (and been waited for)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
 # ---- fidelity ----------------------------------------------------------------------------
 
 
