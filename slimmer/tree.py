@@ -7,6 +7,7 @@ root, so the assembled image can be checked on its own before anything is writte
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -211,3 +212,17 @@ def host_file(path: str, keep_setuid: bool = False) -> File:
     """A File entry copying a host file (its mode normalised)."""
     st = os.stat(path)
     return File(normal_mode(st.st_mode, keep_setuid), st.st_size, source=path)
+
+
+def file_digests(entry: File) -> tuple[str, str]:
+    """(sha256, sha1) of a file entry's content."""
+    a, b = hashlib.sha256(), hashlib.sha1()
+    if entry.data is not None:
+        a.update(entry.data)
+        b.update(entry.data)
+    elif entry.source is not None:
+        with open(entry.source, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                a.update(chunk)
+                b.update(chunk)
+    return a.hexdigest(), b.hexdigest()

@@ -16,7 +16,7 @@ from slimmer.errors import SlimmerError
 from slimmer.loader.root import Root
 from slimmer.outputs import write_file
 from slimmer.paths import normalize
-from slimmer.tree import File, FileTree
+from slimmer.tree import File, FileTree, file_digests
 
 STATUS_DIR = "/var/lib/dpkg/status.d"
 
@@ -139,20 +139,6 @@ def inputs(tree: FileTree, dpkg: Dpkg | None) -> list[Input]:
         out.append(Input(path, sha256, sha1, entry.size,
                          dpkg.package_of(path) if dpkg is not None else None))
     return out
-
-
-def file_digests(entry: File) -> tuple[str, str]:
-    """(sha256, sha1) of a file entry's content."""
-    a, b = hashlib.sha256(), hashlib.sha1()
-    if entry.data is not None:
-        a.update(entry.data)
-        b.update(entry.data)
-    elif entry.source is not None:
-        with open(entry.source, "rb") as fh:
-            while chunk := fh.read(1 << 20):
-                a.update(chunk)
-                b.update(chunk)
-    return a.hexdigest(), b.hexdigest()
 
 
 def add_dpkg_status(tree: FileTree, dpkg: Dpkg) -> None:

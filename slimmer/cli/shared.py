@@ -74,7 +74,7 @@ def command_line_again(args: argparse.Namespace, output: str) -> list[str]:
 def check_reproducible(output: str, build: Callable[[str, bool], object]) -> None:
     """Build again (`build(path, elsewhere)`), and fail with the differences if the bytes are
     not the same."""
-    from slimmer.reproduce import compare_with_second_build
+    from slimmer.assemble.reproduce import compare_with_second_build
 
     found = compare_with_second_build(output, build)
     if not found.differences:
@@ -90,7 +90,7 @@ def check_reproducible(output: str, build: Callable[[str, bool], object]) -> Non
 def rebuild(args: argparse.Namespace) -> Callable[[str, bool], None]:
     """The second build of --check-reproducible: this command line again, in a child process
     with this process's environment and working directory."""
-    from slimmer.reproduce import run_again
+    from slimmer.assemble.reproduce import run_again
 
     cwd, environ = os.getcwd(), dict(os.environ)
 

@@ -8,10 +8,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slimmer.assemble.provenance import file_digests
 from slimmer.errors import printable
 from slimmer.image.merged import Image, open_image
-from slimmer.tree import Dir, Entry, File, Symlink
+from slimmer.tree import Dir, Entry, File, Symlink, file_digests
 
 CONFIG_FIELDS = ("architecture", "os", "variant", "created")
 
