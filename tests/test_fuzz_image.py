@@ -46,7 +46,7 @@ from slimmer.image.explain import read_image
 from slimmer.image.model import OCI_CONFIG, OCI_INDEX, OCI_MANIFEST
 from slimmer.image.store import Store
 from slimmer.image.verify import verify
-from tests.support.archives import desc, sha, tiny_static_elf
+from tests.support.archives import Members, desc, sha, tiny_static_elf, write_members
 from tests.support.cli import run
 
 LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -54,9 +54,6 @@ LAYER_TYPES = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
                "none": "application/vnd.oci.image.layer.v1.tar"}
 HELLO = tiny_static_elf(b"hi\n")
 
-# A payload: content, or (kind, target) for "sym" | "hard", or ("dir", "").
-Payload = bytes | tuple[str, str]
-Members = dict[str, Payload]
 Edit = Callable[[Any], Any]
 
 
@@ -172,20 +169,6 @@ def build(form: str, layers: list[bytes], how: str, edits: Edits, nest: int = 0,
         members["manifest.json"] = apply(edits.docker, [
             {"Config": config_name, "RepoTags": ["x:1"], "Layers": names}])
     return members
-
-
-def write_tar(path: Path, members: Members) -> None:
-    with tarfile.open(path, "w") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            if isinstance(payload, tuple):
-                info.type = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
-                             "dir": tarfile.DIRTYPE}[payload[0]]
-                info.linkname = payload[1]
-                tar.addfile(info)
-            else:
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
 
 
 def write_dir(path: Path, members: Members) -> None:
@@ -453,7 +436,7 @@ def check(case: Case, base: Path) -> None:
     members = case.members()
     with private_tmp(base) as work:
         path = work / ("image" if case.directory else "image.tar")
-        (write_dir if case.directory else write_tar)(path, members)
+        (write_dir if case.directory else write_members)(path, members)
         archive = str(path)
         attempt(lambda: walk_index(archive), archive, members)
         readable = attempt(lambda: read_everything(archive), archive, members)
@@ -492,7 +475,7 @@ def test_the_unmutated_images_are_read(base: Path) -> None:
                 case = Case(form, directory, how, (), Edits(), ())
                 with private_tmp(base) as work:
                     path = work / "image"
-                    (write_dir if directory else write_tar)(path, case.members())
+                    (write_dir if directory else write_members)(path, case.members())
                     read_everything(str(path))
                     assert verify(str(path)).ok
                     assert "/hello" in read_image(str(path)).tree

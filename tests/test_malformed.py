@@ -26,7 +26,7 @@ from slimmer.image.merged import open_image
 from slimmer.image.model import MAX_CONFIG
 from slimmer.image.store import MAX_NESTING
 from slimmer.image.verify import verify
-from tests.support.archives import desc, sha
+from tests.support.archives import Members, Payload, desc, sha, write_members
 from tests.support.cli import run as slimmer
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -36,8 +36,6 @@ LAYER_GZ = "application/vnd.oci.image.layer.v1.tar+gzip"
 LAYER = "application/vnd.oci.image.layer.v1.tar"
 CLOSED_PORT = "127.0.0.1:9"  # discard: nothing listens there
 
-Member = bytes | tuple[str, str]  # content, or ("sym" | "hard", target)
-Members = dict[str, Member]
 
 
 def plain_layer() -> bytes:
@@ -105,20 +103,6 @@ def oci(config: Edit | None = None, manifest: Edit | None = None,
     return members
 
 
-def write(path: Path, members: Members) -> Path:
-    with tarfile.open(path, "w") as tar:
-        for name, payload in members.items():
-            info = tarfile.TarInfo(name)
-            if isinstance(payload, tuple):
-                info.type = tarfile.SYMTYPE if payload[0] == "sym" else tarfile.LNKTYPE
-                info.linkname = payload[1]
-                tar.addfile(info)
-            else:
-                info.size = len(payload)
-                tar.addfile(info, io.BytesIO(payload))
-    return path
-
-
 def write_dir(path: Path, members: Members) -> Path:
     for name, payload in members.items():
         target = path / name
@@ -159,7 +143,7 @@ def replace_layer(members: Members, old: bytes, new: bytes) -> Members:
     return members
 
 
-def with_member(members: Members, name: str, payload: Member) -> Members:
+def with_member(members: Members, name: str, payload: Payload) -> Members:
     members[name] = payload
     return members
 
@@ -410,14 +394,14 @@ def check_refused(archive: Path, commands: tuple[str, ...], word: str, good: Pat
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write(tmp_path_factory.mktemp("good") / "good.tar", oci())
+    return write_members(tmp_path_factory.mktemp("good") / "good.tar", oci())
 
 
 @pytest.mark.parametrize(("case", "commands", "word"), CASES)
 def test_malformed_input_is_refused_in_one_line(case: Case, commands: tuple[str, ...],
                                                 word: str, good: Path,
                                                 tmp_path: Path) -> None:
-    archive = write(tmp_path / "case.tar", case())
+    archive = write_members(tmp_path / "case.tar", case())
     check_refused(archive, commands, word, good, tmp_path)
 
 
@@ -429,19 +413,19 @@ def test_the_unmodified_images_are_good(tmp_path: Path) -> None:
     """Each case differs from a good image by its one change."""
     for name, members in (("docker", docker()), ("oci", oci()),
                           ("nested", oci(index=chain(MAX_NESTING)))):
-        archive = write(tmp_path / f"{name}.tar", members)
+        archive = write_members(tmp_path / f"{name}.tar", members)
         found = verify(str(archive))
         assert found.ok, (name, found.problems)
         with open_image(str(archive)) as image:
             assert image.root.read_bytes("/hello") == b"hi\n" * 1000
     for layout in (False, True):
-        archive = write(tmp_path / "d.tar", docker_layers([PLAIN, OTHER], [PLAIN, OTHER],
+        archive = write_members(tmp_path / "d.tar", docker_layers([PLAIN, OTHER], [PLAIN, OTHER],
                                                           layout))
         assert verify(str(archive)).ok, layout
         with open_image(str(archive)) as image:
             assert (image.root.read_bytes("/bin/tool") or b"").startswith(b"\x7fELF")
     for compress in (gzip.compress, zstandard.ZstdCompressor().compress, bytes):
-        archive = write(tmp_path / "c.tar", tar_and_config(compress(PLAIN), PLAIN))
+        archive = write_members(tmp_path / "c.tar", tar_and_config(compress(PLAIN), PLAIN))
         with open_image(str(archive)) as image:
             assert "/etc/motd" in image.tree
 
@@ -493,12 +477,12 @@ def test_a_1_gib_config_is_refused_before_it_is_read(
 def test_a_malformed_slimmer_json_is_refused_by_inspect_and_why(
         tmp_path: Path, good: Path) -> None:
     for bad in ({"files": {"a": 1}}, {"files": [{"path": 1, "reason": "x"}]}, b"{"):
-        archive = write(tmp_path / "case.tar", {**oci(), "slimmer.json": encode(bad)})
+        archive = write_members(tmp_path / "case.tar", {**oci(), "slimmer.json": encode(bad)})
         check_refused(archive, ("inspect", "why"), "slimmer.json", good, tmp_path)
 
 
 def test_verify_fails_on_an_archive_without_an_image(tmp_path: Path) -> None:
     for members in (oci(index=lambda t, m: {"schemaVersion": 2, "manifests": []}),
                     docker(manifest=lambda d: [])):
-        found = verify(str(write(tmp_path / "empty.tar", members)))
+        found = verify(str(write_members(tmp_path / "empty.tar", members)))
         assert not found.ok and any("holds no image" in p for p in found.problems)

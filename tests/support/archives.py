@@ -161,3 +161,26 @@ def docker_archive(path: Path, layers: list[list[Member]], tags: tuple[str, ...]
         put("manifest.json", json.dumps([{"Config": "config.json", "RepoTags": list(tags),
                                           "Layers": names}]).encode())
     return path
+
+
+# A member of a hand-made image archive: content, or (kind, target) with kind "sym" or "hard",
+# or ("dir", "").
+Payload = bytes | tuple[str, str]
+Members = dict[str, Payload]
+
+_TYPES = {"sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE, "dir": tarfile.DIRTYPE}
+
+
+def write_members(path: Path, members: Members) -> Path:
+    """An archive holding `members` in order, as written (no checks: for hostile ones too)."""
+    with tarfile.open(path, "w") as tar:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(payload, tuple):
+                info.type = _TYPES[payload[0]]
+                info.linkname = payload[1]
+                tar.addfile(info)
+            else:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    return path
