@@ -339,6 +339,35 @@ def test_add_destination_through_the_images_symlinks(tmp_path: Path) -> None:
     assert members["lib"].linkname == "usr/lib" and "usr/lib/terminfo/x/xterm" in members
 
 
+def test_add_follows_a_symlink_given_as_the_source(tmp_path: Path) -> None:
+    """As cp does: `--add LINK:DEST` copies what the link leads to (Debian's
+    /usr/share/misc/magic.mgc is a relative link that would dangle in the image); links inside
+    an added directory stay links; a dangling source is one error line."""
+    data = tmp_path / "data"
+    (data / "lib/file").mkdir(parents=True)
+    (data / "lib/file/magic.mgc").write_bytes(b"magic")
+    (data / "share").mkdir()
+    (data / "share/magic.mgc").symlink_to("../lib/file/magic.mgc")
+    (data / "linkdir").symlink_to("lib")
+    out = tmp_path / "t.tar"
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out),
+                   "--add", f"{data / 'share/magic.mgc'}:/usr/share/misc/magic.mgc",
+                   "--add", f"{data / 'linkdir'}:/opt/lib",
+                   "--add", f"{data / 'share'}:/opt/share")
+    assert done.returncode == 0, done.stderr
+    members = Archive(out).members()
+    assert members["usr/share/misc/magic.mgc"].isreg()
+    layer = Archive(out).layer.extractfile("usr/share/misc/magic.mgc")
+    assert layer is not None and layer.read() == b"magic"
+    assert members["opt/lib"].isdir() and members["opt/lib/file/magic.mgc"].isreg()
+    assert members["opt/share/magic.mgc"].issym()  # inside a directory: kept as a link
+
+    (data / "gone").symlink_to("nowhere")
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(tmp_path / "u.tar"),
+                   "--add", f"{data / 'gone'}:/x")
+    error_line(done, str(data / "gone"), "dangling")
+
+
 def test_a_symlink_loop_on_the_way_is_one_line(tmp_path: Path) -> None:
     root = tiny_root(tmp_path)
     (root / "loop").symlink_to("loop")

@@ -248,6 +248,14 @@ def add_host_path(tree: FileTree, root: Root, add: Add, keep_setuid: bool) -> li
     source, dest = add.source, add.dest
     if not os.path.lexists(source):
         raise FileProblem(f"{source}: no such file or directory (--add)")
+    if os.path.islink(source):
+        # As cp (and Docker's COPY) treat the source named: the file or directory the link
+        # leads to is copied (a link kept as a link would dangle in the image: Debian's
+        # /usr/share/misc/magic.mgc is ../../lib/file/magic.mgc). Links inside a directory
+        # stay links.
+        if not os.path.exists(source):
+            raise FileProblem(f"{source}: a dangling symlink (--add)")
+        source = os.path.realpath(source)
     if not dest.startswith("/"):
         raise SlimmerError(f"--add {source}:{dest}: the destination must be an absolute path")
     if add.mode is not None and add.mode & SETID and not keep_setuid:
@@ -255,7 +263,7 @@ def add_host_path(tree: FileTree, root: Root, add: Add, keep_setuid: bool) -> li
                            "add --keep-setuid to allow it")
     reason = f"--add to {normalize(dest)}"
     files: list[str] = []
-    if not os.path.isdir(source) or os.path.islink(source):
+    if not os.path.isdir(source):
         _add_one(tree, root, add, source, dest, reason, keep_setuid, files)
         return files
     for top, dirnames, filenames in os.walk(source):
