@@ -37,9 +37,7 @@ from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot
 from slimmer.tree import File, FileTree, Symlink
 
-# The reason slimmer.json has always given a --keep path (slim's kept paths were once applied
-# as a recipe named "slim"): kept so that `slimmer why` reads as before.
-KEPT = "recipe slim"
+KEPT = "slim --keep"  # the reason `why`, `inspect` and slimmer.json give a path --keep kept
 
 
 @dataclass(frozen=True, slots=True)
