@@ -173,7 +173,7 @@ class Assembly:
             self.closures.extend(add_included(
                 self.tree, self.root, self.resolver, self.build.keep, (), self.closures[0].real,
                 self.arch.triplet, self.place, self.build.keep_setuid, self.warnings, KEPT,
-                "slim"))
+                "--keep"))
 
     def add_accounts(self) -> None:
         """/etc/passwd and /etc/group: root, nonroot, the caller's and the recipes' accounts."""
