@@ -22,7 +22,7 @@ from slimmer.errors import SlimmerError
 from slimmer.image.layer import Progress
 from slimmer.image.merged import Image, open_image
 from slimmer.image.model import RunConfig
-from slimmer.loader.programs import DEFAULT_PATH, find_in_path
+from slimmer.loader.programs import find_in_path
 from slimmer.outputs import refuse_overlap
 from slimmer.paths import normalize
 
@@ -88,11 +88,12 @@ def _find(image: Image, name: str, env: tuple[str, ...]) -> str:
         if image.root.lookup(path) is None:
             raise SlimmerError(f"entry program {name} is not in the image")
         return path
-    path_value = next((e[5:] for e in reversed(env) if e.startswith("PATH=")), DEFAULT_PATH)
-    found = find_in_path(image.root, name, path_value.split(":"))
+    directories = spec.path_dirs(spec.env_pairs(env))  # the PATH the assembly uses too
+    found = find_in_path(image.root, name, directories)
     if found is not None:
         return found
-    raise SlimmerError(f"entry program {name} not found in the image's PATH ({path_value})")
+    raise SlimmerError(f"entry program {name} not found in the image's PATH "
+                       f"({':'.join(directories)})")
 
 
 def _accounts(image: Image, user: str) -> tuple[tuple[User, ...], tuple[Group, ...]]:
