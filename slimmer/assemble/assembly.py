@@ -35,6 +35,7 @@ from slimmer.loader.resolve import Closure, Library, Options, Resolver
 from slimmer.loader.root import Root, SysRoot
 from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot
+from slimmer.notices import Notice
 from slimmer.tree import File, FileTree, Symlink
 
 KEPT = "slim --keep"  # the reason `why`, `inspect` and slimmer.json give a path --keep kept
@@ -47,7 +48,7 @@ class Assembled:
     tree: FileTree
     platform: Platform
     config: RunConfig
-    warnings: tuple[str, ...]
+    warnings: tuple[Notice, ...]
     dpkg: Dpkg | None  # the root's package database, when provenance was asked for
 
 
@@ -99,7 +100,7 @@ class Assembly:
         env = spec.env_pairs(spec.merge([spec.defaults(), *above, image.config]).env)
         self.path_dirs = spec.path_dirs(env)
         self.tree = FileTree()
-        self.warnings: list[str] = []
+        self.warnings: list[Notice] = []
         self.scripts: dict[str, list[str]] = {}
         self.closures: list[Closure] = []
         self._arch: Arch | None = None
@@ -196,7 +197,9 @@ class Assembly:
         for soname, reason in needs.libraries:
             path = self.resolver.dlopen_path(self.closures[0], soname)
             if path is None:
-                self.warnings.append(f"{soname} not found in the root ({reason})")
+                self.warnings.append(Notice("dlopen-missing", soname,
+                                            f"not found in the root ({reason})",
+                                            "--add it, or --without the rule"))
                 continue
             closure = self.resolver.closure(path)
             refuse_missing([closure])

@@ -22,6 +22,7 @@ from slimmer.image.model import RunConfig, canonical_json, rfc3339
 from slimmer.image.reference import Reference, parse_reference
 from slimmer.image.write import ImageResult, write_image
 from slimmer.loader.root import Root
+from slimmer.notices import Notice
 from slimmer.tree import File, FileTree
 
 VERSION = "0.1.0"
@@ -33,7 +34,7 @@ class PackResult:
     files: int
     content_bytes: int
     tree: FileTree
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()
 
 
 def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,

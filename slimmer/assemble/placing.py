@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from slimmer.errors import FileProblem, SlimmerError, SymlinkLoop, UnsupportedElf
 from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import MAX_SYMLINKS, Link, Root
+from slimmer.notices import Notice
 from slimmer.paths import normalize
 from slimmer.tree import IMPLIED, SETID, Dir, File, FileTree, Symlink, kept_mode
 
@@ -119,7 +120,7 @@ def add_parents(tree: FileTree, root: Root, real: str, place: Placement,
 
 
 def add_elf_closures(tree: FileTree, root: Root, resolver: Resolver, paths: Iterable[str],
-                     place: Placement, keep_setuid: bool, warnings: list[str],
+                     place: Placement, keep_setuid: bool, warnings: list[Notice],
                      source: str) -> list[Closure]:
     """The libraries of the ELF programs and libraries among files added from the root. One
     that cannot be loaded gives a warning, not a failure: such files are optional (a module
@@ -133,11 +134,14 @@ def add_elf_closures(tree: FileTree, root: Root, resolver: Resolver, paths: Iter
         except UnsupportedElf:
             continue  # object files, core files: data as far as loading goes
         except SlimmerError as exc:
-            warnings.append(f"{exc.message} ({source})")
+            warnings.append(Notice("elf-unreadable", path, f"{exc.message} ({source})"))
             continue
         if closure.missing:
             miss = closure.missing[0]
-            warnings.append(f"{path} ({source}) cannot be loaded: {miss.soname} {miss.reason}")
+            warnings.append(Notice(
+                "library-unloadable", path,
+                f"cannot be loaded ({source}): {miss.soname} {miss.reason}",
+                "--add the library, or --library-path DIR where the root holds it"))
             continue
         add_closure(tree, root, closure, place, keep_setuid)
         closures.append(closure)

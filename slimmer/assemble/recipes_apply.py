@@ -27,6 +27,7 @@ from slimmer.assemble.recipe import (
 )
 from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import Root
+from slimmer.notices import Notice
 from slimmer.tree import Dir, FileTree, Symlink
 
 
@@ -46,7 +47,7 @@ def recipes_for(programs: Iterable[tuple[str, str]], explicit: tuple[Recipe, ...
 
 def apply_recipe(tree: FileTree, root: Root, resolver: Resolver, recipe: Recipe,
                  program: str, triplet: str, place: Placement, keep_setuid: bool,
-                 warnings: list[str]) -> list[Closure]:
+                 warnings: list[Notice]) -> list[Closure]:
     """Add a recipe's files; return the closures of the ELF files among them (their libraries
     are added; one that cannot be loaded gives a warning, not a failure: it is optional)."""
     return add_included(tree, root, resolver, recipe.include, recipe.exclude, program, triplet,
@@ -55,7 +56,7 @@ def apply_recipe(tree: FileTree, root: Root, resolver: Resolver, recipe: Recipe,
 
 def add_included(tree: FileTree, root: Root, resolver: Resolver, include: tuple[str, ...],
                  exclude: tuple[str, ...], program: str, triplet: str, place: Placement,
-                 keep_setuid: bool, warnings: list[str], reason: str,
+                 keep_setuid: bool, warnings: list[Notice], reason: str,
                  source: str) -> list[Closure]:
     """Add the root's paths and globs `include` (but `exclude`), `{name}` and `{triplet}`
     expanded for `program`, as `reason`; return the closures of the ELF files among them. A

@@ -43,7 +43,7 @@ class SlimResult:
             "after": {"files": self.packed.tree.file_count(),
                       "bytes": self.packed.content_bytes},
             "image_id": self.packed.image.config_digest,
-            "warnings": list(self.packed.warnings),
+            "warnings": [w.as_json() for w in self.packed.warnings],
         }
 
 

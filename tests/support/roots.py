@@ -31,7 +31,7 @@ BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU = {"arm64": "qemu-aarch64", "armhf": "qemu-arm", "riscv64": "qemu-riscv64"}
 # The fat bookworm root that test_slim and test_fidelity slim (one mmdebstrap run, one cache
 # entry, every package they need).
-FAT_PACKAGES = "python3,nginx-light,curl,ca-certificates,postgresql"
+FAT_PACKAGES = "python3,nginx-light,curl,ca-certificates,postgresql,nodejs,jq"
 
 
 # ---- small roots, made in the test's directory ------------------------------------------------
