@@ -18,6 +18,7 @@ from slimmer.image.explain import read_image
 from tests.support.archives import Archive
 from tests.support.cli import run as slimmer
 from tests.support.engines import Docker
+from tests.support.fat import derived_image
 from tests.support.host import need_tool
 from tests.support.roots import FAT_PACKAGES, mmdebstrap_root
 
@@ -176,26 +177,6 @@ def _account(root: Path, name: str) -> tuple[int, int]:
     return int(fields[2]), int(fields[3])
 
 
-def _fat_postgres(docker: Docker, fat_root: Path, work: Path,
-                  monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The shared root plus a layer with a cluster initdb made as postgres (the classic builder,
-    no network), saved as a docker-archive."""
-    base = f"slimmer-fat/root:{uuid.uuid4().hex[:8]}"
-    tag = f"slimmer-fat/postgres:{uuid.uuid4().hex[:8]}"
-    docker.run("import", str(fat_root), base)
-    context = work / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text(PG_DOCKERFILE.format(base=base))
-    monkeypatch.setenv("DOCKER_BUILDKIT", "0")
-    try:
-        docker.run("build", "--network", "none", "-t", tag, str(context))
-        fat = work / "fat-postgres.tar"
-        docker.run("save", tag, "-o", str(fat))
-    finally:
-        docker.run("rmi", tag, base, check=False)
-    return fat
-
-
 def _wait_for_log(docker: Docker, container: str, line: bytes, seconds: float) -> bytes:
     """The container's log once it shows `line`; fails with the log after `seconds`, or as
     soon as the container has stopped without it."""
@@ -211,13 +192,12 @@ def _wait_for_log(docker: Docker, container: str, line: bytes, seconds: float) -
         time.sleep(0.3)
 
 
-def test_postgres_image(docker: Docker, fat_root: Path, tmp_path: Path,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgres_image(docker: Docker, fat_root: Path, tmp_path: Path) -> None:
     """Issue 11: Debian's PostgreSQL 15 with a cluster initdb made as postgres, slimmed with the
     --keep/--with flags static analysis cannot replace yet (issue 13): the data directory keeps
     its 0700/0600 modes and postgres's owner, and the server starts in Docker."""
     uid, gid = _account(fat_root, "postgres")
-    fat = _fat_postgres(docker, fat_root, tmp_path, monkeypatch)
+    fat = derived_image(docker, fat_root, tmp_path, PG_DOCKERFILE)
     out = tmp_path / "pg.tar"
     keep = [arg for path in PG_KEEP for arg in ("--keep", path)]
     keep += [arg for name in PG_WITH for arg in ("--with", name)]

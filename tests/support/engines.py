@@ -41,9 +41,11 @@ class Docker:
         return f"{self.directory}/exec/containerd/containerd.sock"
 
     def run(self, *args: str, input: bytes | None = None, check: bool = True,
-            config: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-        """The docker client on this daemon; `config`: its DOCKER_CONFIG (credentials)."""
-        env = {**os.environ, "DOCKER_HOST": self.host}
+            config: Path | None = None, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess[bytes]:
+        """The docker client on this daemon; `config`: its DOCKER_CONFIG (credentials);
+        `env`: more variables (DOCKER_BUILDKIT=0 for the classic builder)."""
+        env = {**os.environ, **(env or {}), "DOCKER_HOST": self.host}
         env.pop("DOCKER_CONTEXT", None)
         if config is not None:
             env["DOCKER_CONFIG"] = str(config)
