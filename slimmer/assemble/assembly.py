@@ -36,7 +36,7 @@ from slimmer.loader.root import Root, SysRoot
 from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot
 from slimmer.notices import Notice
-from slimmer.tree import File, FileTree, Symlink
+from slimmer.tree import IMPLIED, File, FileTree, Symlink
 
 KEPT = "slim --keep"  # the reason `why`, `inspect` and slimmer.json give a path --keep kept
 
@@ -71,6 +71,7 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     job.add_recipe_dirs()
     job.add_runtime_needs()
     job.add_closures_of_added_files()
+    job.add_probed_paths()  # after every static step: what they bring keeps their reason
     job.add_ld_cache()
     job.add_dpkg_status()
     job.check()
@@ -175,6 +176,34 @@ class Assembly:
                 self.tree, self.root, self.resolver, self.build.keep, (), self.closures[0].real,
                 self.arch.triplet, self.place, self.build.keep_setuid, self.warnings, KEPT,
                 "--keep"))
+
+    def add_probed_paths(self) -> None:
+        """What the probe touched that no step before brought, with the probe's reason (a
+        directory as a directory only), and the libraries of the ELF files among it. Files
+        the image gets generated (its own ld.so.cache, written next) are not taken."""
+        files: list[str] = []
+        generated = {"/etc/ld.so.cache"} if "ld-cache" in self.features else set()
+        for probed in self.build.probed:
+            found = self.root.lookup(probed.path)
+            image_path = self.place.image_path(probed.path)
+            if found is None or image_path in self.tree or image_path in generated:
+                continue  # (a path a lock names that is gone: the lock check names it)
+            if not found.is_dir:
+                files += add_root_path(self.tree, self.root, probed.path, self.place,
+                                       probed.reason, self.build.keep_setuid)
+                continue
+            for link in found.links:
+                add_parents(self.tree, self.root, link.path, self.place, self.build.keep_setuid)
+                self.tree.add(self.place.image_path(link.path),
+                              Symlink(self.place.link_target(link)), probed.reason)
+            add_parents(self.tree, self.root, found.real, self.place, self.build.keep_setuid)
+            image = self.place.image_path(found.real)
+            if image not in self.tree or self.tree.reasons.get(image) == IMPLIED:
+                self.tree.add(image, self.root.dir_entry(found.real, self.build.keep_setuid),
+                              probed.reason)
+        self.closures += add_elf_closures(self.tree, self.root, self.resolver, files,
+                                          self.place, self.build.keep_setuid, self.warnings,
+                                          "--probe")
 
     def add_accounts(self) -> None:
         """/etc/passwd and /etc/group: root, nonroot, the caller's and the recipes' accounts."""

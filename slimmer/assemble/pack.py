@@ -8,12 +8,20 @@ writes it: the archive (layer, config, manifest, index), and the provenance aske
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from slimmer import outputs
 from slimmer.assemble.assembly import Assembled, assemble
 from slimmer.assemble.options import BuildOptions, OutputOptions
-from slimmer.assemble.provenance import Input, check_lock, inputs, lock_text, spdx, write_atomically
+from slimmer.assemble.provenance import (
+    Input,
+    check_lock,
+    inputs,
+    lock_text,
+    probed_in_lock,
+    spdx,
+    write_atomically,
+)
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import FileProblem
 from slimmer.fileio import read_small_file
@@ -45,6 +53,11 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
     written_files = output_names(build, output)
     outputs.refuse_overlap(written_files, input_names(build, root))
     ref = parse_reference(output.tag or _default_tag(build.programs[0]))
+    lock = None
+    if build.locked:
+        lock = read_small_file(build.locked, "lock file").decode("utf-8", "replace")
+        if not build.probed:  # what the probe touched when the lock was made
+            build = replace(build, probed=probed_in_lock(lock, build.locked))
     built = assemble(image, build, root, base)
     tree = built.tree
     outputs.refuse_overlap(written_files, [("file read into the image", e.source)
@@ -52,9 +65,8 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
                                            if isinstance(e, File) and e.source is not None])
     wants_inputs = build.lock or build.locked or build.sbom
     items = inputs(tree, built.dpkg) if wants_inputs else []
-    if build.locked:
-        raw = read_small_file(build.locked, "lock file")
-        check_lock(raw.decode("utf-8", "replace"), items, build.locked)
+    if build.locked and lock is not None:
+        check_lock(lock, items, build.locked)
     written = _write(built, ref, image, build, output.path, progress)
     _write_provenance(items, ref, build)
     return PackResult(written, len(tree), tree.content_size(), tree, built.warnings)
@@ -79,7 +91,7 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
 
 def _write_provenance(items: list[Input], ref: Reference, build: BuildOptions) -> None:
     if build.lock:
-        write_atomically(build.lock, lock_text(items).encode())
+        write_atomically(build.lock, lock_text(items, build.probed).encode())
     if build.sbom:
         write_atomically(build.sbom, spdx(items, ref.short, rfc3339(build.epoch),
                                           f"slimmer-{VERSION}"))

@@ -17,6 +17,7 @@ from slimmer.cli.options import (
     hwcaps,
     image_options,
     pairs,
+    probe_args,
     source_date_epoch,
     split_paths,
     words,
@@ -30,9 +31,11 @@ from slimmer.loader.root import SysRoot
 if TYPE_CHECKING:
     from slimmer.assemble.options import BuildOptions, OutputOptions
     from slimmer.assemble.pack import PackResult
+    from slimmer.assemble.probing import Probe
     from slimmer.assemble.recipe import Recipe
     from slimmer.assemble.slim import SlimResult
     from slimmer.assemble.spec import ImageSpec
+    from slimmer.tree import FileTree
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,6 +72,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                     help="also keep this path of the image (repeatable)")
     sl.add_argument("--report", choices=("text", "json"), default="text",
                     help="json: a report for machines instead of the summary")
+    sl.add_argument("--probe", action="store_true",
+                    help="run the image's Entrypoint and Cmd once in a sandbox (bubblewrap + "
+                         "strace) and keep every file it touched (with --lock, recorded so "
+                         "that --locked builds the same image without running anything)")
     image_options(sl)
     command(sl, cmd_slim)
 
@@ -99,8 +106,20 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     cwd = os.getcwd()
     image, build, output = _pack_options(
         args, tuple(program_path(sysroot, b, cwd) for b in binaries), recipes, tag)
+    options = probe_args(args, False)
+    probe = None
+    if options is not None:
+        from dataclasses import replace
+
+        from slimmer.assemble.probing import probe_root
+
+        probe = probe_root(sysroot, args.root, build.programs[0], image.config, build.users,
+                           options)
+        build = replace(build, probed=probe.kept)
     result = pack(image, build, output, progress())
     _print_result(result, summary_stream(output.path))
+    if probe is not None:
+        _print_probe(probe, result.tree)
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args))
     push_written(args, output.path)
@@ -116,7 +135,9 @@ def cmd_slim(args: argparse.Namespace) -> int:
     image, build, output = _pack_options(args, (), (), args.tag)
     build = replace(build, keep=tuple(args.keep))
     result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
-                  progress())
+                  progress(), probe_args(args, args.probe))
+    if result.probe is not None:
+        _print_probe(result.probe, result.packed.tree)
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args))
     report = result.report()
@@ -127,6 +148,13 @@ def cmd_slim(args: argparse.Namespace) -> int:
     # A JSON report owns stdout: what was pushed goes to stderr then.
     push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
+
+
+def _print_probe(probe: Probe, tree: FileTree) -> None:
+    from slimmer.assemble.probing import summary
+
+    for line in summary(probe, tree):
+        print(line, file=sys.stderr)
 
 
 def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) -> None:
