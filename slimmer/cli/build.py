@@ -67,8 +67,6 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sl.add_argument("--image", metavar="REF", help="which image of an archive holding several")
     sl.add_argument("--keep", action="append", default=[], metavar="PATH_OR_GLOB",
                     help="also keep this path of the image (repeatable)")
-    sl.add_argument("--report", choices=("text", "json"), default="text",
-                    help="json: a report for machines instead of the summary")
     image_options(sl)
     command(sl, cmd_slim)
 
@@ -99,12 +97,25 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     cwd = os.getcwd()
     image, build, output = _pack_options(
         args, tuple(program_path(sysroot, b, cwd) for b in binaries), recipes, tag)
-    result = pack(image, build, output, progress())
-    _print_result(result, summary_stream(output.path))
+    result = pack(image, build, output, None if args.report == "json" else progress())
+    if args.report == "json":
+        print(json.dumps(pack_report(result), indent=2 if sys.stdout.isatty() else None))
+    else:
+        _print_result(args, result, summary_stream(output.path))
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args))
-    push_written(args, output.path)
+    push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
+
+
+def pack_report(result: PackResult) -> dict[str, object]:
+    """pack's and build's --report json: what was written, and the warnings (as slim's)."""
+    image = result.image
+    return {"output": image.path, "tag": image.reference.short,
+            "files": result.tree.file_count(), "bytes": result.content_bytes,
+            "archive_bytes": image.archive_size, "image_id": image.config_digest,
+            "manifest": image.manifest_digest,
+            "warnings": [w.as_json() for w in result.warnings]}
 
 
 def cmd_slim(args: argparse.Namespace) -> int:
@@ -116,7 +127,7 @@ def cmd_slim(args: argparse.Namespace) -> int:
     image, build, output = _pack_options(args, (), (), args.tag)
     build = replace(build, keep=tuple(args.keep))
     result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
-                  progress())
+                  None if args.report == "json" else progress())
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args))
     report = result.report()
@@ -131,7 +142,7 @@ def cmd_slim(args: argparse.Namespace) -> int:
 
 def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) -> None:
     report = result.report()
-    _print_result(result.packed, out)
+    _print_result(args, result.packed, out)
     before, after = report["before"], report["after"]
     share = after["bytes"] / before["bytes"] if before["bytes"] else 0.0
     print(f"slimmed {result.reference or args.input} (entry {result.program}): "
@@ -139,9 +150,12 @@ def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) ->
           f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
 
 
-def _print_result(result: PackResult, out: TextIO) -> None:
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+def _print_result(args: argparse.Namespace, result: PackResult, out: TextIO) -> None:
+    from slimmer.cli import verbose
+    from slimmer.errors import fit
+
+    for warning in result.warnings:  # cut at the one length every message keeps
+        print(fit(f"warning: {warning}", verbose(args)), file=sys.stderr)
     image = result.image
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
