@@ -64,11 +64,18 @@ def printable(text: str, limit: int | None = None) -> str:
     return text if limit is None or len(text) <= limit else text[:limit] + "..."
 
 
+_DIGEST = re.compile(r"(?<![0-9a-f])([0-9a-f]{12})[0-9a-f]{52}(?![0-9a-f])")
+
+
 def fit(line: str, verbose: bool = False, limit: int = LIMIT) -> str:
     """One printed line of slimmer's: printable, and at most `limit` characters unless
-    `verbose` (cut with how much was left out and how to see it)."""
+    `verbose`: a longer one has its sha256 digests shortened to 12 hex digits (as docker
+    shows them), then is cut, saying how much was left out and how to see it."""
     line = printable(line)
     if verbose or len(line) <= limit:
+        return line
+    line = _DIGEST.sub(r"\1...", line)
+    if len(line) <= limit:
         return line
     # the tail's length depends on the count it names: one try with the longest count
     keep = limit - len(_cut_tail(len(line)))

@@ -4,7 +4,6 @@ problem, then the flag that fixes it (`PATH: problem; fix`). The same words go i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from slimmer.errors import LIMIT, printable
@@ -36,14 +35,3 @@ class Notice:
     def as_json(self) -> dict[str, str]:
         return {"code": self.code, "path": self.path, "problem": self.problem, "fix": self.fix,
                 "message": str(self)}
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, object]) -> Notice:
-        """The Notice `as_json` gave (read back from an image's slimmer.json); a field that is
-        not a string reads as empty."""
-
-        def text(key: str) -> str:
-            value = doc.get(key)
-            return value if isinstance(value, str) else ""
-
-        return cls(text("code"), text("path"), text("problem"), text("fix"))

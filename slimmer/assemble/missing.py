@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from slimmer.errors import MissingLibraries, SlimmerError, counted
 from slimmer.loader.arch import Arch
 from slimmer.loader.closure import Closure, Missing
+from slimmer.loader.report import missing_line, searched_places
 from slimmer.loader.root import Root, SysRoot
 from slimmer.loader.views import OverlayRoot
 from slimmer.tree import FileTree
@@ -75,7 +76,7 @@ def error(pairs: Sequence[tuple[Missing, Arch | None]], where: Where | None = No
           prefix: str = "") -> MissingLibraries:
     """The error for these missing libraries (each with the architecture of its program)."""
     groups = group(pairs)
-    full = [_full_line(m) for m, _ in pairs]
+    full = [missing_line(m) for m, _ in pairs]
     hints = hints_for(groups, where) if where is not None else []
     if len(hints) > SHOWN_HINTS:
         hints = [*hints[:SHOWN_HINTS], f"... and {len(hints) - SHOWN_HINTS} more "
@@ -102,8 +103,8 @@ def group(pairs: Sequence[tuple[Missing, Arch | None]]) -> list[Group]:
         needers, reasons, places, _ = by_name.setdefault(m.soname, ({}, {}, {}, arch))
         needers.setdefault(m.needed_by, None)
         reasons.setdefault(m.reason, None)
-        for entry in m.searched:
-            places.setdefault(_place(entry, m.soname), None)
+        for place in searched_places(m):
+            places.setdefault(place, None)
     return [Group(name, tuple(n), tuple(r), tuple(p), arch)
             for name, (n, r, p, arch) in by_name.items()]
 
@@ -115,21 +116,6 @@ def _needers(paths: Sequence[str]) -> str:
         names = [os.path.basename(p) for p in paths]
         return f"{counted(names, SHOWN_NEEDERS)} in {folders.pop()}"
     return counted(paths, SHOWN_NEEDERS)
-
-
-def _full_line(m: Missing) -> str:
-    where = "; ".join(m.searched) if m.searched else "nowhere to search"
-    return f"{m.soname} needed by {m.needed_by}: {m.reason} (searched: {where})"
-
-
-def _place(entry: str, soname: str) -> str:
-    """A searched path as the directory it stands for: /usr/lib/libfoo.so -> /usr/lib."""
-    path, sep, note = entry.partition(" (")
-    if path == "/etc/ld.so.cache":
-        return "ld.so.cache"
-    if path != soname and path.endswith("/" + soname):
-        path = path[:-len(soname) - 1] or "/"
-    return f"{path} ({note}" if sep else path
 
 
 def _places(places: Sequence[str]) -> str:

@@ -24,7 +24,7 @@ from slimmer.cli.options import (
 from slimmer.cli.push import check_push, push_written
 from slimmer.cli.shared import check_reproducible, progress, rebuild, summary_stream
 from slimmer.errors import SlimmerError
-from slimmer.loader.programs import program_path
+from slimmer.loader.programs import find_program
 from slimmer.loader.root import SysRoot
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     sysroot = SysRoot(args.root)
     cwd = os.getcwd()
     image, build, output = _pack_options(
-        args, tuple(program_path(sysroot, b, cwd) for b in binaries), recipes, tag)
+        args, tuple(find_program(sysroot, b, cwd) for b in binaries), recipes, tag)
     result = pack(image, build, output, None if args.report == "json" else progress())
     if args.report == "json":
         print(json.dumps(pack_report(result), indent=2 if sys.stdout.isatty() else None))

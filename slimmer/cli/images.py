@@ -23,7 +23,7 @@ from slimmer.cli.shared import check_reproducible, rebuild, summary_stream
 from slimmer.errors import SlimmerError, printable
 
 if TYPE_CHECKING:
-    from slimmer.tree import FileTree
+    from slimmer.image.explain import ImageView
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -144,7 +144,7 @@ def cmd_why(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from slimmer.image.explain import format_inventory, inventory
 
-    doc = inventory(_target(args))
+    doc = inventory(_target(args).tree)
     if args.json:
         print(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
     else:
@@ -152,7 +152,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _target(args: argparse.Namespace) -> FileTree:
+def _target(args: argparse.Namespace) -> ImageView:
     from slimmer.assemble.target import image_or_program
 
     cwd = os.getcwd()
