@@ -220,17 +220,18 @@ def _fits(root: Root, path: str, arch: Arch | None) -> bool:
 
 def _other_root(where: Where, g: Group) -> str | None:
     """A program of this machine that lies in a directory that is a root of its own (it
-    holds the missing file where the program's loader would look): --root."""
+    holds the missing file where the program's loader would look): --root. The outermost
+    such directory is the root (its /usr would hold the file too)."""
     if where.host_root != "/":
         return None
     for needer in g.needed_by:
         parts = needer.strip("/").split("/")
-        for depth in range(len(parts) - 1, 0, -1):
+        for depth in range(1, len(parts)):
             top = "/" + "/".join(parts[:depth])
-            if _holds(top, g):
+            if os.path.isdir(f"{top}/usr") and _holds(top, g):
                 inside = "/" + "/".join(parts[depth:])
-                return (f"{needer}: lies in {top}, a root of its own that holds {g.soname}: "
-                        f"add --root {top} and name the program as {inside}")
+                return (f"{top}: a root of its own, holding {inside} and {g.soname}: pack "
+                        f"{inside} with --root {top}")
     return None
 
 
