@@ -253,6 +253,35 @@ def test_why_shows_the_build_s_warning_about_the_path(cc: Compile, tmp_path: Pat
     assert out.read_bytes() == (tmp_path / "d.tar").read_bytes()
 
 
+def test_slim_names_an_entry_program_it_cannot_find(tmp_path: Path) -> None:
+    packed = tmp_path / "jq.tar"
+    assert slimmer_run("pack", "/usr/bin/jq", "-o", str(packed)).returncode == 0
+    out = str(tmp_path / "s.tar")
+    by_name = slimmer_run("slim", str(packed), "-o", out, "--entrypoint", "nosuch")
+    assert by_name.stderr.splitlines() == [
+        f"error: nosuch: the entry program is not in the image's PATH ({DEFAULT_PATH})",
+        "hint: say what runs with --entrypoint"]
+    by_path = slimmer_run("slim", str(packed), "-o", out, "--entrypoint", "/opt/nosuch")
+    assert by_path.stderr.splitlines() == [
+        "error: /opt/nosuch: the entry program is not in the image",
+        "hint: say what runs with --entrypoint"]
+
+
+def test_build_reports_json_like_pack(tmp_path: Path) -> None:
+    recipe = tmp_path / "jq.toml"
+    recipe.write_text('name = "jq"\nprograms = ["/usr/bin/jq"]\n')
+    done = slimmer_run("build", str(recipe), "-o", str(tmp_path / "jq.tar"), "--report", "json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["tag"] == "jq:latest" and report["warnings"] == []
+    assert report["output"] == str(tmp_path / "jq.tar") and report["bytes"] > 1_000_000
+    with tarfile.open(tmp_path / "jq.tar") as archive:
+        index = archive.extractfile("index.json")
+        assert index is not None
+        manifest = json.load(index)["manifests"][0]["digest"]
+    assert report["manifest"] == manifest
+
+
 # ---- the one print point, codes -------------------------------------------------------------
 
 

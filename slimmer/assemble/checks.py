@@ -26,7 +26,7 @@ def check_tree(tree: FileTree, programs: list[str], options: Options, arch: Arch
               for q in (interpreters(view, p, path_dirs) if read_shebang(view, p) else [p])]
     for program in dict.fromkeys(starts):
         closure = resolver.closure(program)
-        missing.refuse([closure], None, f"the image would not start {program}: ")
+        missing.refuse([closure], None, f"{program}: the image would not start it: ")
         if closure.elf.arch != arch:
             raise SlimmerError(f"{program}: {closure.elf.arch_name} program in a "
                                f"{arch.name} image")
@@ -59,7 +59,7 @@ def check_versions(tree: FileTree, closure: Closure) -> None:
                 problems.append(f"{shown} needs {', '.join(missing)} from {library}, which "
                                 f"does not define {'it' if len(missing) == 1 else 'them'}")
     if problems:
-        raise MissingLibraries(f"the image would not start {closure.binary}: "
+        raise MissingLibraries(f"{closure.binary}: the image would not start it: "
                                + "; ".join(problems))
 
 
