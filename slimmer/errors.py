@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 LIMIT = 300  # characters of one printed line without --verbose (the "warning: "... included)
+SHOWN_HINTS = 5  # hint lines of one error without --verbose
 
 
 class SlimmerError(Exception):
@@ -43,10 +44,14 @@ class SlimmerError(Exception):
         return self.message
 
     def lines(self, verbose: bool = False) -> list[str]:
-        """What the CLI prints, in order: `error: ` message, details, `hint: ` lines."""
+        """What the CLI prints, in order: `error: ` message, details, `hint: ` lines (the
+        first SHOWN_HINTS unless `verbose`)."""
         details = self.full_details if verbose and self.full_details else self.details
-        return [f"error: {self.message}", *(f"  {d}" for d in details),
-                *(f"hint: {h}" for h in self.hints)]
+        hints = [f"hint: {h}" for h in self.hints]
+        if len(hints) > SHOWN_HINTS and not verbose:
+            hints[SHOWN_HINTS:] = [f"hint: ... and {len(hints) - SHOWN_HINTS} more "
+                                   "(--verbose shows all)"]
+        return [f"error: {self.message}", *(f"  {d}" for d in details), *hints]
 
     def as_json(self, verbose: bool = False) -> dict[str, object]:
         """The failure for `--report json`: the same words as the printed lines."""

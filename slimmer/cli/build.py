@@ -99,11 +99,12 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
         args, tuple(find_program(sysroot, b, cwd) for b in binaries), recipes, tag)
     result = pack(image, build, output, None if args.report == "json" else progress())
     if args.report == "json":
-        print(json.dumps(pack_report(result), indent=2 if sys.stdout.isatty() else None))
+        _print_json(pack_report(result), summary_stream(output.path))
     else:
         _print_result(args, result, summary_stream(output.path))
     if args.check_reproducible:
-        check_reproducible(output.path, rebuild(args))
+        check_reproducible(output.path, rebuild(args),
+                           sys.stderr if args.report == "json" else None)
     push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
 
@@ -129,15 +130,22 @@ def cmd_slim(args: argparse.Namespace) -> int:
     result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
                   None if args.report == "json" else progress())
     if args.check_reproducible:
-        check_reproducible(output.path, rebuild(args))
+        check_reproducible(output.path, rebuild(args),
+                           sys.stderr if args.report == "json" else None)
     report = result.report()
     if args.report == "json":
-        print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
+        _print_json(report, summary_stream(output.path))
     else:
         _print_slimmed(args, result, summary_stream(output.path))
     # A JSON report owns stdout: what was pushed goes to stderr then.
     push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
+
+
+def _print_json(report: object, out: TextIO) -> None:
+    """A --report json document: on stdout (stderr when the archive went there), indented
+    on a terminal."""
+    print(json.dumps(report, indent=2 if out.isatty() else None), file=out)
 
 
 def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) -> None:

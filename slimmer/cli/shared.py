@@ -72,15 +72,16 @@ def command_line_again(args: argparse.Namespace, output: str) -> list[str]:
     return [*words, f"--output={output}", "--", *positionals]
 
 
-def check_reproducible(output: str, build: Callable[[str, bool], object]) -> None:
+def check_reproducible(output: str, build: Callable[[str, bool], object],
+                       out: TextIO | None = None) -> None:
     """Build again (`build(path, elsewhere)`), and fail with the differences if the bytes are
-    not the same."""
+    not the same. The verdict goes to `out` (stdout; stderr when a JSON report owns stdout)."""
     from slimmer.assemble.reproduce import compare_with_second_build
 
     found = compare_with_second_build(output, build)
     if not found.differences:
         print("reproducible: a second build (other directory, umask 077, TZ "
-              "Pacific/Kiritimati) gave the same bytes")
+              "Pacific/Kiritimati) gave the same bytes", file=out or sys.stdout)
         return
     for line in found.differences:
         print(f"  {line}", file=sys.stderr)
