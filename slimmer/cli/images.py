@@ -20,7 +20,7 @@ from slimmer.cli.options import (
 )
 from slimmer.cli.push import check_push, push_written
 from slimmer.cli.shared import check_reproducible, rebuild, summary_stream
-from slimmer.errors import SlimmerError, printable
+from slimmer.errors import SlimmerError, fit
 
 if TYPE_CHECKING:
     from slimmer.image.explain import ImageView
@@ -86,10 +86,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from slimmer.image.verify import verify
 
     found = verify(os.path.join(os.getcwd(), args.archive))
+    from slimmer.cli import verbose
+
     for problem in found.problems:
-        print(f"problem: {printable(problem)}")
+        print(fit(f"problem: {problem}", verbose(args)))
     for note in found.notes:
-        print(f"note: {printable(note)}")
+        print(fit(f"note: {note}", verbose(args)))
     if found.ok:
         print(f"ok: {args.archive}: {found.checked} blobs and {found.layers} layers checked; "
               "digests, sizes, diff_ids and manifests agree")
