@@ -7,7 +7,7 @@ the --library-path that finds it, a program that lies in another root gets --roo
 --add or --library-path. --verbose shows every missing library with its full search instead.
 
 Looking for "elsewhere" is bounded: the usual library directories and /opt, DEPTH levels
-deep, at most MAX_DIRS directories (60-170 ms for the 34,000 entries of the development
+deep, at most MAX_DIRS directories (60-200 ms for the 34,000 entries of the development
 machine's: docs/messages.md; tests/test_messages.py measures it).
 """
 
