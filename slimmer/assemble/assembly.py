@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from slimmer.assemble import baseline, runtime, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
+from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.placing import (
     Placement,
@@ -86,12 +87,14 @@ class Assembly:
         self.image = image
         self.build = build
         self.base = base
+        host_root = build.root if root is None else None  # None: an image being slimmed
         root = SysRoot(build.root) if root is None else root
         self.relocate = isinstance(root, SysRoot) and root.root == "/"
         self.added, self.added_files = _host_files(root, build)
         if build.add:  # the image's own files are searched like the root's (a library --added)
             root = OverlayRoot(self.added, root)
         self.root = root
+        self.where = Where(root, host_root, self.added)  # for the hints of a missing library
         self.options = Options(library_path=build.library_path, hwcaps=build.hwcaps,
                                platform=build.platform)
         self.resolver = Resolver(root, self.options)
@@ -128,7 +131,7 @@ class Assembly:
                         if read_shebang(self.root, p) is not None}
         elf_programs = dict.fromkeys(q for p in programs for q in self.scripts.get(p, [p]))
         self.closures = [self.resolver.closure(p) for p in elf_programs]
-        refuse_missing(self.closures)
+        refuse_missing(self.closures, self.where)
         self._arch = one_arch(self.closures)
 
     def plan_placement(self) -> None:
@@ -231,7 +234,7 @@ class Assembly:
                                             "--add it, or --without the rule"))
                 continue
             closure = self.resolver.closure(path)
-            refuse_missing([closure])
+            refuse_missing([closure], self.where)
             add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid,
                         reason)
             self.closures.append(_as_library_closure(closure, soname, path))
@@ -254,7 +257,7 @@ class Assembly:
         closures = [resolver.closure(path) for path in self.added_files
                     if view.read_bytes(path, 4) == b"\x7fELF"]
         refuse_other_arches(closures, self.arch)  # before its libraries are missed in this root
-        refuse_missing(closures)
+        refuse_missing(closures, self.where)
         for closure in closures:
             for lib in [closure.interpreter, *closure.libraries]:
                 if lib is None or lib.real in self.tree:

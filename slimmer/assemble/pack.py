@@ -67,13 +67,13 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
     items = inputs(tree, built.dpkg) if wants_inputs else []
     if build.locked and lock is not None:
         check_lock(lock, items, build.locked)
-    written = _write(built, ref, image, build, output.path, progress)
+    written = _write(built, ref, image, build, output.path, progress, base is not None)
     _write_provenance(items, ref, build)
     return PackResult(written, len(tree), tree.content_size(), tree, built.warnings)
 
 
 def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptions, path: str,
-           progress: Progress | None) -> ImageResult:
+           progress: Progress | None, slimmed: bool) -> ImageResult:
     """The layer (in a scratch file beside the output) and the archive."""
     target = outputs.target(path)
     scratch = None if target.stream else os.path.dirname(target.path)  # not /dev
@@ -82,7 +82,8 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
         try:
             return write_image(path, layer, built.platform, built.config, ref, build.epoch,
                                f"slimmer {VERSION}", image.annotations,
-                               contents_json(built.tree))
+                               contents_json(built.tree, "slim" if slimmed else "pack",
+                                             built.warnings))
         finally:
             layer.close()
     except OSError as exc:
@@ -97,15 +98,18 @@ def _write_provenance(items: list[Input], ref: Reference, build: BuildOptions) -
                                           f"slimmer-{VERSION}"))
 
 
-def contents_json(tree: FileTree) -> bytes:
-    """Why each entry is in the image, and what brought it in: slimmer.json of the archive."""
+def contents_json(tree: FileTree, made_by: str = "pack",
+                  warnings: tuple[Notice, ...] = ()) -> bytes:
+    """Why each entry is in the image, and what brought it in: slimmer.json of the archive;
+    with the command that made it and the warnings it gave (`why` shows them)."""
     files = []
     for path, _entry in tree.items():
         item: dict[str, object] = {"path": path, "reason": tree.reasons.get(path, "")}
         if path in tree.parents:
             item["parent"] = tree.parents[path]
         files.append(item)
-    return canonical_json({"slimmer": 1, "files": files})
+    return canonical_json({"slimmer": 1, "made_by": made_by, "files": files,
+                           "warnings": [w.as_json() for w in warnings]})
 
 
 def output_names(build: BuildOptions, output: OutputOptions) -> list[outputs.Named]:

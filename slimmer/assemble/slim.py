@@ -95,14 +95,16 @@ def _find(image: Image, name: str, env: tuple[str, ...]) -> str:
     if "/" in name:
         path = normalize(name if name.startswith("/") else "/" + name)
         if image.root.lookup(path) is None:
-            raise SlimmerError(f"entry program {name} is not in the image")
+            raise SlimmerError(f"{name}: the entry program is not in the image",
+                               "say what runs with --entrypoint")
         return path
     directories = spec.path_dirs(spec.env_pairs(env))  # the PATH the assembly uses too
     found = find_in_path(image.root, name, directories)
     if found is not None:
         return found
-    raise SlimmerError(f"entry program {name} not found in the image's PATH "
-                       f"({':'.join(directories)})")
+    raise SlimmerError(f"{name}: the entry program is not in the image's PATH "
+                       f"({':'.join(directories)})", "say what runs with --entrypoint",
+                       code="program-not-found")
 
 
 def _accounts(image: Image, user: str) -> tuple[tuple[User, ...], tuple[Group, ...]]:

@@ -28,10 +28,15 @@ def command(p: argparse.ArgumentParser, run: Run) -> None:
 
 
 def debug_option(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """--debug, before or after the command: the top level gives the default, a command's own
-    leaves it alone when absent (SUPPRESS) so `slimmer --debug deps ...` keeps it."""
-    p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
-                   help="show tracebacks on errors")
+    """--debug and --verbose, before or after the command: the top level gives the default, a
+    command's own leaves it alone when absent (SUPPRESS) so `slimmer --debug deps ...` keeps
+    it."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks on errors (and what --verbose shows)")
+    p.add_argument("--verbose", action="store_true", default=default,
+                   help="print messages whole (else each line is cut at 300 characters) and "
+                        "every missing library with its full search")
 
 
 def root_options(p: argparse.ArgumentParser) -> None:
@@ -101,6 +106,9 @@ def image_options(p: argparse.ArgumentParser) -> None:
                    "longer match this lock file, naming what changed")
     check_reproducible_option(p, "build a second time (other directory, umask, time zone) and "
                                  "fail with the differences if the bytes are not the same")
+    p.add_argument("--report", choices=("text", "json"), default="text",
+                   help="json: a report for machines on stdout instead of the summary (files, "
+                        "bytes, image id, warnings; or the error)")
     p.add_argument("--no-recipes", action="store_true",
                    help="do not apply the built-in recipes that match the programs")
     probe_options(p)

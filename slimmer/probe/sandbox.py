@@ -45,6 +45,8 @@ STRACE_OPTIONS = ("-f", "-qq", "-y", "-s", "4096", "-e", "trace=%file,%process,g
 class ProbeError(SlimmerError):
     """The probe cannot run here (a tool or a privilege missing) or its workload is wrong."""
 
+    code = "probe-failed"
+
 
 @dataclass(frozen=True, slots=True)
 class Workload:
