@@ -1,0 +1,223 @@
+"""Evidence of the application: what the image's command line names (slim), the virtualenvs its
+interpreters live in, and the programs its scripts run (commands.py), gathered into closures.
+
+- **Entrypoint/Cmd arguments** (slim): an argument (or the VALUE of `--opt=VALUE`) that names a
+  file or directory of the image, absolute or relative to WorkingDir, is the application and is
+  kept whole, as the image has it (owners, modes). System directories (`/`, `/usr`, `/etc`... see
+  SYSTEM_DIRS) are never kept whole. An argument that looks like a path (it holds a `/`, or ends
+  in a script suffix) but names nothing is a warning.
+- **WorkingDir** (slim): kept whole unless it is a system directory.
+- **Virtualenvs**: a program (or a script's interpreter) VENV/bin/python* beside VENV/pyvenv.cfg
+  brings VENV whole (site-packages with the native libraries wheels ship in `*.libs/`; the ELF
+  files in it get their closures like any other file), the base interpreter pyvenv.cfg's `home`
+  names (with its recipe), and with `include-system-site-packages = true` the system's
+  dist-packages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from slimmer.assemble.commands import Evidence, is_shell_script, script_commands
+from slimmer.errors import SlimmerError, UnsupportedElf
+from slimmer.loader.resolve import Closure, Resolver
+from slimmer.loader.root import Root
+from slimmer.loader.scripts import interpreters, read_shebang
+from slimmer.loader.shell import SHELLS
+from slimmer.notices import Notice
+from slimmer.paths import normalize
+
+# Directories an image's WorkingDir or an argument may name that are the system, not the
+# application: never kept whole.
+SYSTEM_DIRS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32",
+    "/media", "/mnt", "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
+    "/usr/bin", "/usr/games", "/usr/include", "/usr/lib", "/usr/lib64", "/usr/libexec",
+    "/usr/local", "/usr/local/bin", "/usr/local/lib", "/usr/local/sbin", "/usr/local/share",
+    "/usr/sbin", "/usr/share", "/usr/src", "/var", "/var/cache", "/var/lib", "/var/local",
+    "/var/log", "/var/mail", "/var/opt", "/var/run", "/var/spool", "/var/tmp",
+})
+# Files the kernel or a runtime provides, never in an image's layers.
+PROVIDED = ("/dev/", "/proc/", "/sys/", "/run/secrets/")
+SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".pl", ".rb", ".js", ".mjs", ".cjs", ".php", ".lua",
+                   ".jar", ".tcl", ".R")
+ARGUMENT = "entrypoint argument"
+WORKDIR = "working directory"
+
+
+@dataclass(slots=True)
+class Gathered:
+    """What the evidence of this module adds to an assembly."""
+
+    scripts: dict[str, list[str]] = field(default_factory=dict)  # new script -> interpreters
+    closures: list[Closure] = field(default_factory=list)
+    why: dict[str, str] = field(default_factory=dict)  # program or script -> its reason
+    paths: list[tuple[str, str]] = field(default_factory=list)  # kept whole, with the reason
+    notices: list[Notice] = field(default_factory=list)
+
+
+def gather(root: Root, resolver: Resolver, scripts: dict[str, list[str]],
+           closures: Sequence[Closure], argv: Sequence[str], working_dir: str, slimming: bool,
+           path_dirs: tuple[str, ...]) -> Gathered:
+    """The programs, paths and warnings of the application evidence for the programs already
+    resolved (`closures`, `scripts`), run as `argv` in `working_dir`."""
+    out = Gathered()
+    cwd = normalize(working_dir or "/")
+    app = application(root, argv, cwd) if slimming else Evidence()
+    app_scripts = [p for p, _ in app.paths if root.lookup(p) is not None
+                   and not root.is_dir(p) and is_shell_script(root, p)]
+    shells = [p for p in scripts if is_shell_script(root, p)]
+    commands = script_commands(root, [*shells, *app_scripts], argv, cwd, path_dirs)
+    out.paths += [*app.paths, *commands.paths]
+    out.notices += [*app.notices, *commands.notices]
+    known = {c.binary for c in closures} | set(scripts)
+    for program, reason in commands.programs:
+        if program not in known:
+            known.add(program)
+            _add_program(root, resolver, program, reason, path_dirs, out)
+    for venv_program in [*(c.binary for c in closures), *(c.binary for c in out.closures)]:
+        venv = virtualenv(root, venv_program)
+        for program, reason in venv.programs:
+            if program not in known:
+                known.add(program)
+                _add_program(root, resolver, program, reason, path_dirs, out)
+        out.paths += venv.paths
+    return out
+
+
+def _add_program(root: Root, resolver: Resolver, program: str, reason: str,
+                 path_dirs: tuple[str, ...], out: Gathered) -> None:
+    """A program the evidence found: its closure (a script's: its interpreters'). One that
+    cannot be loaded is a warning: evidence is not proof that it runs."""
+    try:
+        if read_shebang(root, program) is not None:
+            chain = interpreters(root, program, path_dirs)
+            out.scripts[program] = chain
+            out.why[program] = f"script, {reason}"
+            starts = chain
+        else:
+            starts = [program]
+        for start in starts:
+            if root.read_bytes(start, 4) != b"\x7fELF":
+                return
+            closure = resolver.closure(start)
+            if closure.missing:
+                miss = closure.missing[0]
+                out.notices.append(Notice(
+                    "library-unloadable", start,
+                    f"cannot be loaded ({reason}): {miss.soname} {miss.reason}",
+                    "--add the library, or --library-path DIR where the root holds it"))
+                return
+            out.closures.append(closure)
+            out.why.setdefault(start, reason)
+    except UnsupportedElf:
+        return
+    except SlimmerError as exc:
+        out.notices.append(Notice("script-command-missing", program,
+                                  f"cannot be brought ({reason}): {exc.message}", ""))
+
+
+def application(root: Root, argv: Sequence[str], cwd: str) -> Evidence:
+    """The files and directories the command line names (argv[0] is the program), and the
+    working directory: kept whole; a path-like argument that names nothing: a warning."""
+    paths: dict[str, str] = {}
+    notices: list[Notice] = []
+    if cwd not in SYSTEM_DIRS and root.is_dir(cwd):
+        paths[cwd] = WORKDIR
+    for arg in _path_arguments(argv):
+        path = normalize(arg if arg.startswith("/") else f"{cwd}/{arg}")
+        if path.startswith(PROVIDED) or path in SYSTEM_DIRS:
+            continue
+        if root.lookup(path) is not None:
+            if not any(_under(path, kept) for kept in paths):
+                paths[path] = ARGUMENT
+        elif "/" in arg or arg.endswith(SCRIPT_SUFFIXES):
+            notices.append(Notice(
+                "app-path-missing", arg,
+                f"named by the image's Entrypoint/Cmd (working directory {cwd}) but not in "
+                "the image", "--keep the path it should be (or fix the Entrypoint/Cmd)"))
+    return Evidence((), tuple(paths.items()), tuple(notices))
+
+
+def _path_arguments(argv: Sequence[str]) -> list[str]:
+    """The arguments that may name files: not the program, not a `sh -c` string, not options
+    (the VALUE of `--opt=VALUE` counts), not URLs or text with blanks."""
+    out: list[str] = []
+    shell = bool(argv) and os.path.basename(argv[0]) in SHELLS
+    skip_next = False
+    for arg in argv[1:]:
+        if skip_next:
+            skip_next = False
+            continue
+        if shell and re.fullmatch(r"-[a-zA-Z]*c[a-zA-Z]*", arg):
+            skip_next = True
+            continue
+        if arg.startswith("-"):
+            _, eq, value = arg.partition("=")
+            if not eq or not value:
+                continue
+            arg = value
+        if not arg or "://" in arg or any(c.isspace() for c in arg) or any(
+                c in arg for c in "$`;|&<>*?"):
+            continue
+        out.append(arg)
+    return out
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def virtualenv(root: Root, program: str) -> Evidence:
+    """A Python virtualenv `program` lives in (VENV/bin/python*, VENV/pyvenv.cfg): kept whole,
+    with the base interpreter its pyvenv.cfg names."""
+    name = os.path.basename(program)
+    if not name.startswith("python"):
+        return Evidence()
+    venv = os.path.dirname(os.path.dirname(program)) or "/"
+    cfg_path = f"{venv.rstrip('/')}/pyvenv.cfg"
+    data = root.read_bytes(cfg_path)
+    if data is None:
+        return Evidence()
+    cfg = parse_pyvenv(data)
+    why = f"virtualenv of {program} ({cfg_path})"
+    paths: list[tuple[str, str]] = [(venv, why)]
+    programs: list[tuple[str, str]] = []
+    home = cfg.get("home", "")
+    version = cfg.get("version", cfg.get("version_info", ""))
+    short = ".".join(version.split(".")[:2])
+    for base in (f"python{short}" if short else "", "python3", name):
+        candidate = normalize(f"{home}/{base}") if home.startswith("/") and base else ""
+        found = root.lookup(candidate) if candidate else None
+        if found is not None and found.is_file:
+            programs.append((candidate, f"base interpreter of {venv} (pyvenv.cfg home)"))
+            break
+    if cfg.get("include-system-site-packages", "").lower() == "true":
+        for directory in ("/usr/lib/python3/dist-packages",
+                          f"/usr/local/lib/python{short}/dist-packages",
+                          f"/usr/lib/python{short}/site-packages"):
+            if short and root.is_dir(directory):
+                paths.append((directory, f"system site-packages of {venv} "
+                                         "(include-system-site-packages)"))
+    return Evidence(tuple(programs), tuple(paths))
+
+
+def parse_pyvenv(data: bytes) -> dict[str, str]:
+    """pyvenv.cfg's `key = value` lines, as CPython's site.py reads them (keys lowercased)."""
+    out: dict[str, str] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        key, eq, value = line.partition("=")
+        if eq:
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def entry_argv(entrypoint: Iterable[str] | None, cmd: Iterable[str] | None,
+               program: str) -> list[str]:
+    """The command line an image starts with: Entrypoint then Cmd (no Entrypoint: the program
+    is the default one)."""
+    head = list(entrypoint) if entrypoint is not None else [program]
+    return [*head, *(cmd or ())]

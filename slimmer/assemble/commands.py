@@ -1,0 +1,132 @@
+"""Evidence from shell scripts and command lines: the programs they run, found in the image's PATH
+inside the root (loader/shell.py reads the scripts).
+
+The scripts read are the shell scripts among the programs (and slim's application), the files they
+source or hand to `sh`, and the image's own command line (a `sh -c STRING` Entrypoint/Cmd, or a
+wrapper such as `env X=1 prog`). A program found that is itself a shell script is read too, a few
+levels deep and a bounded number of scripts in all. Warnings: a command not found, a computed
+command and lines the parser could not read, each once, for the scripts and the command line the
+image starts with only; the scripts they run in turn (Debian's helper scripts name many optional
+programs) bring what they find without a word.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from slimmer.errors import SlimmerError
+from slimmer.loader.programs import find_in_path
+from slimmer.loader.root import Root
+from slimmer.loader.scripts import read_shebang
+from slimmer.loader.shell import Commands, parse_commands, shell_of
+from slimmer.notices import Notice
+from slimmer.paths import normalize
+
+MAX_DEPTH = 3  # scripts run by scripts run by the entry script
+MAX_SCRIPTS = 64  # scripts read in all
+COMMAND_LINE = "the image's Entrypoint/Cmd"
+FIX = "--add it (pack) or --keep it (slim) if it is needed"
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What a piece of evidence says the image needs, each with its reason, and where it
+    ended (the warnings)."""
+
+    programs: tuple[tuple[str, str], ...] = ()  # (in-root program, reason): closures to bring
+    paths: tuple[tuple[str, str], ...] = ()  # (in-root path, reason): kept whole
+    notices: tuple[Notice, ...] = ()
+
+
+def is_shell_script(root: Root, path: str) -> bool:
+    try:
+        bang = read_shebang(root, path)
+    except SlimmerError:
+        return False
+    return bang is not None and shell_of(bang.interpreter, bang.env_program)
+
+
+def script_commands(root: Root, scripts: Iterable[str], argv: Sequence[str], cwd: str,
+                    path_dirs: tuple[str, ...]) -> Evidence:
+    """The programs `scripts` (in-root shell scripts) and the command line `argv` run, found
+    inside the root; the files they source, kept."""
+    queue: deque[tuple[str, bytes, int]] = deque()
+    if argv:
+        queue.append((COMMAND_LINE, shlex.join(argv).encode("utf-8", "surrogateescape"), 0))
+    read = set()
+    for script in dict.fromkeys(scripts):
+        read.add(script)
+        queue.append((script, root.read_bytes(script) or b"", 0))
+    programs: dict[str, str] = {}
+    paths: dict[str, str] = {}
+    notices: list[Notice] = []
+    while queue:
+        origin, text, depth = queue.popleft()
+        found = parse_commands(text)
+        loud = depth == 0
+        if loud:
+            notices += _ended(origin, found)
+        run_by = f"run by {origin}"
+        for command in found.commands:
+            path = _find(root, command.name, cwd, path_dirs)
+            if path is None:
+                if loud:
+                    notices.append(Notice(
+                        "script-command-missing", origin,
+                        f"runs {command.name} (line {command.line}), which is not in the "
+                        f"image's PATH ({':'.join(path_dirs)})", FIX))
+                continue
+            programs.setdefault(path, f"{run_by} (line {command.line})")
+            if (path not in read and depth < MAX_DEPTH and len(read) < MAX_SCRIPTS
+                    and is_shell_script(root, path)):
+                read.add(path)
+                queue.append((path, root.read_bytes(path) or b"", depth + 1))
+        for name in found.sourced:
+            path = normalize(name if name.startswith("/") else f"{cwd}/{name}")
+            found_file = root.lookup(path)
+            if found_file is None or not found_file.is_file:
+                continue  # `[ -r F ] && . F`: optional, or given at run time
+            paths.setdefault(path, f"read by {origin} (. or sh)")
+            if path not in read and depth < MAX_DEPTH and len(read) < MAX_SCRIPTS:
+                read.add(path)
+                queue.append((path, root.read_bytes(path) or b"", depth + 1))
+    return Evidence(tuple(programs.items()), tuple(paths.items()), tuple(notices))
+
+
+def _ended(origin: str, found: Commands) -> list[Notice]:
+    """Where the evidence of one script ends: computed commands and lines not parsed."""
+    notices = [Notice("script-command-computed", origin,
+                      f"runs a computed command {c.text} (line {c.line}): what it runs is not "
+                      "known before it runs", "--add (pack) or --keep (slim) the programs it "
+                      "may run") for c in found.computed]
+    if found.unparsed:
+        lines = ", ".join(str(n) for n in found.unparsed[:5])
+        notices.append(Notice("script-unparsed", origin,
+                              f"line {lines} could not be parsed: the commands there are not "
+                              "looked for", "--add (pack) or --keep (slim) what they run"))
+    return notices
+
+
+def _find(root: Root, name: str, cwd: str, path_dirs: tuple[str, ...]) -> str | None:
+    """A command's program inside the root: a path (relative to `cwd`), or a name in PATH."""
+    if "/" in name:
+        path = normalize(name if name.startswith("/") else f"{cwd}/{name}")
+        found = root.lookup(path)
+        return path if found is not None and found.is_file else None
+    return find_in_path(root, name, path_dirs, executable=True)
+
+
+def shell_scripts(root: Root, paths: Iterable[str]) -> list[str]:
+    return [p for p in paths if is_shell_script(root, p)]
+
+
+def under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def parent(path: str) -> str:
+    return os.path.dirname(path) or "/"

@@ -1,0 +1,263 @@
+"""Scripts, command lines and applications as evidence, without an engine: what a shell script
+runs (loader/shell.py), what the assembly brings for it and why (assemble/commands.py, apps.py),
+and the warnings where the evidence ends."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from slimmer.assemble.apps import parse_pyvenv
+from slimmer.assemble.assembly import Assembled, assemble
+from slimmer.assemble.options import BuildOptions
+from slimmer.assemble.spec import ImageSpec
+from slimmer.image.model import RunConfig
+from slimmer.loader.root import SysRoot
+from slimmer.loader.shell import parse_commands
+from slimmer.notices import CODES
+from slimmer.tree import File
+from tests.support.archives import tiny_static_elf
+from tests.support.cli import run as slimmer
+from tests.support.compile import Compile, lib_source, main_source
+from tests.support.roots import small_root
+
+# ---- the parser -------------------------------------------------------------------------------
+
+RUNS = [
+    # (script, the programs it runs, in order of first appearance)
+    (b"jq . | head -n1 | sort -u", ["jq", "head", "sort"]),
+    (b"( cd /; ls ) && { uniq; } || tr a b", ["ls", "uniq", "tr"]),
+    (b"x=$(date +%s); echo `hostname` \"$(id -u)\"", ["date", "hostname", "id"]),
+    (b"if grep -q x f; then sed 1d; elif awk 1; then :; else cut -f1; fi", [
+        "grep", "sed", "awk", "cut"]),
+    (b"while read l; do wc -l; done < f; for i in 1 2; do seq 3; done", ["wc", "seq"]),
+    (b'case "$1" in start) nginx ;; stop|*) pkill nginx ;; esac', ["nginx", "pkill"]),
+    (b"f() { gzip -d; }\nf; g() { f; }; g", ["gzip"]),  # functions are no programs
+    (b"set -e; export A=1; cd /; echo hi; printf x; test -x y; [ -f z ]; true; read v; "
+     b"local q; trap '' INT; wait; kill 1; pwd; type ls; shift; exit 0", []),  # builtins
+    (b"A=1 B=2 env C=3 -u D curl -s x", ["env", "curl"]),
+    (b"exec -a name tini -- gosu app:app python3 app.py", ["tini", "gosu", "python3"]),
+    (b"find . -print0 | xargs -0 -n 2 -I {} md5sum {}", ["find", "xargs", "md5sum"]),
+    (b"nice -n 5 nohup timeout -s KILL 10 stdbuf -oL tail -f log", [
+        "nice", "nohup", "timeout", "stdbuf", "tail"]),
+    (b"time sleep 1; command -v jq >/dev/null; command curl x", ["sleep", "curl"]),
+    (b"sh -c 'jq .; bash -c \"du -s; dash -ec tac\"'", ["sh", "jq", "bash", "du", "dash", "tac"]),
+    (b"/usr/bin/env python3 -c 1; ./local.sh; \"/opt/x/bin/run\" --a", [
+        "/usr/bin/env", "python3", "./local.sh", "/opt/x/bin/run"]),
+    (b"eval \"gzip -c\"; xz <f | 'zstd' -q", ["gzip", "xz", "zstd"]),
+    (b"cat <<EOF\n$(basename x)\nEOF\nmv a b", ["cat", "basename", "mv"]),
+]
+
+
+@pytest.mark.parametrize(("text", "programs"), RUNS, ids=[r[0][:30].decode() for r in RUNS])
+def test_the_programs_a_script_runs(text: bytes, programs: list[str]) -> None:
+    found = parse_commands(text)
+    assert [c.name for c in found.commands] == programs
+    assert not found.unparsed and not found.computed
+
+
+def test_computed_commands_arguments_and_sourced_files() -> None:
+    found = parse_commands(b'#!/bin/sh\n. /etc/default/app\nsource lib.sh\n$CMD -x\n'
+                           b'"${RUNNER}" y\n$(which zz) arg\nsh ./setup.sh\nexec "$@"\n')
+    assert [(c.text, c.line) for c in found.computed] == [
+        ("$CMD", 4), ('"${RUNNER}"', 5), ("$(which zz)", 6)]
+    assert found.sourced == ("/etc/default/app", "lib.sh", "./setup.sh")
+    assert found.runs_arguments
+    assert [c.name for c in found.commands] == ["which", "sh"]
+    assert not parse_commands(b"echo $@").runs_arguments
+
+
+def test_what_the_parser_cannot_read_is_named_not_raised() -> None:
+    found = parse_commands(b"jq .\nif then fi ((\ncurl x\n")
+    assert found.unparsed and "jq" in [c.name for c in found.commands]
+    for junk in (b"\x00\xff\xfe" * 50, b"", b"((((((((((", b"'unterminated", b"`" * 1000):
+        parse_commands(junk)  # never an exception
+
+
+def test_nesting_is_bounded() -> None:
+    inner = "jq"
+    for _ in range(10):
+        inner = f"sh -c {_quote(inner)}"
+    names = [c.name for c in parse_commands(inner.encode()).commands]
+    assert names == ["sh"]  # the sh -c strings are read 4 levels deep: jq is 10 down
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def test_every_warning_code_is_listed() -> None:
+    for code in ("script-command-missing", "script-command-computed", "script-unparsed",
+                 "app-path-missing"):
+        assert code in CODES
+
+
+# ---- what the assembly brings -----------------------------------------------------------------
+
+
+def _program(root: Path, path: str, message: bytes = b"x\n") -> None:
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(tiny_static_elf(message))
+    target.chmod(0o755)
+
+
+def _file(root: Path, path: str, text: str, mode: int = 0o644) -> None:
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    target.chmod(mode)
+
+
+def _assemble(root: Path, programs: tuple[str, ...], config: RunConfig | None = None,
+              base: RunConfig | None = None) -> Assembled:
+    build = BuildOptions(programs=programs, root=str(root), builtin_recipes=False)
+    image_root = SysRoot(root) if base is not None else None  # slim reads an image's root
+    return assemble(ImageSpec(config or RunConfig()), build, image_root, base)
+
+
+def _script_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    for program in ("/bin/sh", "/usr/bin/jq", "/usr/bin/curl", "/usr/bin/tool", "/usr/bin/head",
+                    "/usr/bin/env", "/usr/bin/unused"):
+        _program(root, program)
+    _file(root, "/usr/local/bin/helper", "#!/bin/sh\ntool --x | head -n 1\nnot-there-deep\n",
+          0o755)
+    _file(root, "/etc/app.conf", "A=1\n")
+    _file(root, "/srv/run.sh", "#!/bin/sh\n. /etc/app.conf\nset -e\n"
+          "jq -r .a | curl -s file:///x\nsh -c 'helper'\n$RUNNER go\nmissing-one\n", 0o755)
+    return root
+
+
+def test_a_script_brings_what_it_runs_with_reasons_and_warnings(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    done = _assemble(root, ("/srv/run.sh",))
+    reasons = done.tree.reasons
+    assert reasons["/usr/bin/jq"] == "run by /srv/run.sh (line 4)"
+    assert reasons["/usr/bin/curl"] == "run by /srv/run.sh (line 4)"
+    assert reasons["/usr/local/bin/helper"] == "script, run by /srv/run.sh (line 1)"
+    assert reasons["/usr/bin/tool"] == "run by /usr/local/bin/helper (line 2)"  # recursively
+    assert reasons["/etc/app.conf"] == "read by /srv/run.sh (. or sh)"
+    assert "/usr/bin/unused" not in done.tree
+    warned = {(w.code, w.path): str(w) for w in done.warnings}
+    assert set(warned) == {("script-command-computed", "/srv/run.sh"),
+                           ("script-command-missing", "/srv/run.sh")}  # not the helper's
+    assert warned[("script-command-missing", "/srv/run.sh")].startswith(
+        "/srv/run.sh: runs missing-one (line 7), which is not in the image's PATH (")
+    assert "$RUNNER (line 6)" in warned[("script-command-computed", "/srv/run.sh")]
+
+
+def test_pack_prints_the_warnings(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    done = slimmer("pack", "--root", str(root), "/srv/run.sh", "-o", str(tmp_path / "o.tar"))
+    assert done.returncode == 0, done.stderr
+    assert ("warning: /srv/run.sh: runs missing-one (line 7), which is not in the image's PATH"
+            in done.stderr)
+    why = slimmer("why", str(tmp_path / "o.tar"), "/usr/bin/tool")
+    assert "run by /usr/local/bin/helper (line 2)" in why.stdout, why
+
+
+def test_a_sh_c_command_line_is_read(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    done = _assemble(root, ("/bin/sh",), RunConfig(
+        entrypoint=("/bin/sh", "-c", "jq . /etc/app.conf && exec env A=1 helper")))
+    assert done.tree.reasons["/usr/bin/jq"] == "run by the image's Entrypoint/Cmd (line 1)"
+    assert "/usr/bin/tool" in done.tree  # helper's
+    assert not done.warnings
+
+
+def test_slim_keeps_the_application_its_command_line_names(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    _program(root, "/usr/bin/python3")
+    _file(root, "/srv/app/server.py", "import mod\n")
+    _file(root, "/srv/app/mod.py", "")
+    _file(root, "/srv/app/static/index.html", "hi", 0o640)
+    _file(root, "/data/conf.ini", "")
+    _file(root, "/etc/other.conf", "")
+    base = RunConfig(working_dir="/srv/app", cmd=(
+        "python3", "server.py", "--config=/data/conf.ini", "missing/data.csv", "gone.py",
+        "/etc/other.conf", "plain-word", "/dev/stdout", "http://x/y"))
+    done = _assemble(root, ("/usr/bin/python3",), base=base)
+    reasons = done.tree.reasons
+    assert reasons["/srv/app"] == "working directory"
+    assert reasons["/srv/app/static/index.html"] == "working directory"
+    assert reasons["/data/conf.ini"] == "entrypoint argument"
+    assert reasons["/etc/other.conf"] == "entrypoint argument"
+    entry = done.tree.get("/srv/app/static/index.html")
+    assert isinstance(entry, File) and entry.mode == 0o640
+    missing = sorted(w.path for w in done.warnings if w.code == "app-path-missing")
+    assert missing == ["gone.py", "missing/data.csv"]
+
+
+@pytest.mark.parametrize("workdir", ["", "/", "/usr", "/root", "/tmp", "/etc", "/var/lib"])
+def test_a_system_working_directory_is_not_kept(tmp_path: Path, workdir: str) -> None:
+    root = _script_root(tmp_path)
+    for directory in ("/usr/share/doc", "/root", "/tmp", "/var/lib/x"):
+        _file(root, f"{directory}/f", "")
+    done = _assemble(root, ("/usr/bin/jq",), base=RunConfig(working_dir=workdir, cmd=("jq",)))
+    assert not [p for p, r in done.tree.reasons.items() if r == "working directory"]
+
+
+def test_slim_reads_a_shell_script_argument(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    _file(root, "/app/start.sh", "#!/bin/sh\njq .\n")
+    done = _assemble(root, ("/bin/sh",), base=RunConfig(working_dir="/app",
+                                                        cmd=("sh", "start.sh")))
+    assert done.tree.reasons["/usr/bin/jq"] == "run by /app/start.sh (line 2)"
+
+
+# ---- virtualenvs ------------------------------------------------------------------------------
+
+
+def test_pyvenv_cfg_is_read_as_site_py_does() -> None:
+    assert parse_pyvenv(b"home = /usr/bin\nInclude-System-Site-Packages = false\n"
+                        b"version = 3.11.2\nnonsense\n") == {
+        "home": "/usr/bin", "include-system-site-packages": "false", "version": "3.11.2"}
+
+
+def test_a_virtualenv_comes_whole_with_its_native_libraries(tmp_path: Path,
+                                                            cc: Compile) -> None:
+    root = small_root(tmp_path, cc)  # host libc and loader
+    cc(root / "usr/bin/python3.11", main_source())
+    os.symlink("python3.11", root / "usr/bin/python3")
+    venv = root / "opt/venv"
+    (venv / "bin").mkdir(parents=True)
+    os.symlink("/usr/bin/python3", venv / "bin/python3")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\n"
+                                     "version = 3.11.2\n")
+    site = venv / "lib/python3.11/site-packages"
+    cc(site / "pkg.libs/libdep-1a2b.so", lib_source("dep"), "-shared", "-fPIC",
+       "-Wl,-soname,libdep-1a2b.so")
+    cc(site / "pkg/_ext.so", lib_source("ext", ("dep",)), "-shared", "-fPIC",
+       str(site / "pkg.libs/libdep-1a2b.so"), "-Wl,-rpath,$ORIGIN/../pkg.libs")
+    (site / "pkg/__init__.py").write_text("from . import _ext\n")
+    _file(root, "/usr/lib/python3/dist-packages/sys_pkg.py", "")
+    _file(root, "/opt/app/app.py", "#!/opt/venv/bin/python3\nimport pkg\n", 0o755)
+    done = _assemble(root, ("/opt/app/app.py",))
+    reasons = done.tree.reasons
+    why = "virtualenv of /opt/venv/bin/python3 (/opt/venv/pyvenv.cfg)"
+    assert reasons["/opt/venv/pyvenv.cfg"] == why
+    assert reasons["/opt/venv/lib/python3.11/site-packages/pkg/__init__.py"] == why
+    assert reasons["/opt/venv/lib/python3.11/site-packages/pkg/_ext.so"] == why
+    assert reasons["/opt/venv/lib/python3.11/site-packages/pkg.libs/libdep-1a2b.so"] == why
+    assert reasons["/usr/bin/python3.11"] in ("interpreter", "program",
+                                              "base interpreter of /opt/venv (pyvenv.cfg home)")
+    assert reasons["/usr/lib/python3/dist-packages/sys_pkg.py"] == (
+        "system site-packages of /opt/venv (include-system-site-packages)")
+    assert "/usr/lib/x86_64-linux-gnu/libz.so.1" not in done.tree  # nothing needs it
+    assert not done.warnings
+
+
+def test_pack_of_a_venv_python_brings_the_venv(tmp_path: Path, cc: Compile) -> None:
+    root = small_root(tmp_path, cc)
+    cc(root / "usr/bin/python3.11", main_source())
+    venv = root / "srv/venv"
+    (venv / "bin").mkdir(parents=True)
+    os.symlink("/usr/bin/python3.11", venv / "bin/python3")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    _file(root, "/srv/venv/lib/python3.11/site-packages/m.py", "")
+    done = _assemble(root, ("/srv/venv/bin/python3",))
+    assert "/srv/venv/lib/python3.11/site-packages/m.py" in done.tree
+    assert "/usr/lib/python3/dist-packages" not in done.tree  # not asked for
