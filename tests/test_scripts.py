@@ -69,6 +69,14 @@ def test_computed_commands_arguments_and_sourced_files() -> None:
     assert not parse_commands(b"echo $@").runs_arguments
 
 
+def test_the_files_a_script_names() -> None:
+    found = parse_commands(b"jq -f /etc/app/filter.jq < /srv/in.json > /tmp/out\n"
+                           b"curl -s file:///etc/debian_version $HOME/x rel/path /\n"
+                           b"sh -c 'cat /etc/motd'\n")
+    assert found.paths == ("/etc/app/filter.jq", "/srv/in.json", "/tmp/out",
+                           "/etc/debian_version", "/etc/motd")
+
+
 def test_what_the_parser_cannot_read_is_named_not_raised() -> None:
     found = parse_commands(b"jq .\nif then fi ((\ncurl x\n")
     assert found.unparsed and "jq" in [c.name for c in found.commands]
@@ -121,13 +129,16 @@ def _assemble(root: Path, programs: tuple[str, ...], config: RunConfig | None = 
 def _script_root(tmp_path: Path) -> Path:
     root = tmp_path / "root"
     for program in ("/bin/sh", "/usr/bin/jq", "/usr/bin/curl", "/usr/bin/tool", "/usr/bin/head",
-                    "/usr/bin/env", "/usr/bin/unused"):
+                    "/usr/bin/env", "/usr/bin/grep", "/usr/bin/unused"):
         _program(root, program)
     _file(root, "/usr/local/bin/helper", "#!/bin/sh\ntool --x | head -n 1\nnot-there-deep\n",
           0o755)
     _file(root, "/etc/app.conf", "A=1\n")
+    _file(root, "/etc/app/filter.jq", ".a\n")
     _file(root, "/srv/run.sh", "#!/bin/sh\n. /etc/app.conf\nset -e\n"
-          "jq -r .a | curl -s file:///x\nsh -c 'helper'\n$RUNNER go\nmissing-one\n", 0o755)
+          "jq -f /etc/app/filter.jq </dev/stdin | curl -s file:///usr/share -T /none\n"
+          "grep -q root /etc/passwd /etc/group\nsh -c 'helper'\n$RUNNER go\nmissing-one\n",
+          0o755)
     return root
 
 
@@ -140,20 +151,23 @@ def test_a_script_brings_what_it_runs_with_reasons_and_warnings(tmp_path: Path) 
     assert reasons["/usr/local/bin/helper"] == "script, run by /srv/run.sh (line 1)"
     assert reasons["/usr/bin/tool"] == "run by /usr/local/bin/helper (line 2)"  # recursively
     assert reasons["/etc/app.conf"] == "read by /srv/run.sh (. or sh)"
+    assert reasons["/etc/app/filter.jq"] == "named by /srv/run.sh"
+    assert "/usr/share" not in done.tree  # a directory named is no evidence
     assert "/usr/bin/unused" not in done.tree
     warned = {(w.code, w.path): str(w) for w in done.warnings}
+    assert len(warned) == len(done.warnings) == 2
     assert set(warned) == {("script-command-computed", "/srv/run.sh"),
                            ("script-command-missing", "/srv/run.sh")}  # not the helper's
     assert warned[("script-command-missing", "/srv/run.sh")].startswith(
-        "/srv/run.sh: runs missing-one (line 7), which is not in the image's PATH (")
-    assert "$RUNNER (line 6)" in warned[("script-command-computed", "/srv/run.sh")]
+        "/srv/run.sh: runs missing-one (line 8), which is not in the image's PATH (")
+    assert "$RUNNER (line 7)" in warned[("script-command-computed", "/srv/run.sh")]
 
 
 def test_pack_prints_the_warnings(tmp_path: Path) -> None:
     root = _script_root(tmp_path)
     done = slimmer("pack", "--root", str(root), "/srv/run.sh", "-o", str(tmp_path / "o.tar"))
     assert done.returncode == 0, done.stderr
-    assert ("warning: /srv/run.sh: runs missing-one (line 7), which is not in the image's PATH"
+    assert ("warning: /srv/run.sh: runs missing-one (line 8), which is not in the image's PATH"
             in done.stderr)
     why = slimmer("why", str(tmp_path / "o.tar"), "/usr/bin/tool")
     assert "run by /usr/local/bin/helper (line 2)" in why.stdout, why

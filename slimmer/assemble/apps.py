@@ -42,6 +42,9 @@ SYSTEM_DIRS = frozenset({
 })
 # Files the kernel or a runtime provides, never in an image's layers.
 PROVIDED = ("/dev/", "/proc/", "/sys/", "/run/secrets/")
+# Files the image gets written for it (baseline.py, the ld-cache and dpkg-status rules): an
+# application path never replaces them.
+GENERATED = frozenset({"/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ld.so.cache"})
 SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".pl", ".rb", ".js", ".mjs", ".cjs", ".php", ".lua",
                    ".jar", ".tcl", ".R")
 ARGUMENT = "entrypoint argument"
@@ -86,6 +89,19 @@ def gather(root: Root, resolver: Resolver, scripts: dict[str, list[str]],
                 _add_program(root, resolver, program, reason, path_dirs, out)
         out.paths += venv.paths
     return out
+
+
+def generated(path: str) -> bool:
+    """Whether the image gets `path` written for it rather than taken from the root."""
+    return path in GENERATED or path.startswith("/var/lib/dpkg/")
+
+
+def loaded_alone(paths: Iterable[str]) -> list[str]:
+    """The files among `paths` whose libraries are looked for on their own: not the libraries
+    wheels ship in `*.libs/` (auditwheel's numpy.libs, pillow.libs). Those carry no RPATH and
+    are found only through the extension module that loads them (its DT_RPATH
+    `$ORIGIN/../pillow.libs` serves their own DT_NEEDED too), whose closure brings them."""
+    return [p for p in paths if not os.path.basename(os.path.dirname(p)).endswith(".libs")]
 
 
 def _add_program(root: Root, resolver: Resolver, program: str, reason: str,

@@ -183,11 +183,13 @@ class Assembly:
         """The paths the application evidence keeps whole (its files, WorkingDir, virtualenvs),
         with the libraries of the ELF files among them."""
         for path, reason in self.app_paths:
+            if apps.generated(path):
+                continue
             added = add_root_path(self.tree, self.root, path, self.place, reason,
-                                  self.build.keep_setuid)
-            self.closures += add_elf_closures(self.tree, self.root, self.resolver, added,
-                                              self.place, self.build.keep_setuid,
-                                              self.warnings, reason)
+                                  self.build.keep_setuid, apps.generated)
+            self.closures += add_elf_closures(self.tree, self.root, self.resolver,
+                                              apps.loaded_alone(added), self.place,
+                                              self.build.keep_setuid, self.warnings, reason)
 
     def apply_recipes(self, recipes: list[tuple[Recipe, str]]) -> None:
         for recipe, program in recipes:

@@ -4,7 +4,10 @@ inside the root (loader/shell.py reads the scripts).
 The scripts read are the shell scripts among the programs (and slim's application), the files they
 source or hand to `sh`, and the image's own command line (a `sh -c STRING` Entrypoint/Cmd, or a
 wrapper such as `env X=1 prog`). A program found that is itself a shell script is read too, a few
-levels deep and a bounded number of scripts in all. Warnings: a command not found, a computed
+levels deep and a bounded number of scripts in all. The regular files their arguments and
+redirections name by absolute path (or file:// URL) are kept too, `named by SCRIPT`: a script's
+own data (`jq -f /etc/app/filter.jq`, `curl file:///etc/debian_version`); a directory is too
+broad a hint (`cd /usr`, `find /`) and is not. Warnings: a command not found, a computed
 command and lines the parser could not read, each once, for the scripts and the command line the
 image starts with only; the scripts they run in turn (Debian's helper scripts name many optional
 programs) bring what they find without a word.
@@ -29,6 +32,7 @@ from slimmer.paths import normalize
 MAX_DEPTH = 3  # scripts run by scripts run by the entry script
 MAX_SCRIPTS = 64  # scripts read in all
 COMMAND_LINE = "the image's Entrypoint/Cmd"
+PROVIDED = ("/dev/", "/proc/", "/sys/")  # what the kernel gives a container
 FIX = "--add it (pack) or --keep it (slim) if it is needed"
 
 
@@ -94,6 +98,12 @@ def script_commands(root: Root, scripts: Iterable[str], argv: Sequence[str], cwd
             if path not in read and depth < MAX_DEPTH and len(read) < MAX_SCRIPTS:
                 read.add(path)
                 queue.append((path, root.read_bytes(path) or b"", depth + 1))
+        for name in found.paths:  # files it names (directories are too broad a hint)
+            path = normalize(name)
+            found_file = root.lookup(path)
+            if (found_file is not None and found_file.is_file and not path.startswith(PROVIDED)
+                    and path not in programs):
+                paths.setdefault(path, f"named by {origin}")
     return Evidence(tuple(programs.items()), tuple(paths.items()), tuple(notices))
 
 

@@ -10,8 +10,10 @@ backquotes, `if`/`while`/`for`/`case` bodies, function bodies, and the strings o
 again, a few levels deep). The command word is the program run, except for the wrappers that run
 their arguments (`exec`, `command`, `env X=1 prog`, `xargs prog`, `nice`, `nohup`, `timeout`,
 `gosu USER prog`...), which are followed to the program they run. Shell builtins and the script's
-own functions are no programs. A command word that is not literal (`$CMD args`) is computed: no
-analysis can say what it runs; `"$@"` (running the script's arguments) is told apart from it.
+own functions are no programs. Literal absolute paths among the arguments and redirections are
+collected too (what the script reads or writes by name). A command word that is not literal
+(`$CMD args`) is computed: no analysis can say what it runs; `"$@"` (running the script's
+arguments) is told apart from it.
 Nothing here looks at a file system: `assemble/commands.py` finds the names in a root.
 """
 
@@ -92,6 +94,7 @@ class Commands:
     commands: tuple[Command, ...]  # each name once, first occurrence
     computed: tuple[Computed, ...]
     sourced: tuple[str, ...]  # literal files of `. FILE`, `source FILE` and `sh FILE`
+    paths: tuple[str, ...]  # literal absolute paths (and file:// URLs) among arguments, redirects
     runs_arguments: bool  # `"$@"`, `exec "$@"`, `$1 ...`: runs what it is given
     unparsed: tuple[int, ...]  # lines the parser could not read (their commands are unknown)
 
@@ -106,7 +109,8 @@ def parse_commands(text: bytes) -> Commands:
     found = _Found()
     _walk_text(text, found, 0)
     return Commands(_first(found.commands), tuple(found.computed),
-                    tuple(dict.fromkeys(found.sourced)), found.runs_arguments,
+                    tuple(dict.fromkeys(found.sourced)), tuple(dict.fromkeys(found.paths)),
+                    found.runs_arguments,
                     tuple(sorted(set(found.unparsed))))
 
 
@@ -122,6 +126,7 @@ class _Found:
         self.commands: list[Command] = []
         self.computed: list[Computed] = []
         self.sourced: list[str] = []
+        self.paths: list[str] = []
         self.runs_arguments = False
         self.unparsed: list[int] = []
 
@@ -135,6 +140,9 @@ def _walk_text(text: bytes, found: _Found, depth: int) -> None:
             found.unparsed.append(node.start_point[0] + 1)
         elif node.type == "command":
             _command(node, found, functions, depth)
+        elif node.type == "file_redirect":
+            destination = node.child_by_field_name("destination")
+            _path(literal(destination) if destination is not None else None, found)
 
 
 def _nodes(node: Node) -> list[Node]:
@@ -199,6 +207,8 @@ def _command(node: Node, found: _Found, functions: set[str], depth: int) -> None
     if name is None:
         return  # assignments only
     words: list[Node] = [name, *node.children_by_field_name("argument")]
+    for argument in words[1:]:
+        _path(literal(argument), found)
     while words:
         head, values = words[0], [literal(w) for w in words]
         word = values[0]
@@ -232,6 +242,14 @@ def _command(node: Node, found: _Found, functions: set[str], depth: int) -> None
         if rest is None:
             return
         words = words[rest:]
+
+
+def _path(value: str | None, found: _Found) -> None:
+    """An argument that names a file by its absolute path (or a file:// URL of one)."""
+    if value is not None and value.startswith("file:///"):
+        value = value[len("file://"):]
+    if value is not None and value.startswith("/") and len(value) > 1:
+        found.paths.append(value)
 
 
 def _wrapped(name: str, values: list[str | None]) -> int | None:
