@@ -5,6 +5,7 @@ and the warnings where the evidence ends."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from slimmer.loader.root import SysRoot
 from slimmer.loader.shell import parse_commands
 from slimmer.notices import CODES
 from slimmer.tree import File
-from tests.support.archives import tiny_static_elf
+from tests.support.archives import tiny_static_elf, unpack_layer
 from tests.support.cli import run as slimmer
 from tests.support.compile import Compile, lib_source, main_source
 from tests.support.roots import small_root
@@ -275,3 +276,66 @@ def test_pack_of_a_venv_python_brings_the_venv(tmp_path: Path, cc: Compile) -> N
     done = _assemble(root, ("/srv/venv/bin/python3",))
     assert "/srv/venv/lib/python3.11/site-packages/m.py" in done.tree
     assert "/usr/lib/python3/dist-packages" not in done.tree  # not asked for
+
+
+def test_a_base_interpreter_outside_usr_brings_its_standard_library(tmp_path: Path,
+                                                                     cc: Compile) -> None:
+    root = small_root(tmp_path, cc)
+    cc(root / "opt/py/bin/python3.12", main_source())  # a pyenv-like build: no recipe for it
+    _file(root, "/opt/py/lib/python3.12/os.py", "")
+    _file(root, "/opt/py/include/python3.12/Python.h", "")
+    venv = root / "srv/venv"
+    (venv / "bin").mkdir(parents=True)
+    os.symlink("/opt/py/bin/python3.12", venv / "bin/python3")
+    (venv / "pyvenv.cfg").write_text("home = /opt/py/bin\nversion = 3.12.1\n")
+    done = _assemble(root, ("/srv/venv/bin/python3",))
+    assert done.tree.reasons["/opt/py/lib/python3.12/os.py"] == (
+        "standard library of the base interpreter of /srv/venv (pyvenv.cfg home)")
+    assert "/opt/py/include/python3.12/Python.h" not in done.tree
+    assert not done.warnings  # no interpreter-unknown: pyvenv.cfg is its evidence
+
+
+def test_a_venv_script_of_a_build_tree_moves_with_its_venv(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(project / "venv")],
+                   check=True)
+    (project / "mod").mkdir()
+    (project / "mod/__init__.py").write_text("X = 42\n")
+    app = project / "app.py"
+    app.write_text(f"#!{project}/venv/bin/python3 -I\nimport sys\nprint(sys.prefix)\n")
+    app.chmod(0o755)
+    out = tmp_path / "venv.tar"
+    done = slimmer("pack", str(app), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    layer = unpack_layer(out, tmp_path / "unpacked")
+    assert (layer / "app/app.py").read_bytes().startswith(b"#!/app/venv/bin/python3 -I\n")
+    assert (layer / "app/venv/pyvenv.cfg").is_file()
+    if os.geteuid() == 0:  # the image's own files, alone
+        ran = subprocess.run(["chroot", str(layer), "/app/app.py"], capture_output=True,
+                             text=True)
+        assert (ran.returncode, ran.stdout) == (0, "/app/venv\n"), ran.stderr
+
+
+def test_an_entry_script_that_runs_its_arguments(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    _file(root, "/entry.sh", '#!/bin/sh\nset -e\nexec "$@"\n', 0o755)
+    done = _assemble(root, ("/entry.sh",), base=RunConfig(entrypoint=("/entry.sh",),
+                                                          cmd=("jq", "-n", "1")))
+    assert done.tree.reasons["/usr/bin/jq"] == (
+        "run by the arguments /entry.sh runs (\"$@\") (line 1)")
+    assert not done.warnings
+
+
+def test_an_interpreter_no_recipe_knows_is_named(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    _program(root, "/usr/bin/ruby3.1")
+    os.symlink("ruby3.1", root / "usr/bin/ruby")
+    _file(root, "/srv/a.rb", "#!/usr/bin/ruby\nputs 1\n", 0o755)
+    _file(root, "/srv/b.rb", "#!/usr/bin/env ruby\nputs 2\n", 0o755)
+    _file(root, "/srv/f.jq", "#!/usr/bin/jq -f\n.a\n", 0o755)
+    done = _assemble(root, ("/srv/a.rb", "/srv/b.rb", "/srv/f.jq"))
+    assert [(w.code, w.path) for w in done.warnings] == [("interpreter-unknown", "/srv/a.rb")]
+    assert str(done.warnings[0]).startswith("/srv/a.rb: runs with /usr/bin/ruby, which no "
+                                            "recipe knows")
+    _file(root, "/var/lib/dpkg/status", "")  # package data is the evidence then
+    assert not _assemble(root, ("/srv/a.rb",)).warnings

@@ -10,8 +10,10 @@ interpreters live in, and the programs its scripts run (commands.py), gathered i
 - **Virtualenvs**: a program (or a script's interpreter) VENV/bin/python* beside VENV/pyvenv.cfg
   brings VENV whole (site-packages with the native libraries wheels ship in `*.libs/`; the ELF
   files in it get their closures like any other file), the base interpreter pyvenv.cfg's `home`
-  names (with its recipe), and with `include-system-site-packages = true` the system's
-  dist-packages.
+  names (with its recipe; outside /usr, where no recipe knows it, its HOME/../lib/pythonX.Y),
+  and with `include-system-site-packages = true` the system's dist-packages. A script of a
+  build tree whose `#!` names a python that moved under /app with it gets its `#!` line
+  rewritten to the image path.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slimmer.assemble.commands import Evidence, is_shell_script, script_commands
+from slimmer.assemble.placing import Placement
 from slimmer.errors import SlimmerError, UnsupportedElf
 from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import Root
@@ -29,6 +32,7 @@ from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.shell import SHELLS
 from slimmer.notices import Notice
 from slimmer.paths import normalize
+from slimmer.tree import File
 
 # Directories an image's WorkingDir or an argument may name that are the system, not the
 # application: never kept whole.
@@ -47,6 +51,11 @@ PROVIDED = ("/dev/", "/proc/", "/sys/", "/run/secrets/")
 GENERATED = frozenset({"/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/ld.so.cache"})
 SCRIPT_SUFFIXES = (".py", ".sh", ".bash", ".pl", ".rb", ".js", ".mjs", ".cjs", ".php", ".lua",
                    ".jar", ".tcl", ".R")
+# Interpreters with a library tree of their own beside their ELF closure (a script run by one
+# with no recipe and no package data to say where it is gets a warning; sed, awk or jq scripts
+# need nothing more and get none).
+RUNTIMES = ("python", "perl", "ruby", "node", "php", "lua", "tclsh", "wish", "Rscript",
+            "guile", "gjs", "java", "pwsh")
 ARGUMENT = "entrypoint argument"
 WORKDIR = "working directory"
 
@@ -211,6 +220,13 @@ def virtualenv(root: Root, program: str) -> Evidence:
         if found is not None and found.is_file:
             programs.append((candidate, f"base interpreter of {venv} (pyvenv.cfg home)"))
             break
+    base_prefix = os.path.dirname(normalize(home)) if home.startswith("/") else "/usr"
+    stdlib = f"{base_prefix.rstrip('/')}/lib/python{short}"
+    if short and base_prefix != "/usr" and root.is_dir(stdlib):
+        # a base interpreter outside /usr (pyenv, /opt/python) has no recipe: its standard
+        # library is where CPython's getpath looks, below pyvenv.cfg's home
+        paths.append((stdlib, f"standard library of the base interpreter of {venv} "
+                              "(pyvenv.cfg home)"))
     if cfg.get("include-system-site-packages", "").lower() == "true":
         for directory in ("/usr/lib/python3/dist-packages",
                           f"/usr/local/lib/python{short}/dist-packages",
@@ -237,3 +253,48 @@ def entry_argv(entrypoint: Iterable[str] | None, cmd: Iterable[str] | None,
     is the default one)."""
     head = list(entrypoint) if entrypoint is not None else [program]
     return [*head, *(cmd or ())]
+
+
+def moved_shebang(root: Root, real: str, place: Placement, keep_setuid: bool) -> File | None:
+    """A script of a build tree whose `#!` names a file that moved under /app with it (the
+    python of a virtualenv beside the script): the image's copy, its first line naming the
+    interpreter's image path. None when nothing moved."""
+    bang = read_shebang(root, real)
+    if bang is None or place.base is None:
+        return None
+    moved = place.image_path(bang.interpreter)
+    if moved == normalize(bang.interpreter):
+        return None
+    data = root.read_bytes(real) or b""
+    end = data.find(b"\n")
+    first = data[:end] if end >= 0 else data
+    new = first.replace(bang.interpreter.encode("utf-8", "surrogateescape"),
+                        moved.encode("utf-8", "surrogateescape"), 1) + data[len(first):]
+    return replace(root.file_entry(real, keep_setuid), size=len(new), source=None, data=new,
+                   node=None)
+
+
+def unknown_interpreters(root: Root, scripts: dict[str, list[str]],
+                         served: Iterable[str]) -> list[Notice]:
+    """Scripts whose interpreter is a language runtime that no recipe was applied for
+    (`served`: the real paths recipes were matched for), in a root without a package database
+    (where it has one, package evidence finds the runtime's data): one warning each
+    interpreter. A virtualenv's python is no such case (its evidence is pyvenv.cfg)."""
+    if root.lookup("/var/lib/dpkg/status") is not None:
+        return []
+    served = set(served)
+    notices: dict[str, Notice] = {}
+    for script, chain in scripts.items():
+        interpreter = chain[-1] if chain else ""
+        found = root.lookup(interpreter) if interpreter else None
+        if found is None or interpreter in notices:
+            continue
+        if (not os.path.basename(found.real).startswith(RUNTIMES) or found.real in served
+                or virtualenv(root, interpreter).paths):
+            continue
+        notices[interpreter] = Notice(
+            "interpreter-unknown", script,
+            f"runs with {interpreter}, which no recipe knows and no package database "
+            "describes: only its ELF closure is packed, not its library tree",
+            "--add its library directory (pack, or --recipe FILE) or --keep it (slim)")
+    return list(notices.values())

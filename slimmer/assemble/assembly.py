@@ -158,6 +158,8 @@ class Assembly:
                                                     for f in r.with_features}
         self.forced = runtime.check_features(with_features, "with")
         self.features = runtime.enabled(self.forced, self.build.without_features)
+        self.warnings += apps.unknown_interpreters(self.root, self.scripts,
+                                                   (p for _, p in self.recipes))
 
     # ---- the tree ----------------------------------------------------------------------------
 
@@ -173,6 +175,10 @@ class Assembly:
             reason = self.why.get(script, f"script, run by {' then '.join(needs)}")
             add_resolved(self.tree, self.root, found.real, found.links, self.place, reason,
                          self.build.keep_setuid)
+            moved = apps.moved_shebang(self.root, found.real, self.place, self.build.keep_setuid)
+            if moved is not None:  # its interpreter moved under /app with it
+                self.tree.remove(self.place.image_path(found.real))
+                self.tree.add(self.place.image_path(found.real), moved, reason)
 
     def place_closures(self) -> None:
         for closure in self.closures:  # the programs' (recipes and rules add theirs later)

@@ -74,6 +74,12 @@ def script_commands(root: Root, scripts: Iterable[str], argv: Sequence[str], cwd
         loud = depth == 0
         if loud:
             notices += _ended(origin, found)
+        if loud and found.runs_arguments and origin != COMMAND_LINE and len(argv) > 1:
+            # the entry script's `exec "$@"`: the rest of the command line is one (an image's
+            # ENTRYPOINT ["docker-entrypoint.sh"] CMD ["postgres"])
+            queue.append((f"the arguments {origin} runs (\"$@\")",
+                          shlex.join(argv[1:]).encode("utf-8", "surrogateescape"), 0))
+            argv = argv[:1]  # once
         run_by = f"run by {origin}"
         for command in found.commands:
             path = _find(root, command.name, cwd, path_dirs)
