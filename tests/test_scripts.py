@@ -339,3 +339,17 @@ def test_an_interpreter_no_recipe_knows_is_named(tmp_path: Path) -> None:
                                             "recipe knows")
     _file(root, "/var/lib/dpkg/status", "")  # package data is the evidence then
     assert not _assemble(root, ("/srv/a.rb",)).warnings
+
+
+def test_hostile_roots_give_warnings_not_errors(tmp_path: Path) -> None:
+    root = _script_root(tmp_path)
+    os.symlink("loop", root / "usr/bin/loop")  # a command that is a symlink loop
+    os.symlink("b", root / "srv/a")
+    os.symlink("a", root / "srv/b")
+    junk = b"\x00\xff" * (3 << 20)  # a self-extracting "script": 6 MiB of data after exit
+    (root / "srv/big.sh").write_bytes(b"#!/bin/sh\njq .\nexit 0\n" + junk)
+    (root / "srv/big.sh").chmod(0o755)
+    done = _assemble(root, ("/srv/big.sh",), base=RunConfig(
+        working_dir="/srv", entrypoint=("/srv/big.sh",), cmd=("/srv/a", "b", "loop")))
+    assert done.tree.reasons["/usr/bin/jq"] == "run by /srv/big.sh (line 2)"
+    assert {w.code for w in done.warnings} <= {"script-unparsed", "app-path-missing"}

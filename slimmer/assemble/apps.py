@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from slimmer.assemble.commands import Evidence, is_shell_script, script_commands
+from slimmer.assemble.commands import Evidence, is_shell_script, lookup, script_commands
 from slimmer.assemble.placing import Placement
 from slimmer.errors import SlimmerError, UnsupportedElf
 from slimmer.loader.resolve import Closure, Resolver
@@ -79,8 +79,7 @@ def gather(root: Root, resolver: Resolver, scripts: dict[str, list[str]],
     out = Gathered()
     cwd = normalize(working_dir or "/")
     app = application(root, argv, cwd) if slimming else Evidence()
-    app_scripts = [p for p, _ in app.paths if root.lookup(p) is not None
-                   and not root.is_dir(p) and is_shell_script(root, p)]
+    app_scripts = [p for p, _ in app.paths if _is_file(root, p) and is_shell_script(root, p)]
     shells = [p for p in scripts if is_shell_script(root, p)]
     commands = script_commands(root, [*shells, *app_scripts], argv, cwd, path_dirs)
     out.paths += [*app.paths, *commands.paths]
@@ -150,13 +149,14 @@ def application(root: Root, argv: Sequence[str], cwd: str) -> Evidence:
     working directory: kept whole; a path-like argument that names nothing: a warning."""
     paths: dict[str, str] = {}
     notices: list[Notice] = []
-    if cwd not in SYSTEM_DIRS and root.is_dir(cwd):
+    found_cwd = lookup(root, cwd)
+    if cwd not in SYSTEM_DIRS and found_cwd is not None and found_cwd.is_dir:
         paths[cwd] = WORKDIR
     for arg in _path_arguments(argv):
         path = normalize(arg if arg.startswith("/") else f"{cwd}/{arg}")
         if path.startswith(PROVIDED) or path in SYSTEM_DIRS:
             continue
-        if root.lookup(path) is not None:
+        if lookup(root, path) is not None:
             if not any(_under(path, kept) for kept in paths):
                 paths[path] = ARGUMENT
         elif "/" in arg or arg.endswith(SCRIPT_SUFFIXES):
@@ -192,6 +192,16 @@ def _path_arguments(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _is_file(root: Root, path: str) -> bool:
+    found = lookup(root, path)
+    return found is not None and found.is_file
+
+
+def _is_dir(root: Root, path: str) -> bool:
+    found = lookup(root, path)
+    return found is not None and found.is_dir
+
+
 def _under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
@@ -204,7 +214,10 @@ def virtualenv(root: Root, program: str) -> Evidence:
         return Evidence()
     venv = os.path.dirname(os.path.dirname(program)) or "/"
     cfg_path = f"{venv.rstrip('/')}/pyvenv.cfg"
-    data = root.read_bytes(cfg_path)
+    try:
+        data = root.read_bytes(cfg_path, 1 << 16)
+    except SlimmerError:
+        data = None  # a symlink loop: no virtualenv here
     if data is None:
         return Evidence()
     cfg = parse_pyvenv(data)
@@ -216,13 +229,13 @@ def virtualenv(root: Root, program: str) -> Evidence:
     short = ".".join(version.split(".")[:2])
     for base in (f"python{short}" if short else "", "python3", name):
         candidate = normalize(f"{home}/{base}") if home.startswith("/") and base else ""
-        found = root.lookup(candidate) if candidate else None
+        found = lookup(root, candidate) if candidate else None
         if found is not None and found.is_file:
             programs.append((candidate, f"base interpreter of {venv} (pyvenv.cfg home)"))
             break
     base_prefix = os.path.dirname(normalize(home)) if home.startswith("/") else "/usr"
     stdlib = f"{base_prefix.rstrip('/')}/lib/python{short}"
-    if short and base_prefix != "/usr" and root.is_dir(stdlib):
+    if short and base_prefix != "/usr" and _is_dir(root, stdlib):
         # a base interpreter outside /usr (pyenv, /opt/python) has no recipe: its standard
         # library is where CPython's getpath looks, below pyvenv.cfg's home
         paths.append((stdlib, f"standard library of the base interpreter of {venv} "
@@ -231,7 +244,7 @@ def virtualenv(root: Root, program: str) -> Evidence:
         for directory in ("/usr/lib/python3/dist-packages",
                           f"/usr/local/lib/python{short}/dist-packages",
                           f"/usr/lib/python{short}/site-packages"):
-            if short and root.is_dir(directory):
+            if short and _is_dir(root, directory):
                 paths.append((directory, f"system site-packages of {venv} "
                                          "(include-system-site-packages)"))
     return Evidence(tuple(programs), tuple(paths))
@@ -280,13 +293,13 @@ def unknown_interpreters(root: Root, scripts: dict[str, list[str]],
     (`served`: the real paths recipes were matched for), in a root without a package database
     (where it has one, package evidence finds the runtime's data): one warning each
     interpreter. A virtualenv's python is no such case (its evidence is pyvenv.cfg)."""
-    if root.lookup("/var/lib/dpkg/status") is not None:
+    if lookup(root, "/var/lib/dpkg/status") is not None:
         return []
     served = set(served)
     notices: dict[str, Notice] = {}
     for script, chain in scripts.items():
         interpreter = chain[-1] if chain else ""
-        found = root.lookup(interpreter) if interpreter else None
+        found = lookup(root, interpreter) if interpreter else None
         if found is None or interpreter in notices:
             continue
         if (not os.path.basename(found.real).startswith(RUNTIMES) or found.real in served

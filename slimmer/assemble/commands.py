@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from slimmer.errors import SlimmerError
 from slimmer.loader.programs import find_in_path
-from slimmer.loader.root import Root
+from slimmer.loader.root import Resolved, Root
 from slimmer.loader.scripts import read_shebang
 from slimmer.loader.shell import Commands, parse_commands, shell_of
 from slimmer.notices import Notice
@@ -31,6 +31,9 @@ from slimmer.paths import normalize
 
 MAX_DEPTH = 3  # scripts run by scripts run by the entry script
 MAX_SCRIPTS = 64  # scripts read in all
+MAX_COMPUTED = 5  # computed commands named one by one, per script
+MAX_SCRIPT_BYTES = 1 << 18  # read of one script: Debian 12's largest is 42 KB (a self-
+# extracting installer is mostly data after its `exit`)
 COMMAND_LINE = "the image's Entrypoint/Cmd"
 PROVIDED = ("/dev/", "/proc/", "/sys/")  # what the kernel gives a container
 FIX = "--add it (pack) or --keep it (slim) if it is needed"
@@ -64,7 +67,7 @@ def script_commands(root: Root, scripts: Iterable[str], argv: Sequence[str], cwd
     read = set()
     for script in dict.fromkeys(scripts):
         read.add(script)
-        queue.append((script, root.read_bytes(script) or b"", 0))
+        queue.append((script, _read(root, script), 0))
     programs: dict[str, str] = {}
     paths: dict[str, str] = {}
     notices: list[Notice] = []
@@ -94,31 +97,49 @@ def script_commands(root: Root, scripts: Iterable[str], argv: Sequence[str], cwd
             if (path not in read and depth < MAX_DEPTH and len(read) < MAX_SCRIPTS
                     and is_shell_script(root, path)):
                 read.add(path)
-                queue.append((path, root.read_bytes(path) or b"", depth + 1))
+                queue.append((path, _read(root, path), depth + 1))
         for name in found.sourced:
             path = normalize(name if name.startswith("/") else f"{cwd}/{name}")
-            found_file = root.lookup(path)
+            found_file = lookup(root, path)
             if found_file is None or not found_file.is_file:
                 continue  # `[ -r F ] && . F`: optional, or given at run time
             paths.setdefault(path, f"read by {origin} (. or sh)")
             if path not in read and depth < MAX_DEPTH and len(read) < MAX_SCRIPTS:
                 read.add(path)
-                queue.append((path, root.read_bytes(path) or b"", depth + 1))
+                queue.append((path, _read(root, path), depth + 1))
         for name in found.paths:  # files it names (directories are too broad a hint)
             path = normalize(name)
-            found_file = root.lookup(path)
+            found_file = lookup(root, path)
             if (found_file is not None and found_file.is_file and not path.startswith(PROVIDED)
                     and path not in programs):
                 paths.setdefault(path, f"named by {origin}")
     return Evidence(tuple(programs.items()), tuple(paths.items()), tuple(notices))
 
 
+def _read(root: Root, path: str) -> bytes:
+    try:
+        return root.read_bytes(path, MAX_SCRIPT_BYTES) or b""
+    except SlimmerError:
+        return b""  # a symlink loop: nothing to read
+
+
+def lookup(root: Root, path: str) -> Resolved | None:
+    """The path in the root, None for nothing there or a symlink loop (evidence, not input)."""
+    try:
+        return root.lookup(path)
+    except SlimmerError:
+        return None
+
+
 def _ended(origin: str, found: Commands) -> list[Notice]:
     """Where the evidence of one script ends: computed commands and lines not parsed."""
+    shown = found.computed[:MAX_COMPUTED]
+    more = len(found.computed) - len(shown)
     notices = [Notice("script-command-computed", origin,
                       f"runs a computed command {c.text} (line {c.line}): what it runs is not "
-                      "known before it runs", "--add (pack) or --keep (slim) the programs it "
-                      "may run") for c in found.computed]
+                      "known before it runs" + (f" (and {more} more)" if c is shown[-1] and more
+                                                else ""),
+                      "--add (pack) or --keep (slim) the programs it may run") for c in shown]
     if found.unparsed:
         lines = ", ".join(str(n) for n in found.unparsed[:5])
         notices.append(Notice("script-unparsed", origin,
@@ -131,9 +152,12 @@ def _find(root: Root, name: str, cwd: str, path_dirs: tuple[str, ...]) -> str | 
     """A command's program inside the root: a path (relative to `cwd`), or a name in PATH."""
     if "/" in name:
         path = normalize(name if name.startswith("/") else f"{cwd}/{name}")
-        found = root.lookup(path)
+        found = lookup(root, path)
         return path if found is not None and found.is_file else None
-    return find_in_path(root, name, path_dirs, executable=True)
+    try:
+        return find_in_path(root, name, path_dirs, executable=True)
+    except SlimmerError:
+        return None
 
 
 def shell_scripts(root: Root, paths: Iterable[str]) -> list[str]:

@@ -168,7 +168,7 @@ def literal(node: Node) -> str | None:
         return literal(node.children[0]) if node.child_count == 1 else None
     if kind in ("word", "number"):
         text = _text(node)
-        if any(c in text for c in "*?[") or text.startswith("~"):
+        if any(c in text for c in "*?[\0") or text.startswith("~"):
             return None  # a glob or a tilde: the file system decides
         return _unescape(text)
     if kind == "raw_string":
@@ -213,6 +213,8 @@ def _command(node: Node, found: _Found, functions: set[str], depth: int) -> None
         head, values = words[0], [literal(w) for w in words]
         word = values[0]
         if word is None:
+            if "\0" in _text(head):
+                return  # binary data after a script's end: no command
             if _runs_arguments(head.children[0] if head.type == "command_name" else head):
                 found.runs_arguments = True
             else:
@@ -248,7 +250,7 @@ def _path(value: str | None, found: _Found) -> None:
     """An argument that names a file by its absolute path (or a file:// URL of one)."""
     if value is not None and value.startswith("file:///"):
         value = value[len("file://"):]
-    if value is not None and value.startswith("/") and len(value) > 1:
+    if value is not None and value.startswith("/") and len(value) > 1 and "\0" not in value:
         found.paths.append(value)
 
 
