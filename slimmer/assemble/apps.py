@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from slimmer.assemble.commands import Evidence, is_shell_script, lookup, script_commands
 from slimmer.assemble.placing import Placement
@@ -60,15 +60,26 @@ ARGUMENT = "entrypoint argument"
 WORKDIR = "working directory"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Gathered:
     """What the evidence of this module adds to an assembly."""
 
-    scripts: dict[str, list[str]] = field(default_factory=dict)  # new script -> interpreters
-    closures: list[Closure] = field(default_factory=list)
-    why: dict[str, str] = field(default_factory=dict)  # program or script -> its reason
-    paths: list[tuple[str, str]] = field(default_factory=list)  # kept whole, with the reason
-    notices: list[Notice] = field(default_factory=list)
+    scripts: dict[str, list[str]]  # a script found -> its interpreters
+    closures: tuple[Closure, ...]
+    why: dict[str, str]  # program or script -> its reason
+    paths: tuple[tuple[str, str], ...]  # kept whole, each with its reason (first one wins)
+    notices: tuple[Notice, ...]
+
+
+class _Out:
+    """Gathered, while it is being gathered."""
+
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[str]] = {}
+        self.closures: list[Closure] = []
+        self.why: dict[str, str] = {}
+        self.paths: list[tuple[str, str]] = []
+        self.notices: list[Notice] = []
 
 
 def gather(root: Root, resolver: Resolver, scripts: dict[str, list[str]],
@@ -76,7 +87,7 @@ def gather(root: Root, resolver: Resolver, scripts: dict[str, list[str]],
            path_dirs: tuple[str, ...]) -> Gathered:
     """The programs, paths and warnings of the application evidence for the programs already
     resolved (`closures`, `scripts`), run as `argv` in `working_dir`."""
-    out = Gathered()
+    out = _Out()
     cwd = normalize(working_dir or "/")
     app = application(root, argv, cwd) if slimming else Evidence()
     app_scripts = [p for p, _ in app.paths if _is_file(root, p) and is_shell_script(root, p)]
@@ -96,7 +107,10 @@ def gather(root: Root, resolver: Resolver, scripts: dict[str, list[str]],
                 known.add(program)
                 _add_program(root, resolver, program, reason, path_dirs, out)
         out.paths += venv.paths
-    return out
+    paths = {path: reason for path, reason in reversed(out.paths)}  # the first reason of each
+    return Gathered(out.scripts, tuple(out.closures), out.why,
+                    tuple((p, paths[p]) for p in dict.fromkeys(p for p, _ in out.paths)),
+                    tuple(out.notices))
 
 
 def generated(path: str) -> bool:
@@ -113,7 +127,7 @@ def loaded_alone(paths: Iterable[str]) -> list[str]:
 
 
 def _add_program(root: Root, resolver: Resolver, program: str, reason: str,
-                 path_dirs: tuple[str, ...], out: Gathered) -> None:
+                 path_dirs: tuple[str, ...], out: _Out) -> None:
     """A program the evidence found: its closure (a script's: its interpreters'). One that
     cannot be loaded is a warning: evidence is not proof that it runs."""
     try:

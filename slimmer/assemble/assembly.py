@@ -143,7 +143,7 @@ class Assembly:
                             self.entry.working_dir, self.base is not None, self.path_dirs)
         self.scripts.update(found.scripts)
         self.closures += found.closures
-        self.why, self.app_paths = found.why, found.paths
+        self.why, self.app_paths = found.why, list(found.paths)
         self.warnings += found.notices
 
     def plan_placement(self) -> None:
