@@ -4,6 +4,8 @@ and the warnings where the evidence ends."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -19,7 +21,13 @@ from slimmer.loader.root import SysRoot
 from slimmer.loader.shell import parse_commands
 from slimmer.notices import CODES
 from slimmer.tree import File
-from tests.support.archives import tiny_static_elf, unpack_layer
+from tests.support.archives import (
+    Member,
+    docker_archive,
+    layer_tar,
+    tiny_static_elf,
+    unpack_layer,
+)
 from tests.support.cli import run as slimmer
 from tests.support.compile import Compile, lib_source, main_source
 from tests.support.roots import small_root
@@ -353,3 +361,28 @@ def test_hostile_roots_give_warnings_not_errors(tmp_path: Path) -> None:
         working_dir="/srv", entrypoint=("/srv/big.sh",), cmd=("/srv/a", "b", "loop")))
     assert done.tree.reasons["/usr/bin/jq"] == "run by /srv/big.sh (line 2)"
     assert {w.code for w in done.warnings} <= {"script-unparsed", "app-path-missing"}
+
+
+def test_slim_report_json_carries_the_warnings(tmp_path: Path) -> None:
+    """A hand-made image whose entry script runs what the image lacks: each warning is an
+    object of `--report json`, and printed with the summary."""
+    script = b"#!/bin/sh\njq .\n$RUNNER x\n"
+    layer: list[Member] = [("dir", "bin", b""), ("file", "bin/sh", tiny_static_elf(b"sh\n")),
+                           ("file", "entry.sh", script)]
+    fat = docker_archive(tmp_path / "fat.tar", [layer], config={
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/entry.sh"], "Cmd": ["data/in.csv"], "WorkingDir": "/"},
+        "rootfs": {"type": "layers", "diff_ids": [
+            "sha256:" + hashlib.sha256(layer_tar(layer)).hexdigest()]}})
+    done = slimmer("slim", str(fat), "-o", str(tmp_path / "slim.tar"), "--report", "json")
+    assert done.returncode == 0, done.stderr
+    warnings = json.loads(done.stdout)["warnings"]
+    assert [(w["code"], w["path"]) for w in warnings] == [
+        ("app-path-missing", "data/in.csv"),
+        ("script-command-computed", "/entry.sh"),
+        ("script-command-missing", "/entry.sh")]
+    text = slimmer("slim", str(fat), "-o", str(tmp_path / "slim2.tar"))  # the summary
+    assert text.returncode == 0, text.stderr
+    for warning in warnings:
+        assert f"warning: {warning['message']}\n" in text.stderr
+        assert warning["message"].endswith(f"; {warning['fix']}")
