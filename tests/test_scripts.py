@@ -78,6 +78,23 @@ def test_computed_commands_arguments_and_sourced_files() -> None:
     assert not parse_commands(b"echo $@").runs_arguments
 
 
+def test_variables_with_literal_values_name_their_programs() -> None:
+    found = parse_commands(b"#!/bin/sh\ncase $1 in\n*.gz) unz='gzip -cd' ;;\n"
+                           b"*.bz2) unz=bzip2 ;;\nesac\n$unz \"$1\" | ${PAGER:-less}\n"
+                           b"for t in a b; do $t; done\nCMD=$(which x); \"$CMD\"\n")
+    assert [(c.name, c.alternative) for c in found.commands] == [
+        ("gzip", True), ("bzip2", True), ("less", False), ("which", False)]
+    assert [c.text for c in found.computed] == ["$t", '"$CMD"']
+
+
+def test_eval_strings_are_read_with_their_lines() -> None:
+    found = parse_commands(b"#!/bin/sh\nx=1\n\neval \"tar -x$v\" '| gzip'\n"
+                           b"sh -c '\n  md5sum\n  $cmd'\n")
+    assert [(c.name, c.line) for c in found.commands] == [
+        ("tar", 4), ("gzip", 4), ("sh", 5), ("md5sum", 6)]
+    assert [(c.text, c.line) for c in found.computed] == [("$cmd", 7)]
+
+
 def test_the_files_a_script_names() -> None:
     found = parse_commands(b"jq -f /etc/app/filter.jq < /srv/in.json > /tmp/out\n"
                            b"curl -s file:///etc/debian_version $HOME/x rel/path /\n"
@@ -157,7 +174,7 @@ def test_a_script_brings_what_it_runs_with_reasons_and_warnings(tmp_path: Path) 
     reasons = done.tree.reasons
     assert reasons["/usr/bin/jq"] == "run by /srv/run.sh (line 4)"
     assert reasons["/usr/bin/curl"] == "run by /srv/run.sh (line 4)"
-    assert reasons["/usr/local/bin/helper"] == "script, run by /srv/run.sh (line 1)"
+    assert reasons["/usr/local/bin/helper"] == "script, run by /srv/run.sh (line 6)"
     assert reasons["/usr/bin/tool"] == "run by /usr/local/bin/helper (line 2)"  # recursively
     assert reasons["/etc/app.conf"] == "read by /srv/run.sh (. or sh)"
     assert reasons["/etc/app/filter.jq"] == "named by /srv/run.sh"

@@ -31,7 +31,7 @@ from slimmer.paths import normalize
 
 MAX_DEPTH = 3  # scripts run by scripts run by the entry script
 MAX_SCRIPTS = 64  # scripts read in all
-MAX_COMPUTED = 5  # computed commands named one by one, per script
+MAX_COMPUTED = 5  # computed commands named one by one, per script (each with its lines)
 MAX_SCRIPT_BYTES = 1 << 18  # read of one script: Debian 12's largest is 42 KB (a self-
 # extracting installer is mostly data after its `exit`)
 COMMAND_LINE = "the image's Entrypoint/Cmd"
@@ -87,7 +87,7 @@ def script_commands(root: Root, scripts: Iterable[str], argv: Sequence[str], cwd
         for command in found.commands:
             path = _find(root, command.name, cwd, path_dirs)
             if path is None:
-                if loud:
+                if loud and not command.alternative:
                     notices.append(Notice(
                         "script-command-missing", origin,
                         f"runs {command.name} (line {command.line}), which is not in the "
@@ -133,19 +133,30 @@ def lookup(root: Root, path: str) -> Resolved | None:
 
 def _ended(origin: str, found: Commands) -> list[Notice]:
     """Where the evidence of one script ends: computed commands and lines not parsed."""
-    shown = found.computed[:MAX_COMPUTED]
-    more = len(found.computed) - len(shown)
+    by_text: dict[str, list[int]] = {}
+    for computed in found.computed:
+        by_text.setdefault(computed.text, []).append(computed.line)
+    shown = list(by_text.items())[:MAX_COMPUTED]
+    more = len(by_text) - len(shown)
     notices = [Notice("script-command-computed", origin,
-                      f"runs a computed command {c.text} (line {c.line}): what it runs is not "
-                      "known before it runs" + (f" (and {more} more)" if c is shown[-1] and more
-                                                else ""),
-                      "--add (pack) or --keep (slim) the programs it may run") for c in shown]
+                      f"runs a computed command {text} ({_lines(lines)}): what it runs is not "
+                      "known before it runs" + (f" (and {more} more)" if i == len(shown) - 1
+                                                and more else ""),
+                      "--add (pack) or --keep (slim) the programs it may run")
+               for i, (text, lines) in enumerate(shown)]
     if found.unparsed:
-        lines = ", ".join(str(n) for n in found.unparsed[:5])
         notices.append(Notice("script-unparsed", origin,
-                              f"line {lines} could not be parsed: the commands there are not "
-                              "looked for", "--add (pack) or --keep (slim) what they run"))
+                              f"{_lines(list(found.unparsed))} could not be parsed: the "
+                              "commands there are not looked for",
+                              "--add (pack) or --keep (slim) what they run"))
     return notices
+
+
+def _lines(numbers: list[int]) -> str:
+    """`line 5`, `lines 5, 9, 12` (the first five of them, then `...`)."""
+    unique = sorted(set(numbers))
+    shown = ", ".join(str(n) for n in unique[:5]) + (", ..." if len(unique) > 5 else "")
+    return f"line {shown}" if len(unique) == 1 else f"lines {shown}"
 
 
 def _find(root: Root, name: str, cwd: str, path_dirs: tuple[str, ...]) -> str | None:

@@ -34,6 +34,7 @@ BUILTINS = frozenset({
     "eval", "exec", "exit", "export", "false", "fc", "fg", "getopts", "hash", "help", "history",
     "jobs", "kill", "let", "local", "logout", "mapfile", "popd", "printf", "pushd", "pwd", "read",
     "readarray", "readonly", "return", "set", "shift", "shopt", "source", "suspend", "test",
+    "print", "whence",  # ksh's (a script's `if ksh; then print ...` branch)
     "time", "times", "trap", "true", "type", "typeset", "ulimit", "umask", "unalias", "unset",
     "wait"
 })
@@ -76,7 +77,10 @@ class Command:
     """A program a script runs: its literal name (a bare name, or a path)."""
 
     name: str
-    line: int  # 1-based, in the text parsed (for a `sh -c` string: the string's own)
+    line: int  # 1-based, in the script (a `sh -c` or `eval` string's: the line it starts on)
+    # one of the literal values of a variable run as `$NAME`: the script chooses among them
+    # (`uncompress=gzip` or `bzip2`), so one that is missing is no fault
+    alternative: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +111,7 @@ def _parser() -> Parser:
 def parse_commands(text: bytes) -> Commands:
     """The programs a shell script or a `sh -c` string runs."""
     found = _Found()
-    _walk_text(text, found, 0)
+    _walk_text(text, found, _Scope(frozenset(), {}, 0, 0))
     return Commands(_first(found.commands), tuple(found.computed),
                     tuple(dict.fromkeys(found.sourced)), tuple(dict.fromkeys(found.paths)),
                     found.runs_arguments,
@@ -131,15 +135,43 @@ class _Found:
         self.unparsed: list[int] = []
 
 
-def _walk_text(text: bytes, found: _Found, depth: int) -> None:
+@dataclass(frozen=True, slots=True)
+class _Scope:
+    """What a text is read with: the functions and variable values of the script around it
+    (an `eval` or `sh -c` string sees its script's), its first line's number less one in the
+    script, and how deep in `sh -c` and `eval` strings it is."""
+
+    functions: frozenset[str]
+    variables: dict[str, list[str | None]]  # NAME -> the values assigned (None: not literal)
+    offset: int
+    depth: int
+
+    def inner(self, node: Node) -> _Scope:
+        return _Scope(self.functions, self.variables, self.line(node) - 1, self.depth + 1)
+
+    def line(self, node: Node) -> int:
+        return self.offset + node.start_point[0] + 1
+
+
+def _walk_text(text: bytes, found: _Found, outer: _Scope) -> None:
     tree = _parser().parse(text)
-    functions = {_text(n.child_by_field_name("name")) for n in _nodes(tree.root_node)
-                 if n.type == "function_definition"}
-    for node in _nodes(tree.root_node):
+    nodes = _nodes(tree.root_node)
+    variables = {name: list(values) for name, values in outer.variables.items()}
+    for node in nodes:
+        if node.type == "variable_assignment":
+            value = node.child_by_field_name("value")
+            assigned = None if value is None else literal(value) or _default(value)
+            variables.setdefault(_text(node.child_by_field_name("name")), []).append(assigned)
+        elif node.type == "for_statement":
+            variables.setdefault(_text(node.child_by_field_name("variable")), []).append(None)
+    functions = outer.functions | {_text(n.child_by_field_name("name")) for n in nodes
+                                   if n.type == "function_definition"}
+    scope = _Scope(frozenset(functions), variables, outer.offset, outer.depth)
+    for node in nodes:
         if node.type == "ERROR" or node.is_missing:
-            found.unparsed.append(node.start_point[0] + 1)
+            found.unparsed.append(scope.line(node))
         elif node.type == "command":
-            _command(node, found, functions, depth)
+            _command(node, found, scope)
         elif node.type == "file_redirect":
             destination = node.child_by_field_name("destination")
             _path(literal(destination) if destination is not None else None, found)
@@ -184,6 +216,53 @@ def literal(node: Node) -> str | None:
     return None
 
 
+def _program_word(value: str | None) -> str | None:
+    """The program a variable's value runs as an unquoted command word (`grep -E`: grep),
+    None when that is not a plain word (holds expansions or quotes, or is empty)."""
+    fields = (value or "").split()
+    if not fields or any(c in fields[0] for c in "$`'\"\\=(){}<>|;&*?["):
+        return None
+    return fields[0]
+
+
+def _variable(node: Node) -> str | None:
+    """NAME of a command word that is `$NAME`, `${NAME}` or `"$NAME"`, else None."""
+    while node.type in ("command_name", "string") and len(
+            [c for c in node.children if c.type != '"']) == 1:
+        node = next(c for c in node.children if c.type != '"')
+    if node.type == "simple_expansion" or (node.type == "expansion" and node.child_count == 3):
+        names = [c for c in node.children if c.type == "variable_name"]
+        return _text(names[0]) if names else None
+    return None
+
+
+def _default(node: Node) -> str | None:
+    """The literal default of `${NAME:-word}` (or `-`, `+`, `=`) as a command word: the one
+    program that can be known before it runs (`${PAGER:-less}`)."""
+    while node.type in ("command_name", "string") and len(
+            [c for c in node.children if c.type != '"']) == 1:
+        node = next(c for c in node.children if c.type != '"')
+    if node.type != "expansion":
+        return None
+    kinds = [c.type for c in node.children]
+    if (len(kinds) == 5 and kinds[1] == "variable_name"
+            and kinds[2] in (":-", "-", ":+", "+", ":=", "=")):
+        return literal(node.children[3])
+    return None
+
+
+def _unquoted(node: Node) -> str:
+    """A word's text with one level of quotes removed, expansions left as written (what
+    `eval` gives the shell to parse again)."""
+    if node.type == "raw_string":
+        return _text(node)[1:-1]
+    if node.type == "string":
+        return "".join(_text(c) for c in node.children if c.type != '"')
+    if node.type == "concatenation":
+        return "".join(_unquoted(c) for c in node.children)
+    return _text(node)
+
+
 def _unescape(text: str) -> str:
     out, i = [], 0
     while i < len(text):
@@ -201,8 +280,8 @@ def _runs_arguments(node: Node) -> bool:
         text.startswith(("$", "${")) and text.strip("${}").isdigit())
 
 
-def _command(node: Node, found: _Found, functions: set[str], depth: int) -> None:
-    line = node.start_point[0] + 1
+def _command(node: Node, found: _Found, scope: _Scope) -> None:
+    line = scope.line(node)
     name = node.child_by_field_name("name")
     if name is None:
         return  # assignments only
@@ -211,13 +290,18 @@ def _command(node: Node, found: _Found, functions: set[str], depth: int) -> None
         _path(literal(argument), found)
     while words:
         head, values = words[0], [literal(w) for w in words]
-        word = values[0]
+        word = values[0] if values[0] is not None else _default(head)
         if word is None:
             if "\0" in _text(head):
                 return  # binary data after a script's end: no command
             if _runs_arguments(head.children[0] if head.type == "command_name" else head):
                 found.runs_arguments = True
-            else:
+                return
+            values_of = [_program_word(v) for v in scope.variables.get(_variable(head) or "",
+                                                                      [None])]
+            found.commands += [Command(v, line, True) for v in values_of
+                               if v and v not in BUILTINS and v not in KEYWORDS]
+            if None in values_of:
                 found.computed.append(Computed(_text(head), line))
             return
         base = word.rsplit("/", 1)[-1]
@@ -225,20 +309,19 @@ def _command(node: Node, found: _Found, functions: set[str], depth: int) -> None
             if len(values) > 1 and values[1]:
                 found.sourced.append(values[1])
             return
-        if word in functions:
+        if word in scope.functions:
             return
-        if word == "eval":
-            if None not in values and depth < MAX_NESTING:
-                _walk_text(" ".join(v or "" for v in values[1:]).encode(), found, depth + 1)
-            elif None in values:
-                found.computed.append(Computed(_text(node), line))
+        if word == "eval":  # its arguments, unquoted once, are a command line
+            if scope.depth < MAX_NESTING:
+                text = " ".join(_unquoted(w) for w in words[1:])
+                _walk_text(text.encode("utf-8", "surrogateescape"), found, scope.inner(node))
             return
         if word in KEYWORDS:
             return
         if word not in BUILTINS:
             found.commands.append(Command(word, line))
         if base in SHELLS:
-            _shell(words, values, found, depth)
+            _shell(words, values, found, scope)
             return
         rest = _wrapped(base if word not in BUILTINS or word in WRAPPERS else "", values)
         if rest is None:
@@ -280,7 +363,7 @@ def _wrapped(name: str, values: list[str | None]) -> int | None:
     return i if i < len(values) else None
 
 
-def _shell(words: list[Node], values: list[str | None], found: _Found, depth: int) -> None:
+def _shell(words: list[Node], values: list[str | None], found: _Found, scope: _Scope) -> None:
     """`sh -c STRING` (parsed again, bounded) or `sh FILE` (a script to read too)."""
     i = 0
     while i + 1 < len(values):
@@ -293,10 +376,11 @@ def _shell(words: list[Node], values: list[str | None], found: _Found, depth: in
             if i + 1 < len(values):
                 string = values[i + 1]
                 if string is None:
-                    found.computed.append(Computed(_text(words[i + 1]), words[i + 1]
-                                                   .start_point[0] + 1))
-                elif depth < MAX_NESTING:
-                    _walk_text(string.encode("utf-8", "surrogateescape"), found, depth + 1)
+                    found.computed.append(Computed(_text(words[i + 1]),
+                                                   scope.line(words[i + 1])))
+                elif scope.depth < MAX_NESTING:
+                    _walk_text(string.encode("utf-8", "surrogateescape"), found,
+                               scope.inner(words[i + 1]))
             return
         if value in ("-o", "+o"):
             i += 1  # its option name
