@@ -10,10 +10,12 @@ backquotes, `if`/`while`/`for`/`case` bodies, function bodies, and the strings o
 again, a few levels deep). The command word is the program run, except for the wrappers that run
 their arguments (`exec`, `command`, `env X=1 prog`, `xargs prog`, `nice`, `nohup`, `timeout`,
 `gosu USER prog`...), which are followed to the program they run. Shell builtins and the script's
-own functions are no programs. Literal absolute paths among the arguments and redirections are
-collected too (what the script reads or writes by name). A command word that is not literal
-(`$CMD args`) is computed: no analysis can say what it runs; `"$@"` (running the script's
-arguments) is told apart from it.
+own functions are no programs. A command word `$NAME` names the literal values the script
+assigns NAME (each an alternative: the script chooses), `${NAME:-word}` its default; `eval`'s
+arguments are read again, unquoted once. A command word no analysis can read (`$CMD args` with
+CMD from the environment) is computed; `"$@"` (running the script's arguments) is told apart
+from it. Literal absolute paths among the arguments and redirections are collected too (what
+the script reads or writes by name).
 Nothing here looks at a file system: `assemble/commands.py` finds the names in a root.
 """
 
