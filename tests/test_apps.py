@@ -85,6 +85,19 @@ def test_a_shell_script_brings_jq_and_curl(docker: Docker, tmp_path: Path) -> No
     assert "run by /" in why and "report.sh (line 3)" in why, why
 
 
+def test_debian_scripts_run_like_on_the_host(docker: Docker, tmp_path: Path) -> None:
+    """Debian's own shell scripts: zgrep (its grep named in a variable it evals, sed, expr,
+    gzip, mktemp) and zcat (exec gzip)."""
+    data = subprocess.run(["gzip", "-c", "-n"], input=b"alpha\nfoo bar\nbeta foo\n",
+                          capture_output=True, check=True).stdout
+    for program, args in (("/usr/bin/zgrep", ["-n", "foo"]), ("/usr/bin/zcat", [])):
+        host = subprocess.run([program, *args], input=data, capture_output=True, check=True)
+        archive, _ = _pack(tmp_path, program)
+        with docker.loaded(archive) as tag:
+            assert docker.container(tag, *args, input=data) == host.stdout, program
+    assert host.stdout == b"alpha\nfoo bar\nbeta foo\n"
+
+
 def _venv(partial: Path) -> None:
     subprocess.run(["/usr/bin/python3", "-m", "venv", str(partial)], check=True)
     subprocess.run([str(partial / "bin/python3"), "-m", "pip", "install", "-q",

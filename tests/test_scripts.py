@@ -81,9 +81,10 @@ def test_computed_commands_arguments_and_sourced_files() -> None:
 def test_variables_with_literal_values_name_their_programs() -> None:
     found = parse_commands(b"#!/bin/sh\ncase $1 in\n*.gz) unz='gzip -cd' ;;\n"
                            b"*.bz2) unz=bzip2 ;;\nesac\n$unz \"$1\" | ${PAGER:-less}\n"
-                           b"for t in a b; do $t; done\nCMD=$(which x); \"$CMD\"\n")
+                           b"for t in a b; do $t; done\nCMD=$(which x); \"$CMD\"\n"
+                           b"g='${GREP-'\\''grep'\\''}'; eval \"$g x\"\n")  # zgrep's way
     assert [(c.name, c.alternative) for c in found.commands] == [
-        ("gzip", True), ("bzip2", True), ("less", False), ("which", False)]
+        ("gzip", True), ("bzip2", True), ("less", False), ("which", False), ("grep", True)]
     assert [c.text for c in found.computed] == ["$t", '"$CMD"']
 
 

@@ -222,6 +222,11 @@ def _program_word(value: str | None) -> str | None:
     """The program a variable's value runs as an unquoted command word (`grep -E`: grep),
     None when that is not a plain word (holds expansions or quotes, or is empty)."""
     fields = (value or "").split()
+    if fields and fields[0].startswith("${"):  # a value eval'd later: grep='${GREP-grep}'
+        command = next((n for n in _nodes(_parser().parse(fields[0].encode()).root_node)
+                        if n.type == "command"), None)
+        name = command.child_by_field_name("name") if command is not None else None
+        fields = [_default(name) or ""] if name is not None else []
     if not fields or any(c in fields[0] for c in "$`'\"\\=(){}<>|;&*?["):
         return None
     return fields[0]
