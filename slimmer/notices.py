@@ -15,6 +15,11 @@ CODES = {
     "library-unloadable": "an ELF file added from the root cannot be loaded (a library missing)",
     "elf-unreadable": "an ELF file added from the root cannot be read",
     "dlopen-missing": "a library a runtime rule asks for is not in the root",
+    "script-command-missing": "a script or the command line runs a program not in the image's PATH",
+    "script-command-computed": "a script or the command line runs a computed command ($CMD)",
+    "script-unparsed": "lines of a shell script the parser could not read",
+    "app-path-missing": "an Entrypoint/Cmd argument looks like a path but names nothing",
+    "interpreter-unknown": "a script's interpreter has no recipe and no package data",
 }
 
 

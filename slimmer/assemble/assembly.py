@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from slimmer.assemble import baseline, runtime, spec
+from slimmer.assemble import apps, baseline, runtime, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
 from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
@@ -59,12 +59,14 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     being slimmed, whose config is `base`), else from the directory build.root."""
     job = Assembly(image, build, root, base)  # --add files placed first, the resolver
     job.resolve_programs()  # closures; a script's interpreters in its place
+    job.find_commands()  # what scripts and the command line run, the application, virtualenvs
     job.plan_placement()  # a build tree moves under /app
     job.choose_recipes()
     job.add_baseline()
     job.add_host_files()
     job.place_scripts()
     job.place_closures()
+    job.add_application()
     job.apply_recipes(job.recipes[:len(build.recipes)])  # those named by the caller
     job.add_kept_paths()
     job.apply_recipes(job.recipes[len(build.recipes):])  # the built-in ones that match
@@ -101,12 +103,14 @@ class Assembly:
         # The PATH `#!/usr/bin/env NAME` searches: the caller's env over the slimmed image's
         # (recipes are chosen later, from the programs this finds).
         above = [spec.slimmed_layer(base)] if base is not None else []
-        env = spec.env_pairs(spec.merge([spec.defaults(), *above, image.config]).env)
-        self.path_dirs = spec.path_dirs(env)
+        self.entry = spec.merge([spec.defaults(), *above, image.config])  # recipes not yet
+        self.path_dirs = spec.path_dirs(spec.env_pairs(self.entry.env))
         self.tree = FileTree()
         self.warnings: list[Notice] = []
         self.scripts: dict[str, list[str]] = {}
         self.closures: list[Closure] = []
+        self.why: dict[str, str] = {}  # the reason of a program evidence found (apps.py)
+        self.app_paths: list[tuple[str, str]] = []  # kept whole, with their reasons
         self._arch: Arch | None = None
         self.place = Placement(None)
         self.recipes: list[tuple[Recipe, str]] = []
@@ -134,6 +138,18 @@ class Assembly:
         refuse_missing(self.closures, self.where)
         self._arch = one_arch(self.closures)
 
+    def find_commands(self) -> None:
+        """Evidence of the application (apps.py): the programs its shell scripts and command
+        line run, what the command line names and the WorkingDir (slim), the virtualenvs of
+        its interpreters; with a warning where the evidence ends."""
+        argv = apps.entry_argv(self.entry.entrypoint, self.entry.cmd, self.build.programs[0])
+        found = apps.gather(self.root, self.resolver, self.scripts, self.closures, argv,
+                            self.entry.working_dir, self.base is not None, self.path_dirs)
+        self.scripts.update(found.scripts)
+        self.closures += found.closures
+        self.why, self.app_paths = found.why, list(found.paths)
+        self.warnings += found.notices
+
     def plan_placement(self) -> None:
         self.place = Placement.plan(self.closures, relocate=self.relocate,
                                     also=tuple(self.scripts))
@@ -146,6 +162,8 @@ class Assembly:
                                                     for f in r.with_features}
         self.forced = runtime.check_features(with_features, "with")
         self.features = runtime.enabled(self.forced, self.build.without_features)
+        self.warnings += apps.unknown_interpreters(self.root, self.scripts,
+                                                   (p for _, p in self.recipes))
 
     # ---- the tree ----------------------------------------------------------------------------
 
@@ -158,12 +176,30 @@ class Assembly:
     def place_scripts(self) -> None:
         for script, needs in self.scripts.items():
             found = self.root.require_file(script)
-            add_resolved(self.tree, self.root, found.real, found.links, self.place,
-                         f"script, run by {' then '.join(needs)}", self.build.keep_setuid)
+            reason = self.why.get(script, f"script, run by {' then '.join(needs)}")
+            add_resolved(self.tree, self.root, found.real, found.links, self.place, reason,
+                         self.build.keep_setuid)
+            moved = apps.moved_shebang(self.root, found.real, self.place, self.build.keep_setuid)
+            if moved is not None:  # its interpreter moved under /app with it
+                self.tree.remove(self.place.image_path(found.real))
+                self.tree.add(self.place.image_path(found.real), moved, reason)
 
     def place_closures(self) -> None:
         for closure in self.closures:  # the programs' (recipes and rules add theirs later)
-            add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid)
+            add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid,
+                        self.why.get(closure.binary, "program"))
+
+    def add_application(self) -> None:
+        """The paths the application evidence keeps whole (its files, WorkingDir, virtualenvs),
+        with the libraries of the ELF files among them."""
+        for path, reason in self.app_paths:
+            if apps.generated(path):
+                continue
+            added = add_root_path(self.tree, self.root, path, self.place, reason,
+                                  self.build.keep_setuid, apps.generated)
+            self.closures += add_elf_closures(self.tree, self.root, self.resolver,
+                                              apps.loaded_alone(added), self.place,
+                                              self.build.keep_setuid, self.warnings, reason)
 
     def apply_recipes(self, recipes: list[tuple[Recipe, str]]) -> None:
         for recipe, program in recipes:
