@@ -180,6 +180,16 @@ def test_source_behind_a_symlink(tmp_path: Path) -> None:
     assert header(tree.get(f"/app/__pycache__/mod.{TAG}.pyc"))[2] == EPOCH
 
 
+def test_source_in_a_symlink_loop_is_no_source(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    module(app, "mod")
+    (app / "mod.py").unlink()
+    (app / "mod.py").symlink_to("loop.py")
+    (app / "loop.py").symlink_to("mod.py")
+    report = fix_bytecode(tree_of(app), EPOCH)
+    assert (report.orphans, report.fixed) == (1, 0)
+
+
 def test_same_bytes_whatever_the_sources_mtimes(tmp_path: Path) -> None:
     """Two copies compiled at other times give the same image files."""
     module(tmp_path / "one", mtime=SOURCE_MTIME)

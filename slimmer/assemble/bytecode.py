@@ -23,6 +23,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from slimmer.errors import SymlinkLoop
 from slimmer.loader.views import TreeRoot
 from slimmer.tree import File, FileTree
 
@@ -140,7 +141,10 @@ def fix_bytecode(tree: FileTree, epoch: int, original: OriginalMtime = host_mtim
             continue
         if view is None:
             view = TreeRoot(tree)
-        found = view.lookup(source)  # the source may be a symlink inside the image
+        try:
+            found = view.lookup(source)  # the source may be a symlink inside the image
+        except SymlinkLoop:
+            found = None
         source_entry = tree.get(found.real) if found is not None else None
         if not isinstance(source_entry, File):
             counts["orphans"] += 1
