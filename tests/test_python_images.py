@@ -170,6 +170,10 @@ def test_regression_suite_as_in_the_fat_image(docker: Docker, images: dict[str, 
     found = outcomes(python(docker, images[name], "-c", RUNNER, *REGRESSION).stdout)
     counts = Counter(status for status, _ in fat_outcomes.values())
     assert counts["passed"] > 2000, counts
+    failing = sorted(test for test, (status, _) in fat_outcomes.items() if status != "passed"
+                     and status != "skipped")
+    print(f"fat: {dict(counts)}, failing {failing}; "
+          f"{name}: {dict(Counter(s for s, _ in found.values()))}")
     differ = {test: (fat_outcomes.get(test), found.get(test))
               for test in fat_outcomes.keys() | found.keys()
               if fat_outcomes.get(test) != found.get(test)}
