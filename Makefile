@@ -12,11 +12,12 @@ BUILD_DEBS := gcc python3-dev
 # Debian packages: what the tests compile, pack and run (qemu-user-static runs the arm64, armhf
 # and riscv64 images: the tests register its binfmt handlers while they run), the engines they
 # load images into, and what the benchmark compares against.
-TOOLS_DEBS   := make gcc g++ gcc-multilib libc6-dev musl-tools binutils mmdebstrap qemu-user-static
+TOOLS_DEBS   := make gcc g++ gcc-multilib libc6-dev musl-tools binutils mmdebstrap qemu-user-static \
+                bubblewrap strace
 PROGRAM_DEBS := jq curl sqlite3 openssl bc lua5.4 xz-utils gzip coreutils ffmpeg \
                 python3 git perl nginx redis-server tzdata ca-certificates \
                 ruby php-cli php-mbstring imagemagick nodejs postgresql fonts-dejavu-core \
-                units file python3-venv
+                units file python3-venv openjdk-17-jre-headless
 ENGINE_DEBS  := docker.io containerd runc podman skopeo umoci
 # `slimmer push` is tested against a real registry (distribution 2.8) with bcrypt htpasswd.
 REGISTRY_DEBS := docker-registry apache2-utils

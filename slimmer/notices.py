@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slimmer.errors import printable
+from slimmer.errors import LIMIT, printable
+
+__all__ = ["CODES", "LIMIT", "Notice"]
 
 # code -> what it means (docs/messages.md lists the same)
 CODES = {
@@ -14,7 +16,6 @@ CODES = {
     "elf-unreadable": "an ELF file added from the root cannot be read",
     "dlopen-missing": "a library a runtime rule asks for is not in the root",
 }
-LIMIT = 300  # characters of one printed line, past which it is cut
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +28,10 @@ class Notice:
     fix: str = ""
 
     def __str__(self) -> str:
+        """The whole line (the CLI's one print point cuts it: errors.fit)."""
         text = f"{printable(self.path)}: {printable(self.problem)}"
-        return printable(f"{text}; {self.fix}" if self.fix else text, LIMIT)
+        return f"{text}; {printable(self.fix)}" if self.fix else text
 
     def as_json(self) -> dict[str, str]:
-        return {"code": self.code, "path": self.path, "message": str(self), "fix": self.fix}
+        return {"code": self.code, "path": self.path, "problem": self.problem, "fix": self.fix,
+                "message": str(self)}

@@ -72,8 +72,12 @@ def test_missing_libraries_exit_1_naming_all_of_them(cc: Compile, tmp_path: Path
     assert done.returncode == 1
     errors = done.stderr.splitlines()
     assert len(errors) == 2
+    for name in ("libgone1.so.1", "libgone2.so.2"):  # each place searched, once
+        assert f"error: {name} needed by {prog}: not found (searched /opt/nowhere, ld.so.cache, " \
+            "/lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu, /lib, /usr/lib)" in errors
+    verbose = slimmer("deps", "--verbose", str(prog)).stderr.splitlines()  # every path tried
     for name in ("libgone1.so.1", "libgone2.so.2"):
-        line = next(e for e in errors if e.startswith(f"error: {name} needed by {prog}"))
+        line = next(e for e in verbose if e.startswith(f"error: {name} needed by {prog}"))
         assert f"/opt/nowhere/{name}" in line and f"/usr/lib/{name}" in line
         assert "/etc/ld.so.cache" in line
     assert "libgone1.so.1 => NOT FOUND" in done.stdout

@@ -27,7 +27,9 @@ def test_why_follows_the_chain_to_the_program(tmp_path: Path) -> None:
     before = slimmer("why", "/usr/bin/jq", "/lib/x86_64-linux-gnu/libonig.so.5")
     assert before.stdout == done.stdout
     missing = slimmer("why", str(out), "/etc/nothing")
-    assert missing.returncode == 1 and missing.stderr == "error: /etc/nothing: not in the image\n"
+    assert missing.returncode == 1 and missing.stderr == (
+        "error: /etc/nothing: not in the image\n"
+        "hint: pack (or build) with --add SRC:/etc/nothing to add it\n")
 
 
 def test_why_names_rules_and_recipes(tmp_path: Path, cc: Compile) -> None:

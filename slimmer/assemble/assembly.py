@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from slimmer.assemble import baseline, runtime, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
+from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.placing import (
     Placement,
@@ -36,7 +37,7 @@ from slimmer.loader.root import Root, SysRoot
 from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot
 from slimmer.notices import Notice
-from slimmer.tree import File, FileTree, Symlink
+from slimmer.tree import IMPLIED, File, FileTree, Symlink
 
 KEPT = "slim --keep"  # the reason `why`, `inspect` and slimmer.json give a path --keep kept
 
@@ -71,6 +72,7 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     job.add_recipe_dirs()
     job.add_runtime_needs()
     job.add_closures_of_added_files()
+    job.add_probed_paths()  # after every static step: what they bring keeps their reason
     job.add_ld_cache()
     job.add_dpkg_status()
     job.check()
@@ -85,12 +87,14 @@ class Assembly:
         self.image = image
         self.build = build
         self.base = base
+        host_root = build.root if root is None else None  # None: an image being slimmed
         root = SysRoot(build.root) if root is None else root
         self.relocate = isinstance(root, SysRoot) and root.root == "/"
         self.added, self.added_files = _host_files(root, build)
         if build.add:  # the image's own files are searched like the root's (a library --added)
             root = OverlayRoot(self.added, root)
         self.root = root
+        self.where = Where(root, host_root, self.added)  # for the hints of a missing library
         self.options = Options(library_path=build.library_path, hwcaps=build.hwcaps,
                                platform=build.platform)
         self.resolver = Resolver(root, self.options)
@@ -127,7 +131,7 @@ class Assembly:
                         if read_shebang(self.root, p) is not None}
         elf_programs = dict.fromkeys(q for p in programs for q in self.scripts.get(p, [p]))
         self.closures = [self.resolver.closure(p) for p in elf_programs]
-        refuse_missing(self.closures)
+        refuse_missing(self.closures, self.where)
         self._arch = one_arch(self.closures)
 
     def plan_placement(self) -> None:
@@ -176,6 +180,34 @@ class Assembly:
                 self.arch.triplet, self.place, self.build.keep_setuid, self.warnings, KEPT,
                 "--keep"))
 
+    def add_probed_paths(self) -> None:
+        """What the probe touched that no step before brought, with the probe's reason (a
+        directory as a directory only), and the libraries of the ELF files among it. Files
+        the image gets generated (its own ld.so.cache, written next) are not taken."""
+        files: list[str] = []
+        generated = {"/etc/ld.so.cache"} if "ld-cache" in self.features else set()
+        for probed in self.build.probed:
+            found = self.root.lookup(probed.path)
+            image_path = self.place.image_path(probed.path)
+            if found is None or image_path in self.tree or image_path in generated:
+                continue  # (a path a lock names that is gone: the lock check names it)
+            if not found.is_dir:
+                files += add_root_path(self.tree, self.root, probed.path, self.place,
+                                       probed.reason, self.build.keep_setuid)
+                continue
+            for link in found.links:
+                add_parents(self.tree, self.root, link.path, self.place, self.build.keep_setuid)
+                self.tree.add(self.place.image_path(link.path),
+                              Symlink(self.place.link_target(link)), probed.reason)
+            add_parents(self.tree, self.root, found.real, self.place, self.build.keep_setuid)
+            image = self.place.image_path(found.real)
+            if image not in self.tree or self.tree.reasons.get(image) == IMPLIED:
+                self.tree.add(image, self.root.dir_entry(found.real, self.build.keep_setuid),
+                              probed.reason)
+        self.closures += add_elf_closures(self.tree, self.root, self.resolver, files,
+                                          self.place, self.build.keep_setuid, self.warnings,
+                                          "--probe")
+
     def add_accounts(self) -> None:
         """/etc/passwd and /etc/group: root, nonroot, the caller's and the recipes' accounts."""
         self.users, self.groups = baseline.accounts(
@@ -202,7 +234,7 @@ class Assembly:
                                             "--add it, or --without the rule"))
                 continue
             closure = self.resolver.closure(path)
-            refuse_missing([closure])
+            refuse_missing([closure], self.where)
             add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid,
                         reason)
             self.closures.append(_as_library_closure(closure, soname, path))
@@ -225,7 +257,7 @@ class Assembly:
         closures = [resolver.closure(path) for path in self.added_files
                     if view.read_bytes(path, 4) == b"\x7fELF"]
         refuse_other_arches(closures, self.arch)  # before its libraries are missed in this root
-        refuse_missing(closures)
+        refuse_missing(closures, self.where)
         for closure in closures:
             for lib in [closure.interpreter, *closure.libraries]:
                 if lib is None or lib.real in self.tree:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from slimmer.assemble import missing
+from slimmer.assemble.missing import Where
 from slimmer.errors import MissingLibraries, SlimmerError
 from slimmer.loader.arch import Arch
 from slimmer.loader.elf import Versions, parse_versions, read_versions
@@ -24,10 +26,7 @@ def check_tree(tree: FileTree, programs: list[str], options: Options, arch: Arch
               for q in (interpreters(view, p, path_dirs) if read_shebang(view, p) else [p])]
     for program in dict.fromkeys(starts):
         closure = resolver.closure(program)
-        if closure.missing:
-            lines = "; ".join(f"{m.soname} needed by {m.needed_by}: {m.reason}"
-                              for m in closure.missing)
-            raise MissingLibraries(f"the image would not start {program}: {lines}")
+        missing.refuse([closure], None, f"{program}: the image would not start it: ")
         if closure.elf.arch != arch:
             raise SlimmerError(f"{program}: {closure.elf.arch_name} program in a "
                                f"{arch.name} image")
@@ -60,7 +59,7 @@ def check_versions(tree: FileTree, closure: Closure) -> None:
                 problems.append(f"{shown} needs {', '.join(missing)} from {library}, which "
                                 f"does not define {'it' if len(missing) == 1 else 'them'}")
     if problems:
-        raise MissingLibraries(f"the image would not start {closure.binary}: "
+        raise MissingLibraries(f"{closure.binary}: the image would not start it: "
                                + "; ".join(problems))
 
 
@@ -74,13 +73,10 @@ def _versions_of(view: TreeRoot, real: str, shown: str) -> Versions:
     return read_versions(entry.source, shown)
 
 
-def refuse_missing(closures: Iterable[Closure]) -> None:
-    problems = [f"{m.soname} needed by {m.needed_by}: {m.reason} (searched: "
-                f"{'; '.join(m.searched) or 'nothing'})"
-                for c in closures for m in c.missing]
-    if problems:
-        raise MissingLibraries(problems[0] if len(problems) == 1 else
-                               f"{len(problems)} libraries missing: " + " | ".join(problems))
+def refuse_missing(closures: Iterable[Closure], where: Where | None = None) -> None:
+    """Refuse libraries missing from the root: grouped by name, with the fix that fits
+    (missing.py)."""
+    missing.refuse(closures, where)
 
 
 def one_arch(closures: list[Closure]) -> Arch:

@@ -11,6 +11,7 @@ from slimmer.assemble.placing import Add
 from slimmer.assemble.recipe import Group, Recipe, User
 from slimmer.assemble.spec import ImageSpec
 from slimmer.image.model import DEFAULT_EPOCH, RunConfig
+from slimmer.probe.probe import Probed
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,8 @@ class BuildOptions:
     builtin_recipes: bool = True  # apply the built-in recipes that match a program
     # Paths or globs of the root kept although no analysis finds them (slim's --keep)
     keep: tuple[str, ...] = ()
+    # What a probe touched (--probe, or the probe recorded in the --locked lock file)
+    probed: tuple[Probed, ...] = ()
     # Accounts the image gets besides root, nonroot and the recipes' (a slimmed image's User)
     users: tuple[User, ...] = ()
     groups: tuple[Group, ...] = ()

@@ -8,13 +8,21 @@ writes it: the archive (layer, config, manifest, index), and the provenance aske
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from slimmer import outputs
 from slimmer.assemble.assembly import Assembled, assemble
 from slimmer.assemble.bytecode import BytecodeReport, OriginalMtime, fix_bytecode, host_mtime
 from slimmer.assemble.options import BuildOptions, OutputOptions
-from slimmer.assemble.provenance import Input, check_lock, inputs, lock_text, spdx, write_atomically
+from slimmer.assemble.provenance import (
+    Input,
+    check_lock,
+    inputs,
+    lock_text,
+    probed_in_lock,
+    spdx,
+    write_atomically,
+)
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import FileProblem
 from slimmer.fileio import read_small_file
@@ -49,6 +57,11 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
     written_files = output_names(build, output)
     outputs.refuse_overlap(written_files, input_names(build, root))
     ref = parse_reference(output.tag or _default_tag(build.programs[0]))
+    lock = None
+    if build.locked:
+        lock = read_small_file(build.locked, "lock file").decode("utf-8", "replace")
+        if not build.probed:  # what the probe touched when the lock was made
+            build = replace(build, probed=probed_in_lock(lock, build.locked))
     built = assemble(image, build, root, base)
     tree = built.tree
     outputs.refuse_overlap(written_files, [("file read into the image", e.source)
@@ -57,16 +70,15 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
     bytecode = fix_bytecode(tree, build.epoch, original)
     wants_inputs = build.lock or build.locked or build.sbom
     items = inputs(tree, built.dpkg) if wants_inputs else []
-    if build.locked:
-        raw = read_small_file(build.locked, "lock file")
-        check_lock(raw.decode("utf-8", "replace"), items, build.locked)
-    written = _write(built, ref, image, build, output.path, progress)
+    if build.locked and lock is not None:
+        check_lock(lock, items, build.locked)
+    written = _write(built, ref, image, build, output.path, progress, base is not None)
     _write_provenance(items, ref, build)
     return PackResult(written, len(tree), tree.content_size(), tree, built.warnings, bytecode)
 
 
 def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptions, path: str,
-           progress: Progress | None) -> ImageResult:
+           progress: Progress | None, slimmed: bool) -> ImageResult:
     """The layer (in a scratch file beside the output) and the archive."""
     target = outputs.target(path)
     scratch = None if target.stream else os.path.dirname(target.path)  # not /dev
@@ -75,7 +87,8 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
         try:
             return write_image(path, layer, built.platform, built.config, ref, build.epoch,
                                f"slimmer {VERSION}", image.annotations,
-                               contents_json(built.tree))
+                               contents_json(built.tree, "slim" if slimmed else "pack",
+                                             built.warnings))
         finally:
             layer.close()
     except OSError as exc:
@@ -84,21 +97,24 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
 
 def _write_provenance(items: list[Input], ref: Reference, build: BuildOptions) -> None:
     if build.lock:
-        write_atomically(build.lock, lock_text(items).encode())
+        write_atomically(build.lock, lock_text(items, build.probed).encode())
     if build.sbom:
         write_atomically(build.sbom, spdx(items, ref.short, rfc3339(build.epoch),
                                           f"slimmer-{VERSION}"))
 
 
-def contents_json(tree: FileTree) -> bytes:
-    """Why each entry is in the image, and what brought it in: slimmer.json of the archive."""
+def contents_json(tree: FileTree, made_by: str = "pack",
+                  warnings: tuple[Notice, ...] = ()) -> bytes:
+    """Why each entry is in the image, and what brought it in: slimmer.json of the archive;
+    with the command that made it and the warnings it gave (`why` shows them)."""
     files = []
     for path, _entry in tree.items():
         item: dict[str, object] = {"path": path, "reason": tree.reasons.get(path, "")}
         if path in tree.parents:
             item["parent"] = tree.parents[path]
         files.append(item)
-    return canonical_json({"slimmer": 1, "files": files})
+    return canonical_json({"slimmer": 1, "made_by": made_by, "files": files,
+                           "warnings": [w.as_json() for w in warnings]})
 
 
 def output_names(build: BuildOptions, output: OutputOptions) -> list[outputs.Named]:

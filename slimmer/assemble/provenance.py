@@ -12,10 +12,11 @@ import json
 import re
 from dataclasses import dataclass
 
-from slimmer.errors import SlimmerError
+from slimmer.errors import SlimmerError, printable
 from slimmer.loader.root import Root
 from slimmer.outputs import write_file
 from slimmer.paths import normalize
+from slimmer.probe.probe import Probed
 from slimmer.tree import File, FileTree, file_digests
 
 STATUS_DIR = "/var/lib/dpkg/status.d"
@@ -156,19 +157,39 @@ def add_dpkg_status(tree: FileTree, dpkg: Dpkg) -> None:
 LOCK_HEADER = "# slimmer lock 1: path, sha256, size, Debian package and version\n"
 
 
-def lock_text(items: list[Input]) -> str:
+PROBE_RECORD = "probe"  # a lock line `probe<TAB>PATH<TAB>REASON`: what --probe touched
+
+
+def lock_text(items: list[Input], probed: tuple[Probed, ...] = ()) -> str:
+    """Every input file, then what a probe touched (so that --locked builds the same image
+    without running anything)."""
     lines = [LOCK_HEADER]
     for item in sorted(items, key=lambda i: i.path):
         owner = f"{item.package.name} {item.package.version}" if item.package else "-"
         lines.append(f"{item.path}\tsha256:{item.sha256}\t{item.size}\t{owner}\n")
+    for found in probed:
+        lines.append(f"{PROBE_RECORD}\t{found.path}\t{found.reason}\n")
     return "".join(lines)
+
+
+def probed_in_lock(text: str, name: str) -> tuple[Probed, ...]:
+    """The probe's records of a lock file."""
+    out = []
+    for line in text.splitlines()[1:]:
+        if line.startswith(PROBE_RECORD + "\t"):
+            fields = line.split("\t")
+            if len(fields) != 3 or not fields[1].startswith("/"):
+                raise SlimmerError(f"{name}: a bad probe record: {printable(line, 80)}")
+            out.append(Probed(fields[1], fields[2]))
+    return tuple(out)
 
 
 def check_lock(text: str, items: list[Input], name: str) -> None:
     """Refuse when the inputs are no longer what the lock file says, naming each change."""
     if not text.startswith(LOCK_HEADER):
         raise SlimmerError(f"{name}: not a slimmer lock file")
-    want = {line.split("\t", 1)[0]: line for line in text.splitlines()[1:] if line}
+    want = {line.split("\t", 1)[0]: line for line in text.splitlines()[1:]
+            if line and not line.startswith(PROBE_RECORD + "\t")}
     have = {line.split("\t", 1)[0]: line for line in lock_text(items).splitlines()[1:] if line}
     changes = [f"added {p}" for p in sorted(set(have) - set(want))]
     changes += [f"removed {p}" for p in sorted(set(want) - set(have))]

@@ -64,9 +64,11 @@ def run_again(python: str, words: Sequence[str], cwd: str, environ: Mapping[str,
 
 def _failure(code: int, stderr: str) -> SlimmerError:
     lines = stderr.splitlines()
-    message = next((line[7:] for line in reversed(lines) if line.startswith("error: ")), None)
-    hint = next((line[6:] for line in reversed(lines) if line.startswith("hint: ")), None)
-    if message is None:
+    at = next((i for i in reversed(range(len(lines))) if lines[i].startswith("error: ")), None)
+    if at is None:
         last = lines[-1] if lines else "no message"
         return SlimmerError(f"the second build failed with exit status {code}: {last}")
-    return SlimmerError(message, hint)
+    after = lines[at + 1:]  # the error's details, then its hints (cli.fail prints them so)
+    return SlimmerError(lines[at][7:],
+                        details=[line[2:] for line in after if line.startswith("  ")],
+                        hints=[line[6:] for line in after if line.startswith("hint: ")])

@@ -17,6 +17,7 @@ from slimmer.assemble import spec
 from slimmer.assemble.bytecode import OriginalMtime, host_mtime
 from slimmer.assemble.options import BuildOptions, OutputOptions
 from slimmer.assemble.pack import PackResult, input_names, output_names, pack
+from slimmer.assemble.probing import Probe, ProbeOptions, probe_image, probe_report
 from slimmer.assemble.recipe import Group, User
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import SlimmerError
@@ -36,6 +37,7 @@ class SlimResult:
     program: str
     files_before: int
     bytes_before: int
+    probe: Probe | None = None
 
     def report(self) -> dict[str, Any]:
         return {
@@ -46,11 +48,13 @@ class SlimResult:
                       "bytes": self.packed.content_bytes},
             "image_id": self.packed.image.config_digest,
             "warnings": [w.as_json() for w in self.packed.warnings],
+            **({"probe": probe_report(self.probe, self.packed.tree)} if self.probe else {}),
         }
 
 
 def slim(source: str, image: ImageSpec, build: BuildOptions, output: OutputOptions,
-         which: str | None = None, progress: Progress | None = None) -> SlimResult:
+         which: str | None = None, progress: Progress | None = None,
+         probe: ProbeOptions | None = None) -> SlimResult:
     """Slim the image at `source` (`which` of an archive holding several). `image` and `build`
     say what differs from the input: its config is a layer of the merge (spec.py) below
     `image`; build.programs is found from it, its User's account added."""
@@ -60,10 +64,15 @@ def slim(source: str, image: ImageSpec, build: BuildOptions, output: OutputOptio
         base = fat.source.spec.config if fat.source.spec is not None else RunConfig()
         program, build = _build(fat, base, image.config, build)
         tag = output.tag or _tag(fat.source.reference)
+        probed = None
+        if probe is not None:  # the image's own command line, once, in a sandbox
+            merged = spec.merge([spec.defaults(), spec.slimmed_layer(base), image.config])
+            probed = probe_image(fat, merged, build.users, probe)
+            build = replace(build, probed=probed.kept)
         packed = pack(image, build, replace(output, tag=tag), progress, fat.root, base,
                       _image_mtime(fat))
         return SlimResult(packed, fat.source.reference, program, fat.file_count(),
-                          fat.content_size())
+                          fat.content_size(), probed)
 
 
 def _image_mtime(image: Image) -> OriginalMtime:
@@ -101,14 +110,16 @@ def _find(image: Image, name: str, env: tuple[str, ...]) -> str:
     if "/" in name:
         path = normalize(name if name.startswith("/") else "/" + name)
         if image.root.lookup(path) is None:
-            raise SlimmerError(f"entry program {name} is not in the image")
+            raise SlimmerError(f"{name}: the entry program is not in the image",
+                               "say what runs with --entrypoint")
         return path
     directories = spec.path_dirs(spec.env_pairs(env))  # the PATH the assembly uses too
     found = find_in_path(image.root, name, directories)
     if found is not None:
         return found
-    raise SlimmerError(f"entry program {name} not found in the image's PATH "
-                       f"({':'.join(directories)})")
+    raise SlimmerError(f"{name}: the entry program is not in the image's PATH "
+                       f"({':'.join(directories)})", "say what runs with --entrypoint",
+                       code="program-not-found")
 
 
 def _accounts(image: Image, user: str) -> tuple[tuple[User, ...], tuple[Group, ...]]:

@@ -9,20 +9,20 @@ import tarfile
 from slimmer.assemble.assembly import assemble
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.spec import ImageSpec
-from slimmer.image.explain import read_image
-from slimmer.loader.programs import program_path
+from slimmer.image.explain import ImageView, read_image
+from slimmer.loader.programs import find_program
 from slimmer.loader.root import SysRoot
-from slimmer.tree import FileTree
 
 
 def image_or_program(target: str, cwd: str, root: str = "/",
-                     library_path: tuple[str, ...] = ()) -> FileTree:
-    """The file tree of `target`: an archive or a layout directory (relative to `cwd`) as its
+                     library_path: tuple[str, ...] = ()) -> ImageView:
+    """The files of `target`: an archive or a layout directory (relative to `cwd`) as its
     layers merge, else a program of `root` (relative to `cwd` on the host root, or looked up in
-    the default PATH) as `pack` would place it with its closure."""
+    the default PATH) as `pack` would place it with its closure (and warn)."""
     host = os.path.join(cwd, target)
     if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
-        return read_image(host).tree
-    program = program_path(SysRoot(root), target, cwd)
+        return read_image(host)
+    program = find_program(SysRoot(root), target, cwd)
     build = BuildOptions(programs=(program,), root=root, library_path=library_path)
-    return assemble(ImageSpec(), build).tree
+    built = assemble(ImageSpec(), build)
+    return ImageView(built.tree, True, "pack", built.warnings)

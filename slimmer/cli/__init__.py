@@ -2,7 +2,8 @@
 
 This package is the only place that reads the environment or the process state (argv, cwd, the
 terminal). `main` is the one place that catches SlimmerError, prints it as one `error:` line
-(and `hint:`), and turns it into exit status 1 (with the traceback under --debug). The commands
+(its details and `hint:` lines under it, each cut to 300 characters unless --verbose), and turns
+it into exit status 1 (with the traceback under --debug). The commands
 live in one module per family: deps.py, build.py (pack, build, slim), images.py (verify, index,
 diff, why, inspect), push.py; the options they share in options.py.
 
@@ -66,11 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import traceback  # only here: it costs start-up time
 
             traceback.print_exc()
-        from slimmer.errors import printable  # names from images: no fake lines
-
-        print(f"error: {printable(exc.message)}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {printable(exc.hint)}", file=sys.stderr)
+        fail(exc, verbose(args), getattr(args, "report", "text") == "json")
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -82,6 +79,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def verbose(args: argparse.Namespace) -> bool:
+    """--verbose or --debug: every line whole, every list in full."""
+    return bool(getattr(args, "verbose", False) or args.debug)
+
+
+def fail(exc: SlimmerError, verbose: bool, report_json: bool) -> None:
+    """The one place a failure is printed: `error: ` line, details, `hint: ` lines on stderr,
+    each cut to errors.LIMIT characters unless `verbose` (and the same words as one JSON object
+    on stdout under --report json)."""
+    from slimmer.errors import fit  # names from images: no fake lines
+
+    if report_json:
+        import json
+
+        print(json.dumps({"error": exc.as_json(verbose)}))
+    for line in exc.lines(verbose):
+        print(fit(line, verbose), file=sys.stderr)
 
 
 def run() -> None:

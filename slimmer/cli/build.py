@@ -17,6 +17,7 @@ from slimmer.cli.options import (
     hwcaps,
     image_options,
     pairs,
+    probe_args,
     source_date_epoch,
     split_paths,
     words,
@@ -24,15 +25,17 @@ from slimmer.cli.options import (
 from slimmer.cli.push import check_push, push_written
 from slimmer.cli.shared import check_reproducible, progress, rebuild, summary_stream
 from slimmer.errors import SlimmerError
-from slimmer.loader.programs import program_path
+from slimmer.loader.programs import find_program
 from slimmer.loader.root import SysRoot
 
 if TYPE_CHECKING:
     from slimmer.assemble.options import BuildOptions, OutputOptions
     from slimmer.assemble.pack import PackResult
+    from slimmer.assemble.probing import Probe
     from slimmer.assemble.recipe import Recipe
     from slimmer.assemble.slim import SlimResult
     from slimmer.assemble.spec import ImageSpec
+    from slimmer.tree import FileTree
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,8 +70,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sl.add_argument("--image", metavar="REF", help="which image of an archive holding several")
     sl.add_argument("--keep", action="append", default=[], metavar="PATH_OR_GLOB",
                     help="also keep this path of the image (repeatable)")
-    sl.add_argument("--report", choices=("text", "json"), default="text",
-                    help="json: a report for machines instead of the summary")
+    sl.add_argument("--probe", action="store_true",
+                    help="run the image's Entrypoint and Cmd once in a sandbox (bubblewrap + "
+                         "strace) and keep every file it touched (with --lock, recorded so "
+                         "that --locked builds the same image without running anything)")
     image_options(sl)
     command(sl, cmd_slim)
 
@@ -98,13 +103,42 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     sysroot = SysRoot(args.root)
     cwd = os.getcwd()
     image, build, output = _pack_options(
-        args, tuple(program_path(sysroot, b, cwd) for b in binaries), recipes, tag)
-    result = pack(image, build, output, progress())
-    _print_result(result, summary_stream(output.path))
+        args, tuple(find_program(sysroot, b, cwd) for b in binaries), recipes, tag)
+    options = probe_args(args, False)
+    probe = None
+    if options is not None:
+        from dataclasses import replace
+
+        from slimmer.assemble.probing import probe_report, probe_root
+
+        probe = probe_root(sysroot, args.root, build.programs[0], image.config, build.users,
+                           options)
+        build = replace(build, probed=probe.kept)
+    result = pack(image, build, output, None if args.report == "json" else progress())
+    if probe is not None:
+        _print_probe(args, probe, result.tree)
+    if args.report == "json":
+        report = pack_report(result)
+        if probe is not None:
+            report["probe"] = probe_report(probe, result.tree)
+        _print_json(report, summary_stream(output.path))
+    else:
+        _print_result(args, result, summary_stream(output.path))
     if args.check_reproducible:
-        check_reproducible(output.path, rebuild(args))
-    push_written(args, output.path)
+        check_reproducible(output.path, rebuild(args),
+                           sys.stderr if args.report == "json" else None)
+    push_written(args, output.path, sys.stderr if args.report == "json" else sys.stdout)
     return 0
+
+
+def pack_report(result: PackResult) -> dict[str, object]:
+    """pack's and build's --report json: what was written, and the warnings (as slim's)."""
+    image = result.image
+    return {"output": image.path, "tag": image.reference.short,
+            "files": result.tree.file_count(), "bytes": result.content_bytes,
+            "archive_bytes": image.archive_size, "image_id": image.config_digest,
+            "manifest": image.manifest_digest,
+            "warnings": [w.as_json() for w in result.warnings]}
 
 
 def cmd_slim(args: argparse.Namespace) -> int:
@@ -116,12 +150,15 @@ def cmd_slim(args: argparse.Namespace) -> int:
     image, build, output = _pack_options(args, (), (), args.tag)
     build = replace(build, keep=tuple(args.keep))
     result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
-                  progress())
+                  None if args.report == "json" else progress(), probe_args(args, args.probe))
+    if result.probe is not None:
+        _print_probe(args, result.probe, result.packed.tree)
     if args.check_reproducible:
-        check_reproducible(output.path, rebuild(args))
+        check_reproducible(output.path, rebuild(args),
+                           sys.stderr if args.report == "json" else None)
     report = result.report()
     if args.report == "json":
-        print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
+        _print_json(report, summary_stream(output.path))
     else:
         _print_slimmed(args, result, summary_stream(output.path))
     # A JSON report owns stdout: what was pushed goes to stderr then.
@@ -129,9 +166,24 @@ def cmd_slim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_probe(args: argparse.Namespace, probe: Probe, tree: FileTree) -> None:
+    from slimmer.assemble.probing import summary
+    from slimmer.cli import verbose
+    from slimmer.errors import fit
+
+    for line in summary(probe, tree):
+        print(fit(line, verbose(args)), file=sys.stderr)
+
+
+def _print_json(report: object, out: TextIO) -> None:
+    """A --report json document: on stdout (stderr when the archive went there), indented
+    on a terminal."""
+    print(json.dumps(report, indent=2 if out.isatty() else None), file=out)
+
+
 def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) -> None:
     report = result.report()
-    _print_result(result.packed, out)
+    _print_result(args, result.packed, out)
     before, after = report["before"], report["after"]
     share = after["bytes"] / before["bytes"] if before["bytes"] else 0.0
     print(f"slimmed {result.reference or args.input} (entry {result.program}): "
@@ -139,9 +191,12 @@ def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) ->
           f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
 
 
-def _print_result(result: PackResult, out: TextIO) -> None:
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+def _print_result(args: argparse.Namespace, result: PackResult, out: TextIO) -> None:
+    from slimmer.cli import verbose
+    from slimmer.errors import fit
+
+    for warning in result.warnings:  # cut at the one length every message keeps
+        print(fit(f"warning: {warning}", verbose(args)), file=sys.stderr)
     image = result.image
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "

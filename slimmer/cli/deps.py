@@ -12,8 +12,8 @@ import os
 import sys
 
 from slimmer.cli.options import command, cpu_options, hwcaps, root_options, split_paths
-from slimmer.errors import SlimmerError
-from slimmer.loader.programs import program_path
+from slimmer.errors import SlimmerError, fit
+from slimmer.loader.programs import find_program
 from slimmer.loader.report import (
     closures_json,
     closures_json_text,
@@ -50,7 +50,8 @@ def cmd_deps(args: argparse.Namespace) -> int:
         platform=args.platform,
     )
     resolver = Resolver(sysroot, options)
-    closures: list[Closure] = [resolver.closure(program_path(sysroot, b, cwd))
+    verbose = bool(args.verbose or args.debug)
+    closures: list[Closure] = [resolver.closure(find_program(sysroot, b, cwd))
                                for b in args.binaries]
     if args.json:
         if sys.stdout.isatty():
@@ -63,11 +64,11 @@ def cmd_deps(args: argparse.Namespace) -> int:
         for closure in closures:
             print("\n".join(tree(closure)))
             for warning in closure.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-    problem = missing_message(closures)
+                print(fit(f"warning: {warning}", verbose), file=sys.stderr)
+    problem = missing_message(closures, verbose)
     if problem:
         sys.stdout.flush()
         for line in problem.splitlines():
-            print(f"error: {line}", file=sys.stderr)
+            print(fit(f"error: {line}", verbose), file=sys.stderr)
         return 1
     return 0

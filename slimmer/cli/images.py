@@ -20,10 +20,10 @@ from slimmer.cli.options import (
 )
 from slimmer.cli.push import check_push, push_written
 from slimmer.cli.shared import check_reproducible, rebuild, summary_stream
-from slimmer.errors import SlimmerError, printable
+from slimmer.errors import SlimmerError, fit
 
 if TYPE_CHECKING:
-    from slimmer.tree import FileTree
+    from slimmer.image.explain import ImageView
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -86,10 +86,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from slimmer.image.verify import verify
 
     found = verify(os.path.join(os.getcwd(), args.archive))
+    from slimmer.cli import verbose
+
     for problem in found.problems:
-        print(f"problem: {printable(problem)}")
+        print(fit(f"problem: {problem}", verbose(args)))
     for note in found.notes:
-        print(f"note: {printable(note)}")
+        print(fit(f"note: {note}", verbose(args)))
     if found.ok:
         print(f"ok: {args.archive}: {found.checked} blobs and {found.layers} layers checked; "
               "digests, sizes, diff_ids and manifests agree")
@@ -144,7 +146,7 @@ def cmd_why(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from slimmer.image.explain import format_inventory, inventory
 
-    doc = inventory(_target(args))
+    doc = inventory(_target(args).tree)
     if args.json:
         print(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
     else:
@@ -152,7 +154,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _target(args: argparse.Namespace) -> FileTree:
+def _target(args: argparse.Namespace) -> ImageView:
     from slimmer.assemble.target import image_or_program
 
     cwd = os.getcwd()

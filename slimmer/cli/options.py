@@ -11,8 +11,12 @@ import argparse
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from slimmer.errors import SlimmerError
+
+if TYPE_CHECKING:
+    from slimmer.assemble.probing import ProbeOptions
 
 Run = Callable[[argparse.Namespace], int]
 
@@ -24,10 +28,15 @@ def command(p: argparse.ArgumentParser, run: Run) -> None:
 
 
 def debug_option(p: argparse.ArgumentParser, top: bool = False) -> None:
-    """--debug, before or after the command: the top level gives the default, a command's own
-    leaves it alone when absent (SUPPRESS) so `slimmer --debug deps ...` keeps it."""
-    p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
-                   help="show tracebacks on errors")
+    """--debug and --verbose, before or after the command: the top level gives the default, a
+    command's own leaves it alone when absent (SUPPRESS) so `slimmer --debug deps ...` keeps
+    it."""
+    default = False if top else argparse.SUPPRESS
+    p.add_argument("--debug", action="store_true", default=default,
+                   help="show tracebacks on errors (and what --verbose shows)")
+    p.add_argument("--verbose", action="store_true", default=default,
+                   help="print messages whole (else each line is cut at 300 characters) and "
+                        "every missing library with its full search")
 
 
 def root_options(p: argparse.ArgumentParser) -> None:
@@ -97,9 +106,25 @@ def image_options(p: argparse.ArgumentParser) -> None:
                    "longer match this lock file, naming what changed")
     check_reproducible_option(p, "build a second time (other directory, umask, time zone) and "
                                  "fail with the differences if the bytes are not the same")
+    p.add_argument("--report", choices=("text", "json"), default="text",
+                   help="json: a report for machines on stdout instead of the summary (files, "
+                        "bytes, image id, warnings; or the error)")
     p.add_argument("--no-recipes", action="store_true",
                    help="do not apply the built-in recipes that match the programs")
+    probe_options(p)
     push_options(p)
+
+
+def probe_options(p: argparse.ArgumentParser) -> None:
+    """--probe-args, --probe-stdin, --probe-timeout (slim adds --probe): run the workload once
+    in a sandbox (bubblewrap + strace) and keep what it touched (README, "--probe")."""
+    p.add_argument("--probe-args", action="append", default=[], metavar="ARGS",
+                   help="probe: run the program (slim: the Entrypoint) with these arguments "
+                        "(words or a JSON array; repeatable: one run each)")
+    p.add_argument("--probe-stdin", metavar="FILE", help="probe: the workload's standard input")
+    p.add_argument("--probe-timeout", type=_seconds, default=30.0, metavar="SECONDS",
+                   help="probe: stop each run after this long (default 30; a server is "
+                        "probed until then)")
 
 
 def push_options(p: argparse.ArgumentParser) -> None:
@@ -159,6 +184,19 @@ def pairs(values: Sequence[str], option: str) -> dict[str, str]:
             raise SlimmerError(f"{option} {value}: expected KEY=VALUE")
         out[key] = val
     return out
+
+
+def probe_args(args: argparse.Namespace, always: bool) -> ProbeOptions | None:
+    """The probe asked for (`always`: --probe given), or None."""
+    if not (always or args.probe_args):
+        return None
+    from slimmer.assemble.probing import ProbeOptions
+
+    cwd = os.getcwd()
+    return ProbeOptions(
+        tuple(words(a, "--probe-args") or () for a in args.probe_args),
+        os.path.join(cwd, args.probe_stdin) if args.probe_stdin else None,
+        args.probe_timeout, os.environ.get("PATH", os.defpath))
 
 
 def words(value: str | None, option: str) -> tuple[str, ...] | None:

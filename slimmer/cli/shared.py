@@ -16,7 +16,8 @@ Progress = Callable[[int, int], None]
 
 # Not passed to the second build: it writes elsewhere, checks nothing, pushes nowhere.
 _NOT_AGAIN = frozenset({"output", "check_reproducible", "push", "insecure", "timeout",
-                        "send_credentials_to_realm", "debug", "help"})
+                        "send_credentials_to_realm", "debug", "verbose", "report",
+                        "help"})
 
 
 def summary_stream(output: str) -> TextIO:
@@ -71,15 +72,16 @@ def command_line_again(args: argparse.Namespace, output: str) -> list[str]:
     return [*words, f"--output={output}", "--", *positionals]
 
 
-def check_reproducible(output: str, build: Callable[[str, bool], object]) -> None:
+def check_reproducible(output: str, build: Callable[[str, bool], object],
+                       out: TextIO | None = None) -> None:
     """Build again (`build(path, elsewhere)`), and fail with the differences if the bytes are
-    not the same."""
+    not the same. The verdict goes to `out` (stdout; stderr when a JSON report owns stdout)."""
     from slimmer.assemble.reproduce import compare_with_second_build
 
     found = compare_with_second_build(output, build)
     if not found.differences:
         print("reproducible: a second build (other directory, umask 077, TZ "
-              "Pacific/Kiritimati) gave the same bytes")
+              "Pacific/Kiritimati) gave the same bytes", file=out or sys.stdout)
         return
     for line in found.differences:
         print(f"  {line}", file=sys.stderr)

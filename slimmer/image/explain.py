@@ -7,12 +7,14 @@ also works on archives other tools made (their reasons are unknown).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import SlimmerError, printable
 from slimmer.image.merged import open_image
 from slimmer.loader.views import TreeRoot
+from slimmer.notices import Notice
 from slimmer.paths import normalize
 from slimmer.tree import File, FileTree, Symlink
 
@@ -23,6 +25,8 @@ class ImageView:
 
     tree: FileTree  # entries as in the layers (file contents not kept, sizes are)
     known: bool  # slimmer.json was there
+    made_by: str = ""  # "pack" or "slim" (slimmer.json), "" when unknown
+    warnings: tuple[Notice, ...] = ()  # what the build warned about
 
 
 def read_image(archive: str) -> ImageView:
@@ -30,10 +34,11 @@ def read_image(archive: str) -> ImageView:
     with open_image(archive, contents=True) as image:
         tree = image.tree  # the entries stay; the spilled contents are not needed here
         contents = image.contents
-    if contents is not None:
-        tree.reasons.update(contents.reasons)
-        tree.parents.update(contents.parents)
-    return ImageView(tree, contents is not None)
+    if contents is None:
+        return ImageView(tree, False)
+    tree.reasons.update(contents.reasons)
+    tree.parents.update(contents.parents)
+    return ImageView(tree, True, contents.made_by, contents.warnings)
 
 
 # ---- why -----------------------------------------------------------------------------------
@@ -47,9 +52,11 @@ class Step:
     reason: str
 
 
-def why(tree: FileTree, path: str) -> list[Step]:
+def why(image: ImageView, path: str) -> list[Step]:
     """The chain that put `path` in the image: its reason, then its parent's, up to a program,
-    a rule or a recipe."""
+    a rule or a recipe. A path not in the image is refused with what would bring it and the
+    build's warnings about it."""
+    tree = image.tree
     view = TreeRoot(tree)
     steps: list[Step] = []
     seen: set[str] = set()
@@ -59,13 +66,25 @@ def why(tree: FileTree, path: str) -> list[Step]:
         found = view.lookup(current)
         if found is None:
             if not steps:
-                raise SlimmerError(f"{path}: not in the image")
+                raise _not_in(image, path)
             break
         reason = tree.reasons.get(found.real, "") or "(no reason recorded)"
         links = tuple(f"{link.path} -> {link.target}" for link in found.links)
         steps.append(Step(current, found.real, links, reason))
         current = tree.parents.get(found.real)
     return steps
+
+
+def _not_in(image: ImageView, path: str) -> SlimmerError:
+    """`PATH: not in the image`, the build's warnings about it, and the option that brings it
+    for the command that made the image."""
+    wanted = normalize(path)
+    about = [w for w in image.warnings
+             if w.path in (wanted, os.path.basename(wanted)) or wanted.startswith(w.path + "/")]
+    hint = {"slim": f"slim with --keep {wanted} to keep it",
+            "pack": f"pack (or build) with --add SRC:{wanted} to add it"}.get(image.made_by)
+    return SlimmerError(f"{path}: not in the image", hint, code="not-in-image",
+                        details=[f"the build warned: {w}" for w in about])
 
 
 def format_why(steps: list[Step]) -> list[str]:

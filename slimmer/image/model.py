@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from slimmer.errors import SlimmerError
+from slimmer.notices import Notice
 
 if TYPE_CHECKING:
     from slimmer.outputs import Sink
@@ -460,10 +461,14 @@ def parse_config(value: object, at: At) -> ImageConfig:
 
 @dataclass(frozen=True, slots=True)
 class Contents:
-    """slimmer.json: why each path is in the image, and the path that brought it in."""
+    """slimmer.json: why each path is in the image, and the path that brought it in; which
+    command made it (pack or slim: `why` says what would bring a path) and the warnings the
+    build gave."""
 
     reasons: Mapping[str, str]
     parents: Mapping[str, str]
+    made_by: str = ""  # "pack", "slim"; "" in archives written before it was recorded
+    warnings: tuple[Notice, ...] = ()
 
 
 def parse_contents(value: object, at: At) -> Contents:
@@ -477,4 +482,11 @@ def parse_contents(value: object, at: At) -> Contents:
         reasons[path] = _str(entry.get("reason"), here / "reason")
         if "parent" in entry:
             parents[path] = _str(entry["parent"], here / "parent")
-    return Contents(reasons, parents)
+    made_by = _opt_str(doc, "made_by", at)
+    warnings = []
+    for i, item in enumerate(_list(doc.get("warnings", []), at / "warnings")):
+        here = at / "warnings" / i
+        entry = _obj(item, here)
+        warnings.append(Notice(*(_str(entry.get(key, ""), here / key)
+                                 for key in ("code", "path", "problem", "fix"))))
+    return Contents(reasons, parents, made_by, tuple(warnings))

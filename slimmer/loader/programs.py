@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+from slimmer.errors import FileProblem
 from slimmer.loader.root import Root, SysRoot
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -46,3 +47,16 @@ def program_path(root: SysRoot, given: str, cwd: str, path: str = DEFAULT_PATH) 
     if found is not None:
         return found
     return "/" + given if root.root != "/" else os.path.join(cwd, given)
+
+
+def find_program(root: SysRoot, given: str, cwd: str, path: str = DEFAULT_PATH) -> str:
+    """`program_path`, refusing a bare name found nowhere with both places it looked: the
+    current directory (on the host root) and PATH."""
+    found = program_path(root, given, cwd, path)
+    if "/" in given or root.lookup(found) is not None:
+        return found
+    if root.root == "/":
+        raise FileProblem(f"{given}: not in the current directory, nor in PATH ({path})",
+                          code="program-not-found")
+    raise FileProblem(f"{given}: not in PATH ({path}) inside the root {root.root}",
+                      code="program-not-found")

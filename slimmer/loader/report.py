@@ -121,11 +121,33 @@ def tree(closure: Closure) -> list[str]:
     return lines
 
 
-def missing_message(closures: Iterable[Closure]) -> str | None:
-    """One line per missing library, with who needs it and every place searched."""
+def missing_message(closures: Iterable[Closure], verbose: bool = False) -> str | None:
+    """One line per missing library, with who needs it and every place searched: each
+    directory once (`verbose`: every path tried, with why it was skipped)."""
     lines = []
     for closure in closures:
         for m in closure.missing:
-            where = "; ".join(m.searched) if m.searched else "nowhere to search"
-            lines.append(f"{m.soname} needed by {m.needed_by}: {m.reason} (searched: {where})")
+            lines.append(missing_line(m) if verbose else
+                         f"{m.soname} needed by {m.needed_by}: {m.reason} "
+                         f"(searched {', '.join(searched_places(m)) or 'nowhere'})")
     return "\n".join(lines) if lines else None
+
+
+def missing_line(m: Missing) -> str:
+    """A missing library with every path the loader would try (what --verbose shows)."""
+    where = "; ".join(m.searched) if m.searched else "nowhere to search"
+    return f"{m.soname} needed by {m.needed_by}: {m.reason} (searched: {where})"
+
+
+def searched_places(m: Missing) -> list[str]:
+    """Where a library was looked for, each place once: the directories of the paths tried
+    (/usr/lib/libfoo.so -> /usr/lib), `ld.so.cache`, and why a candidate was skipped."""
+    places: dict[str, None] = {}
+    for entry in m.searched:
+        path, sep, note = entry.partition(" (")
+        if path == "/etc/ld.so.cache":
+            path, sep = "ld.so.cache", ""
+        elif path != m.soname and path.endswith("/" + m.soname):
+            path = path[:-len(m.soname) - 1] or "/"
+        places.setdefault(f"{path} ({note}" if sep else path, None)
+    return list(places)

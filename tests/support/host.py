@@ -44,6 +44,20 @@ def need_tool(name: str) -> str:
     return path
 
 
+JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"  # Debian 12's openjdk-17-jre-headless
+
+
+def need_java() -> str:
+    """Debian 12's JDK 17 (openjdk-17-jre-headless): the program of issue 18's example."""
+    java = need_tool("java")
+    if not os.path.isfile(f"{JAVA_HOME}/lib/server/libjvm.so"):
+        message = f"{JAVA_HOME} is not installed (openjdk-17-jre-headless)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return java
+
+
 @dataclass(frozen=True, slots=True)
 class Host:
     distro: tuple[str, str]  # ID and VERSION_ID of /etc/os-release
