@@ -22,7 +22,7 @@ ENGINE_DEBS  := docker.io containerd runc podman skopeo umoci
 # `slimmer push` is tested against a real registry (distribution 2.8) with bcrypt htpasswd.
 REGISTRY_DEBS := docker-registry apache2-utils
 TEST_DEBS    := $(TOOLS_DEBS) $(PROGRAM_DEBS) $(ENGINE_DEBS) $(REGISTRY_DEBS)
-BENCH_DEBS   := gcc pax-utils python3-pyelftools ffmpeg
+BENCH_DEBS   := gcc pax-utils python3-pyelftools ffmpeg docker.io containerd runc mmdebstrap
 DEMO_DEBS    := gcc libc6-dev docker.io containerd runc
 
 .PHONY: install test lint bench demo clean
@@ -51,6 +51,7 @@ bench: install
 	$(DEPS) $(BENCH_DEBS)
 	$(BIN)/python -m bench.bench_deps --out docs/benchmarks-latest.md
 	$(BIN)/python -m bench.bench_pack --out docs/benchmarks-latest.md
+	$(BIN)/python -m bench.bench_startup --out docs/benchmarks-latest.md
 
 demo: install
 	$(DEPS) $(DEMO_DEBS)

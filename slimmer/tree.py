@@ -116,6 +116,13 @@ class FileTree:
         if parent is not None and parent != path:
             self.parents.setdefault(path, parent)
 
+    def replace(self, path: str, entry: File) -> None:
+        """Put `entry` in place of the file at `path`, keeping its reason and parent (the
+        content of a file changed before writing, e.g. a pyc header)."""
+        if not isinstance(self._entries.get(path), File):
+            raise TreeConflict(f"{path}: no file in the image to replace")
+        self._entries[path] = entry
+
     def _parents(self, path: str) -> None:
         # Upwards to the nearest existing ancestor only: every entry's ancestors exist and are
         # directories (add and remove keep it so), so a deep tree costs no rescan of its top.

@@ -17,6 +17,7 @@ import pytest
 
 from slimmer.assemble.options import from_keywords
 from slimmer.assemble.pack import pack
+from slimmer.image.model import DEFAULT_EPOCH
 from slimmer.tree import Symlink
 from tests.support.archives import Archive, tiny_static_elf, unpack_layer
 from tests.support.cli import error_line, run_process
@@ -62,7 +63,7 @@ def test_jq_image_layout(tmp_path: Path) -> None:
     assert cfg["config"]["Entrypoint"] == ["/usr/bin/jq"]
     assert cfg["config"]["Env"] == [
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-    assert cfg["created"] == "1970-01-01T00:00:00Z"
+    assert cfg["created"] == "1980-01-02T00:00:00Z"  # the default: no SOURCE_DATE_EPOCH
     assert len(cfg["history"]) == 1
     diff_id = "sha256:" + hashlib.sha256(
         subprocess.run(["gzip", "-dc"], input=a.layer_bytes, capture_output=True).stdout
@@ -89,7 +90,7 @@ def test_jq_image_layout(tmp_path: Path) -> None:
         parent = os.path.dirname(name)
         assert parent == "" or parent in seen, name
         seen.add(name)
-        assert (m.mtime, m.uname, m.gname) == (0, "", "")
+        assert (m.mtime, m.uname, m.gname) == (DEFAULT_EPOCH, "", "")
         assert m.type in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE)
 
 
@@ -256,6 +257,29 @@ def test_source_date_epoch_sets_every_time(tmp_path: Path) -> None:
     assert a.config["history"][0]["created"] == "2023-11-14T22:13:20Z"
     assert {m.mtime for m in a.layer.getmembers()} == {1700000000}
     assert {m.mtime for m in a.outer.getmembers()} == {1700000000}
+
+
+def test_default_time_is_one_zip_accepts(tmp_path: Path) -> None:
+    """Without SOURCE_DATE_EPOCH every time is 1980-01-02T00:00:00Z: the files unpacked from
+    the layer go into a zip archive even in the time zone furthest west (zipfile takes local
+    time, and refuses anything before 1980)."""
+    out = tmp_path / "d.tar"
+    done = run_process("pack", "/usr/bin/jq", "-o", str(out), env=_pack_env())
+    assert done.returncode == 0, done.stderr
+    a = Archive(out)
+    assert a.config["created"] == a.config["history"][0]["created"] == "1980-01-02T00:00:00Z"
+    assert {m.mtime for m in a.layer.getmembers()} == {DEFAULT_EPOCH}
+    assert {m.mtime for m in a.outer.getmembers()} == {DEFAULT_EPOCH}
+    unpacked = unpack_layer(out, tmp_path / "unpacked")
+    script = ("import pathlib, sys, zipfile\n"
+              "with zipfile.ZipFile(sys.argv[2], 'w') as z:\n"
+              "    for p in sorted(pathlib.Path(sys.argv[1]).rglob('*')):\n"
+              "        if p.is_file() and not p.is_symlink(): z.write(p)\n"
+              "    print(min(i.date_time for i in z.infolist()))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(unpacked), str(tmp_path / "z.zip")],
+                          capture_output=True, text=True, env=_pack_env(TZ="Etc/GMT+12"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "(1980, 1, 1, 12, 0, 0)\n"
 
 
 def test_image_id_is_the_same_for_every_compression(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from slimmer.assemble.placing import Add
 from slimmer.assemble.recipe import Group, Recipe, User
 from slimmer.assemble.spec import ImageSpec
-from slimmer.image.model import RunConfig
+from slimmer.image.model import DEFAULT_EPOCH, RunConfig
 from slimmer.probe.probe import Probed
 
 
@@ -25,7 +25,7 @@ class BuildOptions:
     platform: str | None = None  # $PLATFORM of the target CPU (default: the architecture's)
     compression: str = "gzip"
     keep_setuid: bool = False
-    epoch: int = 0  # SOURCE_DATE_EPOCH: file mtimes and `created`
+    epoch: int = DEFAULT_EPOCH  # SOURCE_DATE_EPOCH: file mtimes and `created`
     with_features: frozenset[str] = frozenset()  # runtime.py: rules to force or add
     without_features: frozenset[str] = frozenset()  # rules to drop
     gconv_charsets: tuple[str, ...] = ()  # keep only these iconv charsets (default: all)

@@ -8,10 +8,11 @@ writes it: the archive (layer, config, manifest, index), and the provenance aske
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from slimmer import outputs
 from slimmer.assemble.assembly import Assembled, assemble
+from slimmer.assemble.bytecode import BytecodeReport, OriginalMtime, fix_bytecode, host_mtime
 from slimmer.assemble.options import BuildOptions, OutputOptions
 from slimmer.assemble.provenance import (
     Input,
@@ -43,13 +44,16 @@ class PackResult:
     content_bytes: int
     tree: FileTree
     warnings: tuple[Notice, ...] = ()
+    bytecode: BytecodeReport = field(default_factory=BytecodeReport)
 
 
 def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
          progress: Progress | None = None, root: Root | None = None,
-         base: RunConfig | None = None) -> PackResult:
+         base: RunConfig | None = None, original: OriginalMtime = host_mtime) -> PackResult:
     """Build the image archive described by the three parts (from `root`, an image being
-    slimmed whose config is `base`, see assembly.assemble)."""
+    slimmed whose config is `base`, see assembly.assemble). `original`: a file's mtime
+    before the layer normalises it (the host's; `slim`: the input image's), which the
+    pycs are checked against (bytecode.py)."""
     written_files = output_names(build, output)
     outputs.refuse_overlap(written_files, input_names(build, root))
     ref = parse_reference(output.tag or _default_tag(build.programs[0]))
@@ -63,13 +67,14 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
     outputs.refuse_overlap(written_files, [("file read into the image", e.source)
                                            for _, e in tree.items()
                                            if isinstance(e, File) and e.source is not None])
+    bytecode = fix_bytecode(tree, build.epoch, original)
     wants_inputs = build.lock or build.locked or build.sbom
     items = inputs(tree, built.dpkg) if wants_inputs else []
     if build.locked and lock is not None:
         check_lock(lock, items, build.locked)
     written = _write(built, ref, image, build, output.path, progress, base is not None)
     _write_provenance(items, ref, build)
-    return PackResult(written, len(tree), tree.content_size(), tree, built.warnings)
+    return PackResult(written, len(tree), tree.content_size(), tree, built.warnings, bytecode)
 
 
 def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptions, path: str,

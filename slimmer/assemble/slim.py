@@ -5,7 +5,7 @@ Entrypoint/Cmd (looked up in the image's PATH), and the same pipeline as `pack` 
 root: closure, scripts, recipes, runtime rules, --keep paths, the self-check, the writer. The
 input's config is a layer of the one merge (spec.py), below the command line: the output keeps
 the input's run-time config (Env, WorkingDir, User, Entrypoint, Cmd, ExposedPorts,
-Labels, StopSignal); history becomes one entry, created = SOURCE_DATE_EPOCH or 0.
+Labels, StopSignal); history becomes one entry, created = SOURCE_DATE_EPOCH (or 1980-01-02).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from slimmer.assemble import spec
+from slimmer.assemble.bytecode import OriginalMtime, host_mtime
 from slimmer.assemble.options import BuildOptions, OutputOptions
 from slimmer.assemble.pack import PackResult, input_names, output_names, pack
 from slimmer.assemble.probing import Probe, ProbeOptions, probe_image, probe_report
@@ -26,6 +27,7 @@ from slimmer.image.model import RunConfig
 from slimmer.loader.programs import find_in_path
 from slimmer.outputs import refuse_overlap
 from slimmer.paths import normalize
+from slimmer.tree import File
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +69,22 @@ def slim(source: str, image: ImageSpec, build: BuildOptions, output: OutputOptio
             merged = spec.merge([spec.defaults(), spec.slimmed_layer(base), image.config])
             probed = probe_image(fat, merged, build.users, probe)
             build = replace(build, probed=probed.kept)
-        packed = pack(image, build, replace(output, tag=tag), progress, fat.root, base)
+        packed = pack(image, build, replace(output, tag=tag), progress, fat.root, base,
+                      _image_mtime(fat))
         return SlimResult(packed, fat.source.reference, program, fat.file_count(),
                           fat.content_size(), probed)
+
+
+def _image_mtime(image: Image) -> OriginalMtime:
+    """A file's mtime as the input image has it (its layers' tar headers), for a file the
+    slim image keeps at the same path; a host file's (--add) otherwise."""
+
+    def original(path: str, entry: File) -> int | None:
+        if image.tree.get(path) == entry:
+            return image.mtimes.get(path)
+        return host_mtime(path, entry)
+
+    return original
 
 
 def _build(image: Image, base: RunConfig, given: RunConfig,

@@ -44,7 +44,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         description="Pack programs and exactly the files they load into one image archive "
                     "that docker load, podman load, skopeo, umoci and ctr accept. The same "
                     "inputs give the same bytes; SOURCE_DATE_EPOCH sets the timestamps "
-                    "(default 0).")
+                    "(default 1980-01-02, a time zip and jar accept).")
     pk.add_argument("binaries", nargs="+", metavar="BIN")
     pk.add_argument("--recipe", action="append", default=[], metavar="FILE",
                     help="apply this recipe too (repeatable)")

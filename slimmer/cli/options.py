@@ -220,10 +220,13 @@ def words(value: str | None, option: str) -> tuple[str, ...] | None:
 
 
 def source_date_epoch(environ: Mapping[str, str]) -> int:
-    """SOURCE_DATE_EPOCH as the reproducible-builds spec has it: an ASCII integer, or 0."""
+    """SOURCE_DATE_EPOCH as the reproducible-builds spec has it: an ASCII integer; unset (or
+    empty): DEFAULT_EPOCH, 1980-01-02, a time every archive format accepts."""
+    from slimmer.image.model import DEFAULT_EPOCH  # here: `deps` does not load the model
+
     raw = environ.get("SOURCE_DATE_EPOCH")
     if raw is None or raw == "":
-        return 0
+        return DEFAULT_EPOCH
     if not raw.isascii() or not raw.isdigit():
         raise SlimmerError(f"SOURCE_DATE_EPOCH={raw!r}: not a non-negative integer")
     value = int(raw)

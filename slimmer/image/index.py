@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image.model import OCI_INDEX, Blob, Descriptor, Manifest, canonical_json
+from slimmer.image.model import (
+    DEFAULT_EPOCH,
+    OCI_INDEX,
+    Blob,
+    Descriptor,
+    Manifest,
+    canonical_json,
+)
 from slimmer.image.reference import Reference
 from slimmer.image.store import Store, layer_diff_ids
 from slimmer.image.write import (
@@ -188,7 +195,7 @@ def docker_manifest(images: Sequence[PlatformImage], ref: Reference) -> bytes:
 
 
 def write_index(inputs: Sequence[str], output: str, ref: Reference,
-                epoch: int = 0) -> IndexResult:
+                epoch: int = DEFAULT_EPOCH) -> IndexResult:
     """Combine the single-platform archives `inputs` into one multi-platform archive at
     `output` (written through a temporary file; tar times = `epoch`)."""
     refuse_overlap([("-o", output)], [("input", name) for name in inputs])

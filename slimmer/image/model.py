@@ -121,6 +121,13 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# The time of every file and of `created` when SOURCE_DATE_EPOCH is not set: 1980-01-02T00:00:00Z.
+# ZIP (DOS) times start at 1980-01-01 local time (zipfile refuses anything earlier, `jar --date`
+# anything before 1980-01-01T00:00:02Z), so a day later holds in every time zone
+# (docs/reproducibility.md).
+DEFAULT_EPOCH = 315619200
+
+
 def rfc3339(epoch: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
