@@ -13,6 +13,9 @@ CODES = {
     "library-unloadable": "an ELF file added from the root cannot be loaded (a library missing)",
     "elf-unreadable": "an ELF file added from the root cannot be read",
     "dlopen-missing": "a library a runtime rule asks for is not in the root",
+    "dlopen-computed": "an object dlopens what no literal or kept directory of it names",
+    "evidence-too-large": "a directory compiled into a program is larger than one piece of "
+                          "evidence may bring",
 }
 LIMIT = 300  # characters of one printed line, past which it is cut
 
