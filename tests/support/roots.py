@@ -46,7 +46,7 @@ def tiny_root(tmp_path: Path, message: bytes = b"tiny\n") -> Path:
     return root
 
 
-def _host_libc_root(root: Path, libraries: tuple[str, ...]) -> Path:
+def host_libc_root(root: Path, libraries: tuple[str, ...]) -> Path:
     """`root` with merged /usr, the host's loader and the named host libraries."""
     gnu = root / "usr/lib/x86_64-linux-gnu"
     gnu.mkdir(parents=True)
@@ -61,7 +61,7 @@ def _host_libc_root(root: Path, libraries: tuple[str, ...]) -> Path:
 
 def small_root(tmp_path: Path, cc: Compile) -> Path:
     """A root whose /usr/bin/zprog needs libz.so.1, with the host's libc, libz and loader."""
-    root = _host_libc_root(tmp_path / "root", ("libc.so.6", "libz.so.1"))
+    root = host_libc_root(tmp_path / "root", ("libc.so.6", "libz.so.1"))
     cc(root / "usr/bin/zprog", main_source(), "-Wl,--no-as-needed", "-lz")
     return root
 
@@ -69,7 +69,7 @@ def small_root(tmp_path: Path, cc: Compile) -> Path:
 def vendor_root(tmp_path: Path, cc: Compile) -> Path:
     """A root whose program needs a library that only its ld.so.cache finds (/opt/vendor/lib,
     named in ld.so.conf.d, cache built by the real ldconfig inside the root)."""
-    root = _host_libc_root(tmp_path / "vroot", ("libc.so.6",))
+    root = host_libc_root(tmp_path / "vroot", ("libc.so.6",))
     lib = cc(root / "opt/vendor/lib/libv.so.1", "int v(void) { return 41; }\n", "-shared",
              "-fPIC", "-Wl,-soname,libv.so.1")
     cc(root / "usr/bin/vprog", main_source(("v",)), str(lib))
