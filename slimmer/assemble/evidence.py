@@ -48,7 +48,8 @@ FILTERED_DIRS = ("/usr/share/doc", "/usr/share/doc-base", "/usr/share/man", "/us
                  "/usr/share/applications", "/usr/share/bug", "/usr/share/gtk-doc",
                  "/usr/share/pixmaps", "/usr/share/icons")
 FILTERED_PARTS = ("/pkgconfig/", "/LC_MESSAGES/", "/man/man", "/__pycache__/")
-FILTERED_SUFFIXES = (".a", ".la", ".h", ".desktop", ".pod")
+# (not .la: libltdl opens ImageMagick's coders through them)
+FILTERED_SUFFIXES = (".a", ".h", ".desktop", ".pod")
 # Packages that are never runtime data: maintainer-script machinery, and data the runtime rules
 # own (glibc's locales and gconv, the CA store, the time zones: the rules decide).
 NOT_DATA = frozenset({
@@ -75,12 +76,16 @@ NEVER = ("/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/usr/share/doc", "/us
 ZONEINFO = "/usr/share/zoneinfo"
 RULED = ("gconv", "ossl-modules")  # directories the gconv and openssl rules decide on
 GLIBC_PACKAGES = frozenset({"libc6", "libc-bin", "libc6-i386", "libc6-x32", "libc-dev-bin"})
-# Objects whose dlopen is covered elsewhere: glibc's (the nss, gconv and libgcc_s rules),
-# libcrypto's (the openssl rule), the interpreters' (their recipes), and wrappers whose callers
-# name the directories (libltdl for ImageMagick, GModule).
+# Objects whose dlopen stays quiet: covered elsewhere (glibc's: the nss, gconv and libgcc_s
+# rules; libcrypto's: the openssl rule; the interpreters': their recipes and compiled paths;
+# libkrb5support: the plugin directories compiled into libkrb5), wrappers whose callers name
+# the directories (libltdl for ImageMagick, GModule), APIs that load what the application names
+# at run time (ctypes, sqlite3's load_extension, libxml2's xmlModuleOpen), and opt-in features
+# (ICU plugins, GOMP offloading, p11-kit's configured modules).
 QUIET_DLOPEN = ("libc.so", "ld-linux", "libdl.so", "libcrypto.so", "libpython", "python",
                 "libperl.so", "perl", "libltdl.so", "libgmodule-2.0.so", "libstdc++.so",
-                "libgcc_s.so")
+                "libgcc_s.so", "libkrb5support.so", "_ctypes.", "libsqlite3.so", "libxml2.so",
+                "libicuuc.so", "libgomp.so", "libp11-kit.so")
 GLIBC = ("libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
          "libresolv.so.2", "libutil.so.1", "libanl.so.1", "libmvec.so.1", "libnsl.so.1",
          "libBrokenLocale.so.1", "libthread_db.so.1", "libcrypt.so.1", "libmemusage.so",
@@ -270,7 +275,27 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
             "left out", f"--keep {path} to keep it"))
         return False
     found.paths.append((path, reason))
+    # a link inside that leads out of it brings what it leads to (php's conf.d/20-mbstring.ini
+    # -> /etc/php/8.2/mods-available/mbstring.ini)
+    found.paths += [(link, f"{reason} (a link in it)") for link in _links_out(root, entry.real)]
     return True
+
+
+def _links_out(root: Root, real: str) -> list[str]:
+    out = []
+    for top, _dirs, others in root.walk(real):
+        for name in others:
+            path = f"{top.rstrip('/')}/{name}"
+            st = root.stat_real(path)
+            if st is None or st.mode & 0o170000 != 0o120000 or filtered(path):
+                continue
+            try:
+                target = root.lookup(path)
+            except SlimmerError:
+                continue
+            if target is not None and not target.real.startswith(real.rstrip("/") + "/"):
+                out.append(path)
+    return out
 
 
 def _is_own(scope: Scope, own: frozenset[str], path: str) -> bool:
