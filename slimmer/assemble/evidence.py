@@ -18,8 +18,9 @@ compiled-paths  Absolute paths in the read-only data of the closure's ELF files 
     opened as magic.mgc). Paths under /usr/share/zoneinfo turn the tzdata rule on; the state,
     cache and log directories under /var are the application's (--keep them).
 dlopen  An object that imports dlopen: its library-name literals that resolve in the root as
-    dlopen would resolve them are kept; when none does and no compiled path of it was kept,
-    one warning names the object (quiet for QUIET_DLOPEN, whose dlopen rules or recipes cover).
+    dlopen would resolve them are kept; when it names no library at all (a computed name) and
+    no compiled directory of it was kept, one warning names the object (quiet for QUIET_DLOPEN:
+    covered by a rule or recipe, loading what the application names, or opt-in plugins).
 
 The package walk and the scans take the closures as found at this step (the programs', the
 recipes' and --keep's); what they bring gets its libraries, and the runtime rules that run next
@@ -86,6 +87,11 @@ QUIET_DLOPEN = ("libc.so", "ld-linux", "libdl.so", "libcrypto.so", "libpython", 
                 "libperl.so", "perl", "libltdl.so", "libgmodule-2.0.so", "libstdc++.so",
                 "libgcc_s.so", "libkrb5support.so", "_ctypes.", "libsqlite3.so", "libxml2.so",
                 "libicuuc.so", "libgomp.so", "libp11-kit.so")
+# GPU driver loaders: neither their dlopen literals nor their compiled paths are followed (in a
+# container the drivers come from the host's runtime: a GPU image adds its own).
+GPU_LOADERS = ("libva.so", "libva-drm.so", "libva-x11.so", "libvulkan.so", "libOpenCL.so",
+               "libGLX.so", "libGLdispatch.so", "libEGL.so", "libGL.so", "libgbm.so",
+               "libvdpau.so", "libmfx.so", "libcuda.so", "libnvidia")
 GLIBC = ("libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1",
          "libresolv.so.2", "libutil.so.1", "libanl.so.1", "libmvec.so.1", "libnsl.so.1",
          "libBrokenLocale.so.1", "libthread_db.so.1", "libcrypt.so.1", "libmemusage.so",
@@ -115,6 +121,7 @@ class Scope:
     system_dirs: frozenset[str]  # library search and PATH directories
     features: frozenset[str]
     show: Callable[[str], str] = str
+    listings: dict[str, list[str]] = field(default_factory=dict)  # directory -> names, read once
 
 
 @dataclass(slots=True)
@@ -209,14 +216,14 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
             continue
         lits = literals(scope.root.read_real(obj.real))
         kept_dir = False
-        if "compiled-paths" in scope.features:
+        if "compiled-paths" in scope.features and not obj.soname.startswith(GPU_LOADERS):
             own = _eligible(scope, obj, dependencies)
             for path in dict.fromkeys(normalize(p) for p in lits.paths):
                 kept_dir |= _compiled_path(scope, obj, own, path, found)
         imports = scope.root.imports_real(obj.real, obj.shown)
         _shell(obj, imports, lits.paths, found)
         if "dlopen" in imports and "dlopen" in scope.features \
-                and not obj.soname.startswith(QUIET_DLOPEN):
+                and not obj.soname.startswith(QUIET_DLOPEN + GPU_LOADERS):
             _dlopen(scope, obj, lits.libraries, lits.paths, kept_dir, found)
 
 
@@ -255,7 +262,7 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
     except SlimmerError:  # a symlink loop: not evidence
         return False
     if entry is None:
-        for name in _completed(root, path, scope.system_dirs):
+        for name in _completed(root, path, scope.listings):
             if _is_own(scope, own, name):
                 found.paths.append((name, f"{reason} (as a prefix of its name)"))
         return False
@@ -306,16 +313,16 @@ def _is_own(scope: Scope, own: frozenset[str], path: str) -> bool:
     return any(p in own for p in _owners(scope, path))
 
 
-def _completed(root: Root, path: str, system_dirs: frozenset[str]) -> list[str]:
+def _completed(root: Root, path: str, listings: dict[str, list[str]]) -> list[str]:
     """The files beside a missing `path` whose names begin with its name and a dot."""
     directory, _, stem = path.rpartition("/")
     if not stem or not directory or any(directory == d or directory.startswith(d + "/")
                                         for d in NEVER):
         return []
-    if not root.is_dir(directory):
-        return []
+    if directory not in listings:
+        listings[directory] = root.listdir(directory) if root.is_dir(directory) else []
     out = []
-    for name in root.listdir(directory):
+    for name in listings[directory]:
         if name.startswith(stem + "."):
             entry = root.lookup(f"{directory}/{name}")
             if entry is not None and entry.is_file:
@@ -360,7 +367,10 @@ def _dlopen(scope: Scope, obj: _Object, names: tuple[str, ...], paths: tuple[str
             if entry is not None and entry.is_file:
                 found.paths.append((path, f"{path}: a dlopen literal in {obj.shown}"))
                 hits += 1
-    if not hits and not kept_dir:
+    # A name that is not in the root is not in it for the program outside the image either:
+    # the image behaves as the root does. Only an object that names nothing gets a warning.
+    named = names or any(".so" in os.path.basename(p) for p in paths)
+    if not hits and not named and not kept_dir:
         found.notices.append(Notice(
             "dlopen-computed", obj.shown,
             "imports dlopen but names no library or plugin directory found in the root: what "

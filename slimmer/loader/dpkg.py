@@ -47,6 +47,7 @@ class PackageDb:
         self.files: dict[str, tuple[str, ...]] = {}  # package -> paths as its list gives them
         self.owners: dict[str, list[str]] = {}  # path (as listed, and real) -> packages
         self._elf: dict[str, bool] = {}
+        self._dirs: dict[str, str] = {}  # listed directory -> its real path
         status = root.read_bytes(STATUS, STATUS_LIMIT)
         if status is None:
             return
@@ -76,23 +77,37 @@ class PackageDb:
             if data is not None:
                 break
         paths = []
+        owners, dirs = self.owners, self._dirs
         for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
             if not line.startswith("/") or line == "/.":
                 continue
-            listed = normalize(line)
+            plain = "//" not in line and "/." not in line and not line.endswith("/")
+            listed = line if plain else normalize(line)
             paths.append(listed)
-            for path in dict.fromkeys((listed, self.real(listed))):
-                self.owners.setdefault(path, []).append(name)
+            directory, _, base = listed.rpartition("/")
+            real_dir = dirs.get(directory)
+            if real_dir is None:
+                real_dir = dirs[directory] = self._real_dir(directory)
+            real = f"{real_dir}/{base}"
+            owners.setdefault(listed, []).append(name)
+            if real != listed:
+                owners.setdefault(real, []).append(name)
         self.files[name] = tuple(paths)
+
+    def _real_dir(self, directory: str) -> str:
+        """A listed directory as the root has it (through /usr-merge links), "" for /."""
+        try:
+            found = self.root.lookup(directory or "/")
+        except SlimmerError:  # a symlink loop: the path as listed
+            return directory
+        return found.real.rstrip("/") if found is not None else directory
 
     def real(self, path: str) -> str:
         """`path` with its directory resolved in the root (the name itself not followed)."""
         directory, _, base = path.rpartition("/")
-        try:
-            found = self.root.lookup(directory or "/")
-        except SlimmerError:  # a symlink loop: the path as listed
-            return path
-        return f"{found.real.rstrip('/')}/{base}" if found is not None else path
+        if directory not in self._dirs:
+            self._dirs[directory] = self._real_dir(directory)
+        return f"{self._dirs[directory]}/{base}"
 
     def owners_of(self, path: str) -> list[str]:
         """The packages that list `path` (a real path, or as a package lists it)."""
