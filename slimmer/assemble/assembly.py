@@ -202,11 +202,13 @@ class Assembly:
         locale = runtime.locale_evidence(env)
         because = {"locales": locale} if locale else {}
         if self.features & set(evidence.EVIDENCE):
+            programs = {p for p in self.build.programs for p in self.scripts.get(p, [p])}
             triplet = self.arch.triplet
             system = {*self.resolver.search_dirs(), *self.path_dirs, f"/lib/{triplet}",
                       f"/usr/lib/{triplet}", f"/usr/local/lib/{triplet}", f"/lib64/{triplet}"}
+            own = frozenset(os.path.dirname(c.real) for c in self.closures[:len(programs)])
             scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
-                                   frozenset(normalize(d) for d in system), self.features,
+                                   frozenset(normalize(d) for d in system), own, self.features,
                                    self.place.image_path)
             found = evidence.find(scope)
             self.warnings += found.notices

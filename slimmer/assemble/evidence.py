@@ -9,7 +9,8 @@ evidence-packages  The packages that own the closure's files (the root's dpkg da
     files come in only when the loader or other evidence asks for them.
 compiled-paths  Absolute paths in the read-only data of the closure's ELF files (not glibc's):
     one that exists in the root and is specific (not a system directory: GENERIC, the library
-    and PATH directories) and is owned by the package of the file naming it or by one of that
+    and PATH directories; nor the directory of a program packed, whose other programs the
+    caller names) and is owned by the package of the file naming it or by one of that
     package's dependencies is kept; a directory whole, whatever else put files in it (php's
     extensions from php8.2-mbstring, phpenmod's conf.d links, php.ini from ucf: what sits in the
     directory a program reads is there for it), minus documentation, up to CAP bytes (past it a
@@ -119,6 +120,7 @@ class Scope:
     resolver: Resolver
     closures: tuple[Closure, ...]
     system_dirs: frozenset[str]  # library search and PATH directories
+    own_dirs: frozenset[str]  # the directories of the programs packed: the caller names those
     features: frozenset[str]
     show: Callable[[str], str] = str
     listings: dict[str, list[str]] = field(default_factory=dict)  # directory -> names, read once
@@ -266,7 +268,7 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
             if _is_own(scope, own, name):
                 found.paths.append((name, f"{reason} (as a prefix of its name)"))
         return False
-    if entry.real in GENERIC or entry.real in scope.system_dirs:
+    if entry.real in GENERIC or entry.real in scope.system_dirs or entry.real in scope.own_dirs:
         return False
     if not _is_own(scope, own, path):
         return False
