@@ -119,6 +119,8 @@ def app_root(tmp_path: Path, cc: Compile) -> Path:
     with open(root / "usr/share/big/huge.bin", "wb") as fh:  # sparse: 65 MB that cost nothing
         fh.truncate(65 << 20)
     write(root / "usr/share/app/data/unowned.dat")  # put there by a maintainer script
+    write(root / "usr/share/outside/target.dat")
+    (root / "usr/share/app/data/linked.dat").symlink_to("/usr/share/outside/target.dat")
     write(root / "usr/share/zoneinfo/UTC", b"TZif2")
     dpkg_database(root, PACKAGES)
     return root
@@ -158,8 +160,9 @@ def test_what_evidence_keeps_and_why(tmp_path: Path, app_root: Path) -> None:
     assert why["/usr/share/fonts/alt.ttf"] == data.format("app-fonts-alt")
     assert why["/usr/share/provided/p.txt"] == data.format("app-provider")
     compiled = f"path /usr/share/app/data compiled into {SHOWN}"
-    for name in ("x.dat", "sub/y.dat", "unowned.dat"):
+    for name in ("x.dat", "sub/y.dat", "unowned.dat", "linked.dat"):
         assert why[f"/usr/share/app/data/{name}"] == compiled
+    assert why["/usr/share/outside/target.dat"] == f"{compiled} (a link in it)"
     assert why[f"{GNU}/libplug.so.1"] == f"libplug.so.1: a dlopen literal in {SHOWN}"
     assert why["/usr/bin/sh"] == why["/usr/bin/dash"] == f"popen in {SHOWN}"  # /bin is usr/bin
     assert why["/usr/share/zoneinfo/UTC"] == f"path /usr/share/zoneinfo/%s compiled into {SHOWN}"
@@ -181,6 +184,20 @@ def test_what_evidence_keeps_and_why(tmp_path: Path, app_root: Path) -> None:
     assert "--keep DIR" in computed.fix
     assert ("dlopen-computed", SHOWN) not in notices  # its literal was found
     assert all(n.code in ("evidence-too-large", "dlopen-computed") for n in result.warnings)
+
+
+def test_a_programs_own_directory_is_not_evidence(tmp_path: Path, app_root: Path,
+                                                  cc: Compile) -> None:
+    """A compiled path naming the directory of a program packed brings nothing: its other
+    programs are the caller's to name."""
+    core = app_root / CORE[1:]
+    cc(app_root / "usr/share/app/data/tool", APP_SOURCE, str(core),
+       str(app_root / GNU[1:] / "libcomputed.so.1"))
+    tree = pack(*from_keywords(programs=("/usr/share/app/data/tool",),
+                               output=str(tmp_path / "t.tar"), root=str(app_root))).tree
+    assert "/usr/share/app/data/x.dat" not in tree
+    assert tree.reasons["/etc/app/app.conf"] == "data package app-common, a dependency of " \
+                                                "libappcore1"
 
 
 @pytest.mark.parametrize(("without", "gone", "kept"), [

@@ -82,12 +82,13 @@ GLIBC_PACKAGES = frozenset({"libc6", "libc-bin", "libc6-i386", "libc6-x32", "lib
 # rules; libcrypto's: the openssl rule; the interpreters': their recipes and compiled paths;
 # libkrb5support: the plugin directories compiled into libkrb5), wrappers whose callers name
 # the directories (libltdl for ImageMagick, GModule), APIs that load what the application names
-# at run time (ctypes, sqlite3's load_extension, libxml2's xmlModuleOpen), and opt-in features
+# at run time (ctypes, sqlite3's load_extension, libxml2's xmlModuleOpen, node's native addons
+# and libuv's uv_dlopen), and opt-in features
 # (ICU plugins, GOMP offloading, p11-kit's configured modules).
 QUIET_DLOPEN = ("libc.so", "ld-linux", "libdl.so", "libcrypto.so", "libpython", "python",
                 "libperl.so", "perl", "libltdl.so", "libgmodule-2.0.so", "libstdc++.so",
                 "libgcc_s.so", "libkrb5support.so", "_ctypes.", "libsqlite3.so", "libxml2.so",
-                "libicuuc.so", "libgomp.so", "libp11-kit.so")
+                "libicuuc.so", "libgomp.so", "libp11-kit.so", "libnode.so", "libuv.so")
 # GPU driver loaders: neither their dlopen literals nor their compiled paths are followed (in a
 # container the drivers come from the host's runtime: a GPU image adds its own).
 GPU_LOADERS = ("libva.so", "libva-drm.so", "libva-x11.so", "libvulkan.so", "libOpenCL.so",
