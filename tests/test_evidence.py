@@ -119,6 +119,10 @@ def app_root(tmp_path: Path, cc: Compile) -> Path:
     with open(root / "usr/share/big/huge.bin", "wb") as fh:  # sparse: 65 MB that cost nothing
         fh.truncate(65 << 20)
     write(root / "usr/share/app/data/unowned.dat")  # put there by a maintainer script
+    gone = cc(tmp_path / "gone/libgone.so.1", "int gone(void) { return 1; }\n", "-shared",
+              "-fPIC", "-Wl,-soname,libgone.so.1")
+    cc(root / "usr/share/app/data/plugin.so", "int gone(void); int plugin(void) "
+       "{ return gone(); }\n", "-shared", "-fPIC", str(gone))  # libgone.so.1: not in the root
     write(root / "usr/share/outside/target.dat")
     (root / "usr/share/app/data/linked.dat").symlink_to("/usr/share/outside/target.dat")
     write(root / "usr/share/zoneinfo/UTC", b"TZif2")
@@ -183,7 +187,9 @@ def test_what_evidence_keeps_and_why(tmp_path: Path, app_root: Path) -> None:
     computed = notices[("dlopen-computed", "/lib/x86_64-linux-gnu/libcomputed.so.1")]
     assert "--keep DIR" in computed.fix
     assert ("dlopen-computed", SHOWN) not in notices  # its literal was found
-    assert all(n.code in ("evidence-too-large", "dlopen-computed") for n in result.warnings)
+    plugin = notices[("library-unloadable", "/usr/share/app/data/plugin.so")]
+    assert "libgone.so.1 not found" in plugin.problem and compiled in plugin.problem
+    assert len(result.warnings) == 3
 
 
 def test_a_programs_own_directory_is_not_evidence(tmp_path: Path, app_root: Path,
