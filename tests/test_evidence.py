@@ -15,6 +15,7 @@ from slimmer.assemble.pack import PackResult, pack
 from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.root import SysRoot
 from slimmer.loader.strings import literals
+from tests.support.cli import run as slimmer
 from tests.support.compile import Compile
 from tests.support.host import need_tool
 from tests.support.roots import host_libc_root
@@ -264,3 +265,21 @@ def test_host_programs_stay_small(tmp_path: Path, program: str, megabytes: int) 
     need_tool(os.path.basename(program))
     result = pack(*from_keywords(programs=(program,), output=str(tmp_path / "o.tar")))
     assert result.content_bytes <= megabytes * 1_000_000, result.content_bytes
+
+
+def test_why_names_the_evidence(tmp_path: Path, app_root: Path) -> None:
+    """`slimmer why` on the archive prints the reason each kind of evidence gave; the
+    warnings are printed as `warning: PATH: problem; fix`."""
+    out = tmp_path / "app.tar"
+    done = slimmer("pack", "/usr/bin/app", "--root", str(app_root), "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert ("warning: /usr/share/big: compiled into /lib/x86_64-linux-gnu/libappcore.so.1 but "
+            "holds 65 MB (more than 64 MB): left out; --keep /usr/share/big to keep it\n"
+            in done.stderr)
+    for path, reason in [
+            ("/usr/share/app-common/data.txt", "data package app-common, a dependency of "
+                                               "libappcore1"),
+            ("/usr/share/app/data/x.dat", f"path /usr/share/app/data compiled into {SHOWN}")]:
+        why = slimmer("why", str(out), path)
+        assert why.returncode == 0, why.stderr
+        assert why.stdout.startswith(f"{path}: {reason}"), why.stdout
