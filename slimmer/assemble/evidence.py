@@ -43,12 +43,16 @@ from slimmer.notices import Notice
 from slimmer.paths import normalize
 
 CAP = 64 << 20  # bytes one piece of path evidence may bring
-# Documentation, translations and build-time files of a package or a kept directory.
+# Documentation, translations, build-time and service-management files of a package or a kept
+# directory.
 FILTERED_DIRS = ("/usr/share/doc", "/usr/share/doc-base", "/usr/share/man", "/usr/share/info",
                  "/usr/share/locale", "/usr/share/lintian", "/usr/include",
                  "/usr/share/bash-completion", "/etc/bash_completion.d", "/usr/share/menu",
                  "/usr/share/applications", "/usr/share/bug", "/usr/share/gtk-doc",
-                 "/usr/share/pixmaps", "/usr/share/icons")
+                 "/usr/share/pixmaps", "/usr/share/icons",
+                 # service management a container does not run
+                 "/lib/systemd", "/usr/lib/systemd", "/etc/systemd", "/etc/init.d",
+                 "/etc/logrotate.d", "/etc/cron.d", "/etc/cron.daily", "/usr/share/apport")
 FILTERED_PARTS = ("/pkgconfig/", "/LC_MESSAGES/", "/man/man", "/__pycache__/")
 # (not .la: libltdl opens ImageMagick's coders through them)
 FILTERED_SUFFIXES = (".a", ".h", ".desktop", ".pod")
