@@ -154,6 +154,30 @@ def test_units_reads_its_definitions(run_in: RunIn) -> None:
     assert out == host("units", "-t", "1 mile", "km") == b"1.609344\n"
 
 
+TCL = ('puts [string toupper hi]; '
+       'puts [clock format 0 -timezone :Asia/Tokyo -format "%Y-%m-%d %H:%M %Z"]; '
+       'puts [encoding convertto iso8859-2 "\u0159"]\n')
+
+
+def test_tcl_library_encodings_and_clock(run_in: RunIn) -> None:
+    """Tcl's library (init.tcl, the clock code, the encodings) in /usr/share/tcltk/tcl8.6,
+    compiled into libtcl8.6; the time zones (libtcl8.6 depends on tzdata)."""
+    out = run_in(("/usr/bin/tclsh",), [], stdin=TCL.encode(), docker_args=("-e", "LANG=C.UTF-8"))
+    assert out == host("tclsh", stdin=TCL.encode(), env={"LANG": "C.UTF-8"})
+    assert out.startswith(b"HI\n1970-01-01 09:00 JST\n")
+
+
+VIM = ["-es", "-N", "-c", "syntax on", "-c", "set ft=python", "-c",
+       'put =exists(\\"b:current_syntax\\") ? b:current_syntax : \\"none\\"', "-c", "$print",
+       "-c", "qa!"]
+
+
+def test_vim_finds_its_syntax_files(run_in: RunIn) -> None:
+    """vim's runtime (syntax/python.vim) in vim-runtime, a data package vim depends on."""
+    out = run_in(("/usr/bin/vim",), VIM)
+    assert out == host("vim", *VIM) == b"python\n"
+
+
 # ---- a fat image: Debian's node 18 ------------------------------------------------------------
 
 
