@@ -197,16 +197,17 @@ class Assembly:
         """What static evidence finds beyond the libraries (evidence.py): runtime data
         packages, paths compiled into the closure, dlopen literals; and the on-request rules
         it turns on (shell for popen, tzdata, locales for LANG=C.UTF-8), which run next."""
-        self.db = PackageDb(self.root)
         env = dict(p.partition("=")[::2] for p in self._config().env)
         locale = runtime.locale_evidence(env)
         because = {"locales": locale} if locale else {}
         if self.features & set(evidence.EVIDENCE):
-            programs = {p for p in self.build.programs for p in self.scripts.get(p, [p])}
+            programs = {q for p in self.build.programs for q in self.scripts.get(p, [p])}
             triplet = self.arch.triplet
             system = {*self.resolver.search_dirs(), *self.path_dirs, f"/lib/{triplet}",
                       f"/usr/lib/{triplet}", f"/usr/local/lib/{triplet}", f"/lib64/{triplet}"}
-            own = frozenset(os.path.dirname(c.real) for c in self.closures[:len(programs)])
+            own = frozenset(os.path.dirname(c.real) for c in self.closures
+                            if c.binary in programs)
+            self.db = PackageDb(self.root)
             scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
                                    frozenset(normalize(d) for d in system), own, self.features,
                                    self.place.image_path)

@@ -382,4 +382,4 @@ def _dlopen(scope: Scope, obj: _Object, names: tuple[str, ...], paths: tuple[str
             "dlopen-computed", obj.shown,
             "imports dlopen but names no library or plugin directory found in the root: what "
             "it loads at run time may be missing",
-            "--keep DIR or --add the files it loads (or probe it: issue 14)"))
+            "--keep DIR or --add the files it loads"))
