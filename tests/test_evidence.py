@@ -4,6 +4,8 @@ import popen and dlopen. Exact expectations about what is kept, why, and what is
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -15,6 +17,7 @@ from slimmer.assemble.pack import PackResult, pack
 from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.root import SysRoot
 from slimmer.loader.strings import literals
+from tests.support.archives import Archive, Member, docker_archive, layer_tar
 from tests.support.cli import run as slimmer
 from tests.support.compile import Compile
 from tests.support.host import need_tool
@@ -283,3 +286,34 @@ def test_why_names_the_evidence(tmp_path: Path, app_root: Path) -> None:
         why = slimmer("why", str(out), path)
         assert why.returncode == 0, why.stderr
         assert why.stdout.startswith(f"{path}: {reason}"), why.stdout
+
+
+def test_slim_reports_the_warnings(tmp_path: Path, app_root: Path) -> None:
+    """The same root as a fat image: `slim --report json` carries evidence's warnings as
+    objects (code, path, message, fix), and the evidence it keeps is the same."""
+    members: list[Member] = []
+    for top, dirs, files in os.walk(app_root):
+        rel = os.path.relpath(top, app_root)
+        for name in sorted(dirs + files):
+            path = os.path.join(top, name)
+            inside = name if rel == "." else f"{rel}/{name}"
+            if os.path.islink(path):
+                members.append(("sym", inside, os.readlink(path)))
+            elif os.path.isdir(path):
+                members.append(("dir", inside, b""))
+            elif not inside.startswith("usr/share/big/"):  # the sparse 65 MB file stays out
+                members.append(("file", inside, Path(path).read_bytes()))
+    diff_id = "sha256:" + hashlib.sha256(layer_tar(members)).hexdigest()
+    fat = docker_archive(tmp_path / "fat.tar", [members], config={
+        "architecture": "amd64", "os": "linux", "config": {"Entrypoint": ["/usr/bin/app"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+    done = slimmer("slim", str(fat), "-o", str(tmp_path / "slim.tar"), "--report", "json")
+    assert done.returncode == 0, done.stderr
+    warnings = {(w["code"], w["path"]): w for w in json.loads(done.stdout)["warnings"]}
+    computed = warnings[("dlopen-computed", "/lib/x86_64-linux-gnu/libcomputed.so.1")]
+    assert computed["fix"] == "--keep DIR or --add the files it loads"
+    assert computed["message"].startswith("/lib/x86_64-linux-gnu/libcomputed.so.1: imports dlopen")
+    assert ("library-unloadable", "/usr/share/app/data/plugin.so") in warnings
+    members_out = Archive(tmp_path / "slim.tar").members()
+    assert "usr/share/app/data/x.dat" in members_out
+    assert "usr/share/app-common/data.txt" in members_out
