@@ -20,6 +20,9 @@ CODES = {
     "script-unparsed": "lines of a shell script the parser could not read",
     "app-path-missing": "an Entrypoint/Cmd argument looks like a path but names nothing",
     "interpreter-unknown": "a script's interpreter has no recipe and no package data",
+    "dlopen-computed": "an object dlopens what no literal or kept directory of it names",
+    "evidence-too-large": "a directory compiled into a program is larger than one piece of "
+                          "evidence may bring",
 }
 
 

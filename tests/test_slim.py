@@ -160,11 +160,12 @@ USER postgres
 RUN {PG_BIN}/initdb --no-sync --auth=trust --username=postgres -D {PG_DATA}
 ENTRYPOINT ["{PG_BIN}/postgres", "-D", "{PG_DATA}"]
 """
-# the client comes along to ask the running server one question (its closure follows it)
-PG_KEEP = (PG_DATA, PG_SOCKETS, "/usr/lib/postgresql/15/lib", "/usr/share/postgresql/15",
-           f"{PG_BIN}/psql")
-# postgres reads the system time zone database (built --with-system-tzdata) at start
-PG_WITH = ("tzdata",)
+# The data directory and the socket directory are the application's state; the client comes
+# along to ask the running server one question (its closure follows it). $libdir
+# (/usr/lib/postgresql/15/lib), /usr/share/postgresql/15 and the time zones are found by
+# evidence (paths compiled into postgres; postgresql-15 depends on tzdata).
+PG_KEEP = (PG_DATA, PG_SOCKETS, f"{PG_BIN}/psql")
+PG_WITH: tuple[str, ...] = ()
 
 
 def _account(root: Path, name: str) -> tuple[int, int]:
@@ -194,8 +195,9 @@ def _wait_for_log(docker: Docker, container: str, line: bytes, seconds: float) -
 
 def test_postgres_image(docker: Docker, fat_root: Path, tmp_path: Path) -> None:
     """Issue 11: Debian's PostgreSQL 15 with a cluster initdb made as postgres, slimmed with the
-    --keep/--with flags static analysis cannot replace yet (issue 13): the data directory keeps
-    its 0700/0600 modes and postgres's owner, and the server starts in Docker."""
+    application's state --kept (its data and socket directories; lib/, share/ and the time
+    zones come from evidence, issue 13): the data directory keeps its 0700/0600 modes and
+    postgres's owner, and the server starts in Docker."""
     uid, gid = _account(fat_root, "postgres")
     fat = derived_image(docker, fat_root, tmp_path, PG_DOCKERFILE)
     out = tmp_path / "pg.tar"

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from slimmer.assemble import apps, baseline, runtime, spec
+from slimmer.assemble import apps, baseline, evidence, runtime, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
 from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.placing import (
     Placement,
+    Skip,
     add_closure,
     add_elf_closures,
     add_host_path,
@@ -31,12 +32,14 @@ from slimmer.assemble.recipes_apply import add_included, add_recipe_dirs, apply_
 from slimmer.assemble.spec import ImageSpec
 from slimmer.image.model import Platform, RunConfig
 from slimmer.loader.arch import Arch
+from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.ldcache import write_ldcache
 from slimmer.loader.resolve import Closure, Library, Options, Resolver
 from slimmer.loader.root import Root, SysRoot
 from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot
 from slimmer.notices import Notice
+from slimmer.paths import normalize
 from slimmer.tree import IMPLIED, File, FileTree, Symlink
 
 KEPT = "slim --keep"  # the reason `why`, `inspect` and slimmer.json give a path --keep kept
@@ -72,6 +75,7 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     job.apply_recipes(job.recipes[len(build.recipes):])  # the built-in ones that match
     job.add_accounts()
     job.add_recipe_dirs()
+    job.add_evidence()
     job.add_runtime_needs()
     job.add_closures_of_added_files()
     job.add_probed_paths()  # after every static step: what they bring keeps their reason
@@ -119,6 +123,8 @@ class Assembly:
         self.forced: frozenset[str] = frozenset()  # --with and the recipes' `with`
         self.features: frozenset[str] = frozenset()
         self.dpkg: Dpkg | None = None
+        self.db: PackageDb | None = None  # read once, for evidence and provenance
+        self.because: dict[str, str] = {}  # on-request rules evidence turned on, and why
 
     @property
     def arch(self) -> Arch:
@@ -255,31 +261,79 @@ class Assembly:
         for recipe, _ in self.recipes:
             add_recipe_dirs(self.tree, recipe, self.users, self.groups)
 
+    def add_evidence(self) -> None:
+        """What static evidence finds beyond the libraries (evidence.py): runtime data
+        packages, paths compiled into the closure, dlopen literals; and the on-request rules
+        it turns on (shell for popen, tzdata, locales for LANG=C.UTF-8), which run next."""
+        env = dict(p.partition("=")[::2] for p in self._config().env)
+        locale = runtime.locale_evidence(env)
+        because = {"locales": locale} if locale else {}
+        if self.features & set(evidence.EVIDENCE):
+            programs = {q for p in self.build.programs for q in self.scripts.get(p, [p])}
+            triplet = self.arch.triplet
+            system = {*self.resolver.search_dirs(), *self.path_dirs, f"/lib/{triplet}",
+                      f"/usr/lib/{triplet}", f"/usr/local/lib/{triplet}", f"/lib64/{triplet}"}
+            own = frozenset(os.path.dirname(c.real) for c in self.closures
+                            if c.binary in programs)
+            self.db = PackageDb(self.root)
+            scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
+                                   frozenset(normalize(d) for d in system), own, self.features,
+                                   self.place.image_path)
+            found = evidence.find(scope)
+            self.warnings += found.notices
+            for closure, name, reason in found.libraries:
+                self._add_library(closure, name, reason, missing_ok=True)
+            skip = evidence.filtered
+            for path, reason in found.paths:
+                self._add_path(path, reason, skip)
+            because = {**found.rules, **because}
+        self.because = {k: v for k, v in because.items()
+                        if k not in self.build.without_features}
+
+    def _add_library(self, closure: Closure, soname: str, reason: str,
+                     missing_ok: bool = False) -> None:
+        """A library as `closure`'s libc would dlopen it, with its own libraries."""
+        path = self.resolver.dlopen_path(closure, soname)
+        if path is None:
+            self.warnings.append(Notice("dlopen-missing", soname,
+                                        f"not found in the root ({reason})",
+                                        "--add it, or --without the rule"))
+            return
+        if self.place.image_path(path) in self.tree:
+            return
+        found = self.resolver.closure(path)
+        if found.missing and missing_ok:
+            miss = found.missing[0]
+            self.warnings.append(Notice(
+                "library-unloadable", path, f"cannot be loaded ({reason}): {miss.soname} "
+                f"{miss.reason}", "--add the library, or --library-path DIR where the root "
+                "holds it"))
+            return
+        refuse_missing([found], self.where)
+        add_closure(self.tree, self.root, found, self.place, self.build.keep_setuid, reason)
+        self.closures.append(_as_library_closure(found, soname, path))
+
+    def _add_path(self, path: str, reason: str, skip: Skip | None = None) -> None:
+        """A path of the root, and the libraries of the ELF files it brings."""
+        added = add_root_path(self.tree, self.root, path, self.place, reason,
+                              self.build.keep_setuid, skip)
+        self.closures += add_elf_closures(self.tree, self.root, self.resolver, added,
+                                          self.place, self.build.keep_setuid, self.warnings,
+                                          reason)
+
     def add_runtime_needs(self) -> None:
         """Libraries glibc dlopens and data files libraries read, as the runtime rules find
         them; then nothing brought in so far may be of another architecture."""
-        needs = runtime.find_needs(self.root, self.closures, self.features, self.forced,
-                                   self.place.image_path, self.build.gconv_charsets)
+        features = self.features | set(self.because)
+        needs = runtime.find_needs(self.root, self.closures, features, self.forced,
+                                   self.place.image_path, self.build.gconv_charsets,
+                                   self.because)
         reason = "baseline" if needs.nsswitch == baseline.NSSWITCH else "matches the NSS modules"
         baseline.add_nsswitch(self.tree, needs.nsswitch, reason)
         for soname, reason in needs.libraries:
-            path = self.resolver.dlopen_path(self.closures[0], soname)
-            if path is None:
-                self.warnings.append(Notice("dlopen-missing", soname,
-                                            f"not found in the root ({reason})",
-                                            "--add it, or --without the rule"))
-                continue
-            closure = self.resolver.closure(path)
-            refuse_missing([closure], self.where)
-            add_closure(self.tree, self.root, closure, self.place, self.build.keep_setuid,
-                        reason)
-            self.closures.append(_as_library_closure(closure, soname, path))
+            self._add_library(self.closures[0], soname, reason)
         for path, reason in needs.paths:
-            added = add_root_path(self.tree, self.root, path, self.place, reason,
-                                  self.build.keep_setuid)
-            self.closures += add_elf_closures(self.tree, self.root, self.resolver, added,
-                                              self.place, self.build.keep_setuid,
-                                              self.warnings, reason)
+            self._add_path(path, reason)
         for image_path, target, reason in needs.links:
             self.tree.add(image_path, Symlink(target), reason)
         refuse_other_arches(self.closures, self.arch)  # --add's are checked in the next step
@@ -332,7 +386,7 @@ class Assembly:
         what of it describes the image's files added (the dpkg-status rule)."""
         build = self.build
         if "dpkg-status" in self.features or build.sbom or build.lock or build.locked:
-            self.dpkg = Dpkg(self.root)
+            self.dpkg = Dpkg(self.root, self.db)
         if self.dpkg is not None and "dpkg-status" in self.features:
             add_dpkg_status(self.tree, self.dpkg)
 
@@ -343,8 +397,8 @@ class Assembly:
         check_tree(self.tree, [self.place.image_path(p) for p in self.build.programs],
                    self.options, self.arch, self.path_dirs)
 
-    def finish(self) -> Assembled:
-        """The image's config, merged by spec.py's rule, and the tree."""
+    def _config(self) -> RunConfig:
+        """The image's config, merged by spec.py's rule (known once the recipes are)."""
         # the recipe whose single settings count: a slimmed image's config stands in for the
         # built-in recipes' (spec.py)
         counted = self.build.recipes if self.base is not None else [r for r, _ in self.recipes]
@@ -353,7 +407,11 @@ class Assembly:
                                      counted[0] if counted else None)]
         if self.base is not None:
             layers.append(spec.slimmed_layer(self.base))
-        merged = spec.finished(spec.merge([*layers, self.image.config]))
+        return spec.finished(spec.merge([*layers, self.image.config]))
+
+    def finish(self) -> Assembled:
+        """The image's config, merged by spec.py's rule, and the tree."""
+        merged = self._config()
         config = RunConfig(
             env=merged.env, entrypoint=merged.entrypoint, cmd=merged.cmd,
             working_dir=merged.working_dir, user=baseline.user_spec(merged.user, self.users),

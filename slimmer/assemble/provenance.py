@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass
 
 from slimmer.errors import SlimmerError, printable
+from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.root import Root
 from slimmer.outputs import write_file
-from slimmer.paths import normalize
 from slimmer.probe.probe import Probed
 from slimmer.tree import File, FileTree, file_digests
 
@@ -39,55 +39,20 @@ class Package:
 
 
 class Dpkg:
-    """The root's dpkg database: which package owns each (real) path."""
+    """The root's dpkg database (loader.dpkg's reader): which package owns each (real) path."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, db: PackageDb | None = None) -> None:
         self.root = root
-        self.packages: dict[str, Package] = {}
-        self.owner: dict[str, str] = {}  # real path -> package name
-        status = root.read_bytes("/var/lib/dpkg/status")
-        if status is None:
-            return
-        for stanza in status.decode("utf-8", "replace").split("\n\n"):
-            fields = _fields(stanza)
-            if "install ok installed" not in fields.get("Status", ""):
-                continue
-            name, arch = fields.get("Package", ""), fields.get("Architecture", "")
-            if not name:
-                continue
-            self.packages[name] = Package(name, fields.get("Version", ""), arch,
-                                          stanza.strip() + "\n", _license(root, name))
-            self._read_list(name, arch)
-
-    def _read_list(self, name: str, arch: str) -> None:
-        data = None
-        for candidate in (f"{name}:{arch}.list", f"{name}.list"):
-            data = self.root.read_bytes(f"/var/lib/dpkg/info/{candidate}")
-            if data is not None:
-                break
-        for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
-            if not line.startswith("/"):
-                continue
-            # Resolve the directory (remembered by the root) and keep the name: dpkg lists
-            # /lib/... for files that live in /usr/lib on merged-/usr systems.
-            directory, _, base = line.rpartition("/")
-            found = self.root.lookup(directory or "/")
-            real = f"{found.real.rstrip('/')}/{base}" if found is not None else line
-            self.owner.setdefault(real, name)
-            self.owner.setdefault(normalize(line), name)
+        self.db = PackageDb(root) if db is None else db
+        self.packages = {name: Package(name, e.version, e.architecture, e.stanza,
+                                       _license(root, name))
+                         for name, e in self.db.entries.items()}
+        # real path -> the first package listing it (a file has one owner; a directory many)
+        self.owner = {path: names[0] for path, names in self.db.owners.items()}
 
     def package_of(self, path: str) -> Package | None:
         name = self.owner.get(path)
         return self.packages.get(name) if name else None
-
-
-def _fields(stanza: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in stanza.splitlines():
-        if line and not line[0].isspace() and ":" in line:
-            key, _, value = line.partition(":")
-            out[key] = value.strip()
-    return out
 
 
 # DEP-5 short names -> SPDX identifiers, for the common ones; anything else is NOASSERTION.

@@ -12,8 +12,13 @@ Rules on by default (each can be dropped with --without NAME):
             an nsswitch.conf that matches what the image holds
   ld-cache  the image's own /etc/ld.so.cache (packer.py)
   dpkg-status  /var/lib/dpkg/status.d entries for the packages files came from (provenance.py)
-On request (--with NAME): tzdata (zoneinfo, /etc/localtime = UTC), locales (C.UTF-8), shell
-(/bin/sh), and certs or gconv forced on.
+  terminfo  a few terminal descriptions (xterm, linux, vt100, screen and their 256-colour
+            variants) when libtinfo or libncurses is in the closure
+  evidence-packages, compiled-paths, dlopen  evidence.py's kinds of evidence
+On request (--with NAME), or when evidence asks for them (evidence.py; its reason is shown):
+tzdata (zoneinfo, /etc/localtime = UTC: a package depends on tzdata, a path under zoneinfo is
+compiled in), locales (C.UTF-8: the image's environment sets LANG, LC_ALL or LC_CTYPE to it),
+shell (/bin/sh: an object imports popen or system); certs or gconv forced on.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from slimmer.errors import SlimmerError
 from slimmer.loader.resolve import Closure
 from slimmer.loader.root import Root
 
-DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache", "dpkg-status")
+DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache", "dpkg-status", "terminfo",
+              "evidence-packages", "compiled-paths", "dlopen")
 ON_REQUEST = ("tzdata", "locales", "shell")
 FEATURES = DEFAULT_ON + ON_REQUEST
 
@@ -46,6 +52,11 @@ TLS_LIBRARIES = ("libssl.so", "libgnutls.so", "libnss3.so", "libcurl.so", "libcu
 CA_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt",
               "/etc/ssl/ca-bundle.pem", "/etc/ssl/cert.pem")
 CA_LINKS = ("/usr/lib/ssl/cert.pem", "/usr/lib/ssl/certs")
+CURSES_LIBRARIES = ("libtinfo.so", "libncurses.so", "libncursesw.so", "libtinfow.so")
+TERMINFO_DIRS = ("/etc/terminfo", "/lib/terminfo", "/usr/share/terminfo")
+TERMINALS = ("xterm", "xterm-256color", "linux", "vt100", "screen", "screen-256color")
+C_UTF8 = ("c.utf-8", "c.utf8")
+LOCALE_VARIABLES = ("LC_ALL", "LC_CTYPE", "LANG")
 
 
 @dataclass(slots=True)
@@ -72,6 +83,10 @@ class Facts:
     libc: str | None  # real path of libc.so.6
     gconv_charsets: tuple[str, ...]
     programs: frozenset[str]  # the programs, as `show` names them
+    because: dict[str, str]  # rule -> the evidence that turned it on (evidence.py)
+
+    def reason(self, rule: str) -> str:
+        return f"--with {rule}" if rule in self.forced else self.because.get(rule, rule)
 
     def users_of(self, symbols: frozenset[str]) -> list[str]:
         """The objects importing any of `symbols`: programs first, then libraries, by path."""
@@ -97,17 +112,20 @@ def enabled(with_: frozenset[str], without: frozenset[str]) -> frozenset[str]:
 
 def find_needs(root: Root, closures: list[Closure], features: frozenset[str],
                forced: frozenset[str] = frozenset(), show: Callable[[str], str] = str,
-               gconv_charsets: tuple[str, ...] = ()) -> Needs:
+               gconv_charsets: tuple[str, ...] = (),
+               because: dict[str, str] | None = None) -> Needs:
     """Apply every enabled rule to the programs' closures; `forced` (from --with) adds certs or
-    gconv even where no library asks for them. `show` turns a path into the one reasons name
-    (its place in the image)."""
+    gconv even where no library asks for them; `because` names the evidence that turned an
+    on-request rule on. `show` turns a path into the one reasons name (its place in the
+    image)."""
     objects = [(c.real, c.binary) for c in closures] + [
         (lib.real, lib.path) for c in closures for lib in c.libraries]
     wants_imports = features & {"libgcc_s", "gconv", "nss"}
     facts = Facts(root, closures, features, forced,
                   _imports(root, objects, show) if wants_imports else {},
                   frozenset(lib.elf.soname or lib.soname for c in closures for lib in c.libraries),
-                  _libc(closures), gconv_charsets, frozenset(show(c.binary) for c in closures))
+                  _libc(closures), gconv_charsets, frozenset(show(c.binary) for c in closures),
+                  dict(because or {}))
     needs = Needs()
     for name, rule in RULES:
         if name in features:
@@ -202,23 +220,45 @@ def _nss(facts: Facts, needs: Needs) -> None:
 
 def _tzdata(facts: Facts, needs: Needs) -> None:
     if facts.root.is_dir("/usr/share/zoneinfo"):
-        needs.paths.append(("/usr/share/zoneinfo", "--with tzdata"))
-        needs.links.append(("/etc/localtime", "/usr/share/zoneinfo/UTC", "--with tzdata: UTC"))
+        reason = facts.reason("tzdata")
+        needs.paths.append(("/usr/share/zoneinfo", reason))
+        needs.links.append(("/etc/localtime", "/usr/share/zoneinfo/UTC", f"{reason}: UTC"))
 
 
 def _locales(facts: Facts, needs: Needs) -> None:
     for path in ("/usr/lib/locale/C.utf8", "/usr/lib/locale/C.UTF-8"):
         if facts.root.lookup(path):
-            needs.paths.append((path, "--with locales: C.UTF-8"))
+            needs.paths.append((path, f"{facts.reason('locales')}: C.UTF-8"))
 
 
 def _shell(facts: Facts, needs: Needs) -> None:
-    needs.paths.append(("/bin/sh", "--with shell"))
+    needs.paths.append(("/bin/sh", facts.reason("shell")))
+
+
+def _terminfo(facts: Facts, needs: Needs) -> None:
+    curses = sorted(s for s in facts.sonames if s.startswith(CURSES_LIBRARIES))
+    if not curses:
+        return
+    reason = f"terminal descriptions for {curses[0]}"
+    for directory in TERMINFO_DIRS:
+        for name in TERMINALS:
+            path = f"{directory}/{name[0]}/{name}"
+            if facts.root.lookup(path):
+                needs.paths.append((path, reason))
+
+
+def locale_evidence(env: dict[str, str]) -> str | None:
+    """Why the image needs the C.UTF-8 locale: the variable of its environment that names it."""
+    for name in LOCALE_VARIABLES:
+        if env.get(name, "").lower() in C_UTF8:
+            return f"{name}={env[name]} in the image's environment"
+    return None
 
 
 RULES: tuple[tuple[str, Callable[[Facts, Needs], None]], ...] = (
     ("libgcc_s", _libgcc_s), ("gconv", _gconv), ("certs", _certs), ("openssl", _openssl),
     ("nss", _nss), ("tzdata", _tzdata), ("locales", _locales), ("shell", _shell),
+    ("terminfo", _terminfo),
 )
 
 

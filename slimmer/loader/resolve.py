@@ -134,6 +134,11 @@ class Resolver:
             self._cache_read = True
         return self._cache
 
+    def search_dirs(self) -> tuple[str, ...]:
+        """The directories libraries are found in without a path of their own: ld.so.conf's
+        and LD_LIBRARY_PATH (the loader's compiled-in ones are the caller's to add)."""
+        return (*self.options.library_path, *self._conf_dirs())
+
     def _conf_dirs(self) -> tuple[str, ...]:
         if self._conf is None:
             self._conf = read_ld_so_conf(self.root)

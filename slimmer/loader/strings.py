@@ -1,0 +1,75 @@
+"""The string literals an ELF file carries in its read-only data (.rodata, and .data.rel.ro
+where position-independent code keeps initialised pointers' targets): what `strings` shows,
+limited to the sections where C string constants live and to the two kinds evidence asks for:
+absolute paths (`/usr/lib/ruby/3.1.0`, each part of a `/a:/b` list) and library names
+(`libfoo.so.1`, what a dlopen argument looks like). Read from the file's bytes; nothing runs.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from typing import NamedTuple
+
+SECTIONS = (b".rodata", b".data.rel.ro")
+MAX_FILE = 1 << 30  # an ELF file larger than this is not scanned
+# A NUL-terminated string of printable ASCII after a NUL; a library name ending a string, whose
+# start is checked after the match (a look-behind is ten times slower over 70 MB of .rodata).
+_PATH = re.compile(rb"\x00(/[\x21-\x7e]{1,1023})(?=\x00)")
+_SONAME = re.compile(rb"lib[A-Za-z0-9_+.-]*\.so(?:\.[0-9]+)*(?=\x00)")
+
+class Literals(NamedTuple):
+    paths: tuple[str, ...]  # absolute paths, in file order, each once
+    libraries: tuple[str, ...]  # bare names of shared objects (libX.so[.N]); paths are above
+
+
+def literals(data: bytes) -> Literals:
+    """The path and library literals of an ELF file's read-only data sections; nothing for a
+    file that is not ELF or has no section headers (stripped of them)."""
+    paths: dict[str, None] = {}
+    libraries: dict[str, None] = {}
+    for start, end in read_only_sections(data):
+        chunk = b"\x00" + data[start:end]  # the section's first string follows a NUL too
+        for match in _PATH.finditer(chunk):
+            text = match.group(1).decode("ascii")
+            for part in text.split(":"):
+                if part.startswith("/") and len(part) > 1:
+                    paths.setdefault(part, None)
+        for match in _SONAME.finditer(chunk):
+            if chunk[match.start() - 1] == 0:  # the whole string
+                libraries.setdefault(match.group().decode("ascii"), None)
+    return Literals(tuple(paths), tuple(libraries))
+
+
+def read_only_sections(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) file offsets of the .rodata-like sections; [] when they cannot be read."""
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return []
+    wide = data[4] == 2
+    order = "<" if data[5] == 1 else ">"
+    if wide:
+        shoff, = struct.unpack_from(order + "Q", data, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, 0x3A)
+        fmt, size = order + "IIQQQQ", 64
+    else:
+        shoff, = struct.unpack_from(order + "I", data, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, 0x2E)
+        fmt, size = order + "IIIIII", 40
+    if shoff == 0 or shentsize < size or shnum == 0 or shoff + shnum * shentsize > len(data):
+        return []
+    headers = []
+    for i in range(shnum):
+        name, kind, _flags, _addr, offset, length = struct.unpack_from(
+            fmt, data, shoff + i * shentsize)
+        headers.append((name, kind, offset, length))
+    if shstrndx >= shnum:
+        return []
+    _, _, names_at, names_len = headers[shstrndx]
+    names = data[names_at:names_at + names_len]
+    out = []
+    for name, kind, offset, length in headers:
+        end = names.find(b"\x00", name)
+        label = names[name:end if end >= 0 else len(names)]
+        if label in SECTIONS and kind == 1 and offset + length <= len(data):  # SHT_PROGBITS
+            out.append((offset, offset + length))
+    return out
