@@ -16,6 +16,7 @@ from slimmer.cli.options import (
     command,
     hwcaps,
     image_options,
+    layer_count,
     pairs,
     source_date_epoch,
     split_paths,
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pk = sub.add_parser(
-        "pack", help="pack programs into a one-layer image archive",
+        "pack", help="pack programs into an image archive",
         description="Pack programs and exactly the files they load into one image archive "
                     "that docker load, podman load, skopeo, umoci and ctr accept. The same "
                     "inputs give the same bytes; SOURCE_DATE_EPOCH sets the timestamps "
@@ -182,6 +183,7 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         hwcaps=hwcaps(args.hwcaps),
         platform=args.platform,
         compression=args.compress,
+        layers=layer_count(args.layers),
         keep_setuid=args.keep_setuid,
         epoch=epoch,
         with_features=check_features(args.with_features, "--with"),
