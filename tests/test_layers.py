@@ -158,7 +158,7 @@ def test_jq_and_curl_share_their_base_layer(layered: dict[str, Path]) -> None:
     for layers in (jq, curl):
         files = Counter(m.name for _, _, members in layers for m in members if not m.isdir())
         assert set(files.values()) == {1}
-        headers: dict[str, tuple[int, int, int, int]] = {}
+        headers: dict[str, tuple[int, int, int, float]] = {}
         for _, _, members in layers:
             for m in members:
                 if m.isdir():
