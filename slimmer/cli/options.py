@@ -113,6 +113,17 @@ def push_options(p: argparse.ArgumentParser) -> None:
                    help="push the archive to this registry reference once written "
                         "(repeatable)")
     registry_options(p)
+    sign_options(p)
+
+
+def sign_options(p: argparse.ArgumentParser) -> None:
+    """--sign-key and --sign-password-env: sign what is pushed, cosign's way."""
+    p.add_argument("--sign-key", metavar="KEY.pem",
+                   help="sign each pushed manifest with this ECDSA P-256 or Ed25519 private "
+                        "key (PEM), as cosign does: REPO:sha256-<hex>.sig (docs/push.md)")
+    p.add_argument("--sign-password-env", metavar="NAME",
+                   help="the environment variable holding the password of an encrypted "
+                        "--sign-key")
 
 
 def registry_options(p: argparse.ArgumentParser) -> None:

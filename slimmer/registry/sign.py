@@ -1,0 +1,349 @@
+"""Signatures in cosign's format: `push --sign-key` signs the pushed manifest digest, and
+`verify REGISTRY/REPO@DIGEST --key` checks such a signature (cosign's or ours).
+
+cosign's specs/SIGNATURE_SPEC.md: the payload is a "simple signing" JSON document naming the
+repository and the manifest digest; it is stored as a blob, the one layer (media type
+`application/vnd.dev.cosign.simplesigning.v1+json`) of an OCI image manifest tagged
+`sha256-<hex>.sig` in the image's repository; the signature is the base64 of the layer's
+annotation `dev.cosignproject.cosign/signature`. ECDSA P-256 signs the SHA-256 of the payload
+(an ASN.1 DER signature, what `openssl dgst -sha256 -sign` makes); Ed25519 signs the payload
+itself (`openssl pkeyutl -sign -rawin`). The config blob is what cosign's (go-containerregistry's
+empty image with one layer appended) has: no platform, the payload's digest as the diff_id.
+
+A `.sig` manifest already at that tag is replaced, not appended to (cosign appends): the
+signatures of other keys at that tag are not kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+from slimmer.errors import SlimmerError, printable
+from slimmer.fileio import read_small_file
+from slimmer.image.model import DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST, canonical_json
+from slimmer.registry.auth import pull_scope, push_scope
+from slimmer.registry.client import (
+    Client,
+    Destination,
+    RegistryError,
+    Response,
+    parse_destination,
+)
+
+PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+SIGNATURE = "dev.cosignproject.cosign/signature"
+COSIGN_TYPE = "cosign container image signature"
+KEY_LIMIT = 64 << 10  # a PEM key is a few hundred bytes
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class SignatureProblem(SlimmerError):
+    """A key that cannot be used, or a signature that is missing or does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """A private key read from PEM: ECDSA P-256 or Ed25519."""
+
+    key: PrivateKey
+    source: str  # the file it came from, for messages
+
+    def sign(self, payload: bytes) -> bytes:
+        if isinstance(self.key, ec.EllipticCurvePrivateKey):
+            return self.key.sign(payload, ec.ECDSA(hashes.SHA256()))
+        return self.key.sign(payload)
+
+
+def load_signer(path: str, password: bytes | None = None) -> Signer:
+    """The private key in PEM file `path` (PKCS#8 or SEC1; encrypted: `password`)."""
+    data = read_small_file(path, "signing key", KEY_LIMIT)
+    try:
+        key = serialization.load_pem_private_key(data, password)
+    except TypeError:  # encrypted without a password, or a password for a plain key
+        if password is None:
+            raise SignatureProblem(f"{path}: the key is encrypted: name the environment "
+                                   "variable holding its password with --sign-password-env"
+                                   ) from None
+        raise SignatureProblem(f"{path}: the key is not encrypted, but a password was given"
+                               ) from None
+    except (ValueError, UnsupportedAlgorithm):
+        problem = ("cannot be decrypted with the password given" if password is not None
+                   and b"ENCRYPTED" in data else "is not a PEM private key")
+        raise SignatureProblem(f"{path}: {problem}") from None
+    if isinstance(key, ed25519.Ed25519PrivateKey) or (
+            isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)):
+        return Signer(key, path)
+    raise SignatureProblem(f"{path}: {_kind(key)}: signing takes an ECDSA P-256 or Ed25519 key")
+
+
+def load_public_key(path: str) -> PublicKey:
+    data = read_small_file(path, "public key", KEY_LIMIT)
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        raise SignatureProblem(f"{path}: not a PEM public key") from None
+    if isinstance(key, ed25519.Ed25519PublicKey) or (
+            isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
+        return key
+    raise SignatureProblem(f"{path}: {_kind(key)}: verifying takes an ECDSA P-256 or Ed25519 "
+                           "key")
+
+
+def _kind(key: object) -> str:
+    curve = getattr(key, "curve", None)
+    if curve is not None:
+        return f"an ECDSA key on {curve.name}"
+    for kind, types in (("an RSA key", (rsa.RSAPrivateKey, rsa.RSAPublicKey)),
+                        ("a DSA key", (dsa.DSAPrivateKey, dsa.DSAPublicKey)),
+                        ("an Ed448 key", (ed448.Ed448PrivateKey, ed448.Ed448PublicKey))):
+        if isinstance(key, types):
+            return kind
+    return "a key of another kind"
+
+
+def verifies(key: PublicKey, signature: bytes, payload: bytes) -> bool:
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, payload, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(signature, payload)
+    except InvalidSignature:
+        return False
+    return True
+
+
+# ---- the documents -------------------------------------------------------------------------
+
+
+def identity(dest: Destination) -> str:
+    """The repository as cosign names it in the payload (go-containerregistry's Context)."""
+    registry = "index.docker.io" if dest.registry == "docker.io" else dest.registry
+    return f"{registry}/{dest.repository}"
+
+
+def payload(dest: Destination, digest: str) -> bytes:
+    """The simple-signing payload for manifest `digest` in `dest`'s repository, as cosign
+    writes it (Go's encoding/json: the keys happen to be sorted, no spaces)."""
+    return canonical_json({"critical": {"identity": {"docker-reference": identity(dest)},
+                                        "image": {"docker-manifest-digest": digest},
+                                        "type": COSIGN_TYPE},
+                           "optional": None})
+
+
+def signature_tag(digest: str) -> str:
+    algorithm, _, hex_ = digest.partition(":")
+    return f"{algorithm}-{hex_}.sig"
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    media_type: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+    def descriptor(self, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
+                               "size": len(self.data)}
+        if annotations:
+            out["annotations"] = annotations
+        return out
+
+
+def signature_manifest(signed: bytes, signature: bytes) -> tuple[Blob, Blob, bytes]:
+    """(config, payload layer, manifest) of a .sig image holding one signature."""
+    layer = Blob(PAYLOAD_TYPE, signed)
+    epoch = "0001-01-01T00:00:00Z"  # go-containerregistry's zero time, as cosign's config has
+    config = Blob(OCI_CONFIG, canonical_json({
+        "architecture": "", "os": "", "created": epoch, "config": {},
+        "history": [{"created": epoch}],
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}))
+    manifest = canonical_json({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(),
+        "layers": [layer.descriptor({SIGNATURE: base64.b64encode(signature).decode()})]})
+    return config, layer, manifest
+
+
+# ---- pushing a signature -------------------------------------------------------------------
+
+
+def sign_pushed(client: Client, dest: Destination, digest: str, signer: Signer) -> str:
+    """Sign manifest `digest` of `dest`'s repository and push the .sig image beside it.
+    Returns the reference of the signature (REGISTRY/REPO:sha256-HEX.sig)."""
+    signed = payload(dest, digest)
+    config, layer, manifest = signature_manifest(signed, signer.sign(signed))
+    scopes = (push_scope(dest.repository),)
+    for blob in (config, layer):
+        put_blob(client, dest, blob.data, scopes)
+    tag = signature_tag(digest)
+    answer = client.request("PUT", f"/v2/{dest.repository}/manifests/{tag}", scopes=scopes,
+                            headers={"Content-Type": OCI_MANIFEST}, body=manifest)
+    _expect(answer, 201, dest, f"PUT manifest {dest.repository}:{tag}")
+    return f"{dest.registry}/{dest.repository}:{tag}"
+
+
+def put_blob(client: Client, dest: Destination, data: bytes, scopes: tuple[str, ...]) -> None:
+    """A small blob (a payload, a config): nothing when the repository has it, else one POST
+    and one PUT, both tried again together on a transient failure."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    api = f"/v2/{dest.repository}/blobs"
+    if client.request("HEAD", f"{api}/{digest}", scopes=scopes).status == 200:
+        return
+
+    def upload() -> Response:
+        started = client.exchange("POST", f"{api}/uploads/", scopes=scopes)
+        location = _expect(started, 202, dest, "POST blob upload").header("Location")
+        if not location:
+            raise RegistryError(f"{dest.registry}: POST blob upload: 202 without a Location")
+        separator = "&" if "?" in location else "?"
+        return client.exchange("PUT", f"{location}{separator}digest={digest}", scopes=scopes,
+                               headers={"Content-Type": "application/octet-stream"}, body=data)
+
+    _expect(client.retrying(upload), 201, dest, f"PUT blob {digest}")
+
+
+def _expect(answer: Response, status: int, dest: Destination, what: str) -> Response:
+    if answer.status != status:
+        raise RegistryError(f"{dest.registry}: {what}: {answer.problem()}")
+    return answer
+
+
+# ---- verifying -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    reference: str  # REGISTRY/REPO@DIGEST
+    signature: str  # where the signature was found (REGISTRY/REPO:sha256-HEX.sig)
+    signatures: int  # how many the .sig manifest holds
+
+
+def parse_signed_reference(text: str) -> tuple[Destination, str | None]:
+    """REGISTRY/REPO@sha256:HEX (or REGISTRY/REPO[:TAG], resolved at the registry)."""
+    name, at, digest = text.partition("@")
+    if at and not (digest.startswith("sha256:") and len(digest) == 71
+                   and all(c in "0123456789abcdef" for c in digest[7:])):
+        raise SignatureProblem(f"{text}: {digest!r} is not a sha256 digest")
+    return parse_destination(name), digest if at else None
+
+
+def verify_signature(client: Client, dest: Destination, digest: str | None, key: PublicKey,
+                     key_name: str) -> Checked:
+    """Fetch the .sig manifest of `digest` (a tag's: resolved first) and check that one of its
+    signatures verifies with `key` over its payload, and that the payload names `digest` and
+    the repository."""
+    scopes = (pull_scope(dest.repository),)
+    if digest is None:
+        digest = _resolve(client, dest, scopes)
+    shown = f"{dest.registry}/{dest.repository}@{digest}"
+    tag = signature_tag(digest)
+    where = f"{dest.registry}/{dest.repository}:{tag}"
+    answer = client.request("GET", f"/v2/{dest.repository}/manifests/{tag}", scopes=scopes,
+                            headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
+    if answer.status == 404:
+        raise SignatureProblem(f"{shown}: not signed ({where} not found)")
+    _expect(answer, 200, dest, f"GET manifest {dest.repository}:{tag}")
+    layers = _signature_layers(answer.body, where)
+    payloads: list[bytes] = []
+    for layer_digest, signature in layers:
+        data = _blob(client, dest, layer_digest, scopes)
+        if signature is not None and verifies(key, signature, data):
+            payloads.append(data)
+    if not payloads:
+        count = len(layers)
+        raise SignatureProblem(f"{shown}: no signature in {where} verifies with {key_name} "
+                               f"({count} signature{'s' if count != 1 else ''} checked)")
+    problems = [p for p in (_claims(data, dest, digest) for data in payloads) if p]
+    if len(problems) == len(payloads):
+        raise SignatureProblem(f"{shown}: the payload signed with {key_name} {problems[0]}")
+    return Checked(shown, where, len(layers))
+
+
+def _resolve(client: Client, dest: Destination, scopes: tuple[str, ...]) -> str:
+    answer = client.request("GET", f"/v2/{dest.repository}/manifests/{dest.tag}",
+                            scopes=scopes, headers={"Accept": f"{OCI_MANIFEST}, "
+                                                    f"{DOCKER_MANIFEST}, "
+                                                    "application/vnd.oci.image.index.v1+json"})
+    _expect(answer, 200, dest, f"GET manifest {dest.repository}:{dest.tag}")
+    return "sha256:" + hashlib.sha256(answer.body).hexdigest()
+
+
+def _signature_layers(body: bytes, where: str) -> list[tuple[str, bytes | None]]:
+    """(payload digest, signature or None when malformed) of each simple-signing layer."""
+    try:
+        doc = json.loads(body)
+        layers = doc["layers"]
+        if not isinstance(layers, list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, RecursionError):
+        raise SignatureProblem(f"{where}: not an image manifest") from None
+    out: list[tuple[str, bytes | None]] = []
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("mediaType") != PAYLOAD_TYPE:
+            continue
+        digest = layer.get("digest")
+        notes = layer.get("annotations")
+        text = notes.get(SIGNATURE) if isinstance(notes, dict) else None
+        if not isinstance(digest, str) or not digest.startswith("sha256:"):
+            continue
+        try:
+            signature = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+        except binascii.Error:
+            signature = None
+        out.append((digest, signature))
+    if not out:
+        raise SignatureProblem(f"{where}: holds no cosign signature ({PAYLOAD_TYPE} layer)")
+    return out
+
+
+def _blob(client: Client, dest: Destination, digest: str, scopes: tuple[str, ...]) -> bytes:
+    """A payload blob, checked against its digest (one redirect followed, to storage)."""
+    answer = client.request("GET", f"/v2/{dest.repository}/blobs/{digest}", scopes=scopes)
+    if answer.status in (301, 302, 303, 307, 308) and answer.header("Location"):
+        answer = client.request("GET", answer.header("Location"), scopes=scopes)
+    _expect(answer, 200, dest, f"GET blob {digest}")
+    if "sha256:" + hashlib.sha256(answer.body).hexdigest() != digest:
+        raise SignatureProblem(f"{dest.registry}: blob {digest}: the registry served other "
+                               "content")
+    return answer.body
+
+
+def _claims(data: bytes, dest: Destination, digest: str) -> str:
+    """What is wrong with a verified payload's claims ("" when nothing)."""
+    try:
+        critical = json.loads(data)["critical"]
+        kind = critical["type"]
+        named = critical["image"]["docker-manifest-digest"]
+        reference = critical["identity"]["docker-reference"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return "is not a cosign simple-signing document"
+    if kind != COSIGN_TYPE:
+        return f"has type {printable(repr(kind), 80)}, not {COSIGN_TYPE!r}"
+    if named != digest:
+        return f"names the manifest {printable(str(named), 80)}, not {digest}"
+    if reference not in _names(dest):
+        return f"names the repository {printable(str(reference), 200)}, not {identity(dest)}"
+    return ""
+
+
+def _names(dest: Destination) -> Sequence[str]:
+    """The ways a payload may name the repository (cosign: the registry as written, Docker
+    Hub's either way)."""
+    names = [identity(dest), f"{dest.registry}/{dest.repository}"]
+    if dest.registry == "docker.io":
+        names.append(f"docker.io/{dest.repository}")
+    return names
