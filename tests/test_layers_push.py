@@ -89,7 +89,7 @@ def test_second_image_uploads_only_what_is_new(registry: Registry,
     base = str(jq["layers"][0]["digest"])
     assert base == curl["layers"][0]["digest"]
     first = push(str(images["jq"]), [f"{registry.address}/tools/jq:1"], options)[0]
-    assert (first.uploaded, first.existing, first.mounted) == (4, 0, 0)
+    assert (first.uploaded, first.existing, first.mounted) == (len(sizes(jq)), 0, 0)
     assert first.bytes_uploaded == sum(sizes(jq).values())
 
     done = slimmer("push", str(images["curl"]), f"{registry.address}/tools/jq:curl",
@@ -97,18 +97,19 @@ def test_second_image_uploads_only_what_is_new(registry: Registry,
     assert done.returncode == 0, done.stderr
     new = {d: s for d, s in sizes(curl).items() if d != base}
     base_size = sizes(curl)[base]
-    assert "5 blobs (4 uploaded, 1 already there, 0 mounted), " in done.stdout
+    assert f"{len(new) + 1} blobs ({len(new)} uploaded, 1 already there, 0 mounted), " \
+        in done.stdout
     assert f"{sum(new.values()) / 1e6:.1f} MB sent, {base_size / 1e6:.1f} MB already there, " \
            "0.0 MB mounted" in done.stdout
     # the registry saw the base uploaded once (with jq), then only curl's own blobs
     committed = uploaded_digests(registry, "tools/jq")
     assert committed.count(base) == 1
-    assert sorted(committed[4:]) == sorted(new)
+    assert sorted(committed[len(sizes(jq)):]) == sorted(new)
 
     # another repository of the registry, told where the blobs are: everything mounted
     again = push(str(images["curl"]), [f"{registry.address}/other/curl:1"],
                  PushOptions(ClientOptions(insecure=True), mount_from=("tools/jq",)))[0]
-    assert (again.uploaded, again.existing, again.mounted) == (0, 0, 5)
+    assert (again.uploaded, again.existing, again.mounted) == (0, 0, len(sizes(curl)))
     assert (again.bytes_uploaded, again.bytes_mounted) == (0, sum(sizes(curl).values()))
     assert uploaded_digests(registry, "other/curl") == []
 

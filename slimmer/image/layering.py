@@ -7,14 +7,19 @@ the same files in the same group, and the same group of files is the same layer,
 
   1. base       the dynamic loader and libc (ld-linux*.so*, ld64.so.*, ld-musl-*.so.1,
                 libc.so.6, libc-*.so, libc.musl-*.so.1 in a library directory), the symlinks
-                at the top of the tree (/lib -> usr/lib, /lib64, /bin), the directories every
-                image gets (/tmp, /root, /home/nonroot) and libc6's dpkg status
-  2. libraries  every other lib*.so / lib*.so.* in a library directory: /lib, /lib64,
+                /lib, /lib64, /lib32, /libx32 (-> usr/lib...: on the way to the loader on a
+                merged-/usr root), the directories every image gets (/tmp, /root,
+                /home/nonroot) and libc6's dpkg status
+  2. shared     one layer for each of a fixed list of libraries that many programs use
+                (FAMILIES: libgcc_s, zlib, openssl (libssl + libcrypto), libstdc++, zstd, xz,
+                bzip2, libffi, expat, pcre2, sqlite), in that order, each holding the files of
+                that library the image has: images that use OpenSSL share its layer too
+  3. libraries  every other lib*.so / lib*.so.* in a library directory: /lib, /lib64,
                 /lib32, /libx32, /usr/lib*, /usr/local/lib*, each possibly followed by a
                 multiarch directory (x86_64-linux-gnu) and glibc-hwcaps/NAME
-  3. data       the rest under those library roots (gconv, python3.11, ossl-modules, ...),
+  4. data       the rest under those library roots (gconv, python3.11, ossl-modules, ...),
                 under /usr/share and /usr/local/share, and /etc/ssl (certificates)
-  4. app        everything else: the programs, /app, /etc (ld.so.cache, passwd, group,
+  5. app        everything else: the programs, /app, /etc (ld.so.cache, passwd, group,
                 nsswitch.conf), the other dpkg status files, recipes' directories
 
 A directory goes into each layer that holds something under it, with the same header in each
@@ -25,6 +30,10 @@ latest group among theirs. A file is in exactly one layer.
 `--layers N` keeps the first N-1 non-empty groups and merges the rest into the last, so the
 most shared layers stay apart: 2 gives base + the rest; 1 is the one-layer image, the tree
 written as it is (the same bytes as without --layers).
+
+A registry shares equal layers wherever they are; an engine's store (Docker's, containerd's)
+shares a layer only with the same layers below it (its chain ID): hence the fixed order, base
+first.
 """
 
 from __future__ import annotations
@@ -34,13 +43,29 @@ from dataclasses import dataclass
 
 from slimmer.tree import Dir, Entry, File, FileTree, Symlink
 
-GROUPS = ("base", "libraries", "data", "app")
-BASE, LIBRARIES, DATA, APP = range(4)
+# Libraries many programs share, each its own layer, most used first: name -> file names.
+FAMILIES = (
+    ("libgcc_s", r"libgcc_s\.so\.1"),
+    ("zlib", r"libz\.so\.[0-9][0-9.]*"),
+    ("openssl", r"lib(?:ssl|crypto)\.so\.[0-9][0-9.]*"),
+    ("libstdc++", r"libstdc\+\+\.so\.[0-9][0-9.]*"),
+    ("zstd", r"libzstd\.so\.[0-9][0-9.]*"),
+    ("xz", r"liblzma\.so\.[0-9][0-9.]*"),
+    ("bzip2", r"libbz2\.so\.[0-9][0-9.]*"),
+    ("libffi", r"libffi\.so\.[0-9][0-9.]*"),
+    ("expat", r"libexpat\.so\.[0-9][0-9.]*"),
+    ("pcre2", r"libpcre2-8\.so\.[0-9][0-9.]*"),
+    ("sqlite", r"libsqlite3\.so\.[0-9][0-9.]*"),
+)
+GROUPS = ("base", *(name for name, _ in FAMILIES), "libraries", "data", "app")
+BASE, LIBRARIES, DATA, APP = 0, len(GROUPS) - 3, len(GROUPS) - 2, len(GROUPS) - 1
+_FAMILY = [(1 + i, re.compile(pattern)) for i, (_, pattern) in enumerate(FAMILIES)]
 
 _LIB_ROOT = r"(?:/usr(?:/local)?)?/lib(?:64|32|x32)?"
 _LIB_DIR = re.compile(_LIB_ROOT + r"(?:/[^/]*-linux-[^/]*)?(?:/glibc-hwcaps/[^/]+)?")
 _UNDER_LIB = re.compile(_LIB_ROOT + r"/.")
 _LIBRARY = re.compile(r"lib.*\.so(?:\.[0-9][^/]*)?")
+_TOP_LIB = re.compile(r"lib(?:64|32|x32)?")
 _LOADER_LIBC = re.compile(r"ld-linux[^/]*\.so[^/]*|ld64\.so\.[0-9]+|ld-musl-[^/]*\.so\.1|"
                           r"libc\.so\.6|libc-[0-9.]+\.so|libc\.musl-[^/]*\.so\.1")
 BASE_DIRS = frozenset({"/tmp", "/root", "/home/nonroot"})  # baseline.add_to's
@@ -53,13 +78,13 @@ def group_of(path: str, entry: Entry) -> int:
     directory, _, name = path.rpartition("/")
     if path in BASE_DIRS or path in BASE_FILES:
         return BASE
-    if isinstance(entry, Symlink) and directory == "":
-        return BASE  # /lib -> usr/lib and the like: what every image of a merged-/usr root has
+    if isinstance(entry, Symlink) and directory == "" and _TOP_LIB.fullmatch(name):
+        return BASE  # /lib -> usr/lib, /lib64: on the way to the loader on a merged-/usr root
     if not isinstance(entry, Dir) and _LIB_DIR.fullmatch(directory):
         if _LOADER_LIBC.fullmatch(name):
             return BASE
         if _LIBRARY.fullmatch(name):
-            return LIBRARIES
+            return next((g for g, pattern in _FAMILY if pattern.fullmatch(name)), LIBRARIES)
     if _UNDER_LIB.match(path) or path.startswith(DATA_TOPS):
         return DATA
     return APP
