@@ -225,7 +225,13 @@ def test_verify_why_inspect_diff_read_layered_images(layered: dict[str, Path],
     plain = pack(tmp_path, "/usr/bin/jq", name="plain")
     layered_doc = json.loads(slimmer("inspect", "--json", str(layered["jq"])).stdout)
     plain_doc = json.loads(slimmer("inspect", "--json", str(plain)).stdout)
+    assert "layers" not in plain_doc
+    assert [(la["digest"], la["comment"]) for la in layered_doc.pop("layers")] == [
+        (d, c) for d, c, _ in layers_of(layered["jq"])]
     assert layered_doc == plain_doc  # the same files, sizes and reasons
+    text = slimmer("inspect", str(layered["jq"])).stdout.splitlines()
+    assert text[-3].startswith("layer 1 (base): sha256:")
+    assert text[-1].startswith("layer 3 (app): sha256:")
     diff = slimmer("diff", str(plain), str(layered["jq"]))
     assert diff.returncode == 1
     assert [line.split(":")[0] for line in diff.stdout.splitlines()] == ["changed history"]
@@ -253,8 +259,9 @@ def test_slim_reads_a_layered_image_and_writes_layers(layered: dict[str, Path],
     plain_out = tmp_path / "slim-plain.tar"
     done = slimmer("slim", str(plain), "-o", str(plain_out))
     assert done.returncode == 0, done.stderr
-    assert json.loads(slimmer("inspect", "--json", str(out)).stdout) == json.loads(
-        slimmer("inspect", "--json", str(plain_out)).stdout)
+    slimmed = json.loads(slimmer("inspect", "--json", str(out)).stdout)
+    assert [la["comment"] for la in slimmed.pop("layers")] == CURL_LAYERS
+    assert slimmed == json.loads(slimmer("inspect", "--json", str(plain_out)).stdout)
 
 
 def test_bad_layers_value(tmp_path: Path) -> None:

@@ -9,20 +9,19 @@ import tarfile
 from slimmer.assemble.assembly import assemble
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.spec import ImageSpec
-from slimmer.image.explain import read_image
+from slimmer.image.explain import ImageView, read_image
 from slimmer.loader.programs import program_path
 from slimmer.loader.root import SysRoot
-from slimmer.tree import FileTree
 
 
 def image_or_program(target: str, cwd: str, root: str = "/",
-                     library_path: tuple[str, ...] = ()) -> FileTree:
+                     library_path: tuple[str, ...] = ()) -> ImageView:
     """The file tree of `target`: an archive or a layout directory (relative to `cwd`) as its
-    layers merge, else a program of `root` (relative to `cwd` on the host root, or looked up in
-    the default PATH) as `pack` would place it with its closure."""
+    layers merge (and its layers), else a program of `root` (relative to `cwd` on the host
+    root, or looked up in the default PATH) as `pack` would place it with its closure."""
     host = os.path.join(cwd, target)
     if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
-        return read_image(host).tree
+        return read_image(host)
     program = program_path(SysRoot(root), target, cwd)
     build = BuildOptions(programs=(program,), root=root, library_path=library_path)
-    return assemble(ImageSpec(), build).tree
+    return ImageView(assemble(ImageSpec(), build).tree, True)

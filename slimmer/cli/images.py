@@ -24,7 +24,7 @@ from slimmer.cli.shared import check_reproducible, rebuild, summary_stream
 from slimmer.errors import SlimmerError, printable
 
 if TYPE_CHECKING:
-    from slimmer.tree import FileTree
+    from slimmer.image.explain import ImageView
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -171,14 +171,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_why(args: argparse.Namespace) -> int:
     from slimmer.image.explain import format_why, why
 
-    print("\n".join(format_why(why(_target(args), args.path))))
+    print("\n".join(format_why(why(_target(args).tree, args.path))))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from slimmer.image.explain import format_inventory, inventory
 
-    doc = inventory(_target(args))
+    view = _target(args)
+    doc = inventory(view.tree, view.layers)
     if args.json:
         print(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
     else:
@@ -186,7 +187,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _target(args: argparse.Namespace) -> FileTree:
+def _target(args: argparse.Namespace) -> ImageView:
     from slimmer.assemble.target import image_or_program
 
     cwd = os.getcwd()
