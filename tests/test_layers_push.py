@@ -294,3 +294,24 @@ def test_encrypted_key_and_bad_keys(registry: Registry, images: dict[str, Path],
     error_line(slimmer("pack", "/usr/bin/jq", "-o", str(out), "--push", reference,
                        "--insecure", "--sign-key", str(rsa)), "an RSA key")
     assert not out.exists()
+
+
+def test_sbom_attached_as_cosign_does(registry: Registry, tmp_path: Path) -> None:
+    sbom, out = tmp_path / "jq.spdx.json", tmp_path / "jq.tar"
+    reference = f"{registry.address}/attached/jq:1"
+    done = slimmer("pack", "/usr/bin/jq", "-o", str(out), "--layers", "auto", "--sbom",
+                   str(sbom), "--push", reference, "--insecure", "--attach-sbom", str(sbom))
+    assert done.returncode == 0, done.stderr
+    digest, _ = manifest_of(out)
+    tag = digest.replace(":", "-") + ".sbom"
+    assert f"attached the SBOM to {registry.address}/attached/jq@{digest}: " \
+           f"{registry.address}/attached/jq:{tag}" in done.stdout
+    manifest = json.loads(get(registry, f"/v2/attached/jq/manifests/{tag}", OCI_MANIFEST))
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "text/spdx+json"
+    assert get(registry, f"/v2/attached/jq/blobs/{layer['digest']}") == sbom.read_bytes()
+
+    not_spdx = tmp_path / "not.json"
+    not_spdx.write_text('{"a": 1}')
+    error_line(slimmer("push", str(out), reference, "--insecure", "--attach-sbom",
+                       str(not_spdx)), str(not_spdx), "not an SPDX JSON document")

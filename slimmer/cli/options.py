@@ -117,13 +117,17 @@ def push_options(p: argparse.ArgumentParser) -> None:
 
 
 def sign_options(p: argparse.ArgumentParser) -> None:
-    """--sign-key and --sign-password-env: sign what is pushed, cosign's way."""
+    """--sign-key, --sign-password-env, --attach-sbom: sign what is pushed and attach its
+    SBOM, cosign's way."""
     p.add_argument("--sign-key", metavar="KEY.pem",
                    help="sign each pushed manifest with this ECDSA P-256 or Ed25519 private "
                         "key (PEM), as cosign does: REPO:sha256-<hex>.sig (docs/push.md)")
     p.add_argument("--sign-password-env", metavar="NAME",
                    help="the environment variable holding the password of an encrypted "
                         "--sign-key")
+    p.add_argument("--attach-sbom", metavar="FILE.spdx.json",
+                   help="attach this SPDX JSON document (what --sbom writes) to each pushed "
+                        "manifest, as cosign does: REPO:sha256-<hex>.sbom")
 
 
 def registry_options(p: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from slimmer.cli.options import command, debug_option, registry_options, sign_op
 from slimmer.errors import SlimmerError
 
 if TYPE_CHECKING:
+    from slimmer.registry.attach import Blob
     from slimmer.registry.client import ClientOptions
     from slimmer.registry.sign import Signer
 
@@ -47,7 +48,8 @@ def check_push(args: argparse.Namespace) -> None:
     """Refuse a bad --push reference (or --insecure for it) before building anything."""
     for flag, given in (("--insecure", args.insecure), ("--timeout", args.timeout is not None),
                         ("--send-credentials-to-realm", args.send_credentials_to_realm),
-                        ("--sign-key", args.sign_key is not None)):
+                        ("--sign-key", args.sign_key is not None),
+                        ("--attach-sbom", args.attach_sbom is not None)):
         if given and not args.push:
             raise SlimmerError(f"{flag} is about --push: give --push REGISTRY/REPO:TAG")
     signer(args)  # a key that cannot be used is refused before anything is built
@@ -93,6 +95,14 @@ def _docker_config_path(environ: Mapping[str, str]) -> str:
     return os.path.join(directory, "config.json")
 
 
+def _sbom(args: argparse.Namespace) -> Blob | None:
+    if not args.attach_sbom:
+        return None
+    from slimmer.registry.attach import read_sbom
+
+    return read_sbom(os.path.join(os.getcwd(), args.attach_sbom))
+
+
 def client_options(args: argparse.Namespace) -> ClientOptions:
     """How to talk to a registry: the registry options and Docker's config.json."""
     from slimmer.registry.auth import read_docker_config
@@ -112,7 +122,7 @@ def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
     options = PushOptions(client_options(args),
                           image=getattr(args, "push_image", None),
                           mount_from=tuple(getattr(args, "mount_from", ())),
-                          signer=signer(args))
+                          signer=signer(args), sbom=_sbom(args))
     for result in push(archive, references, options):
         blobs = result.uploaded + result.existing + result.mounted
         retried = f", {result.retries} retried" if result.retries else ""
@@ -123,6 +133,8 @@ def _push(args: argparse.Namespace, archive: str, references: Sequence[str],
               file=out)
         if result.signature:
             print(f"signed {result.pinned}: {result.signature}", file=out)
+        if result.sbom:
+            print(f"attached the SBOM to {result.pinned}: {result.sbom}", file=out)
         print(result.pinned, file=out)
 
 

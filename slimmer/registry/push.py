@@ -37,6 +37,7 @@ from slimmer.registry.client import (
 from slimmer.registry.layout import BadLayout, Layout, Manifest, select
 
 if TYPE_CHECKING:  # sign.py imports cryptography: only when signing
+    from slimmer.registry.attach import Blob
     from slimmer.registry.sign import Signer
 
 
@@ -47,6 +48,7 @@ class PushOptions:
     mount_from: tuple[str, ...] = ()  # repositories of the same registry that hold the blobs
     chunk_size: int = 16 << 20  # bigger blobs are uploaded in PATCH chunks of this size
     signer: Signer | None = None  # sign each pushed manifest, cosign's way (sign.py)
+    sbom: Blob | None = None  # attach this SPDX document to each, cosign's way (attach.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class PushResult:
     bytes_existing: int = 0  # of the blobs the repository had (not sent)
     bytes_mounted: int = 0  # of the blobs mounted from another repository (not sent)
     signature: str = ""  # REGISTRY/REPO:sha256-HEX.sig, when signed
+    sbom: str = ""  # REGISTRY/REPO:sha256-HEX.sbom, when an SBOM was attached
 
     @property
     def pinned(self) -> str:
@@ -95,6 +98,11 @@ def push(archive: str, references: Sequence[str], options: PushOptions) -> tuple
 
                     result = replace(result, signature=sign_pushed(client, dest, result.digest,
                                                                    options.signer))
+                if options.sbom is not None:
+                    from slimmer.registry.attach import attach_sbom
+
+                    result = replace(result, sbom=attach_sbom(client, dest, result.digest,
+                                                              options.sbom))
                 results.append(result)
     finally:
         for client in clients.values():

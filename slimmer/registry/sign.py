@@ -7,8 +7,7 @@ repository and the manifest digest; it is stored as a blob, the one layer (media
 `sha256-<hex>.sig` in the image's repository; the signature is the base64 of the layer's
 annotation `dev.cosignproject.cosign/signature`. ECDSA P-256 signs the SHA-256 of the payload
 (an ASN.1 DER signature, what `openssl dgst -sha256 -sign` makes); Ed25519 signs the payload
-itself (`openssl pkeyutl -sign -rawin`). The config blob is what cosign's (go-containerregistry's
-empty image with one layer appended) has: no platform, the payload's digest as the diff_id.
+itself (`openssl pkeyutl -sign -rawin`). The image around it is attach.py's.
 
 A `.sig` manifest already at that tag is replaced, not appended to (cosign appends): the
 signatures of other keys at that tag are not kept.
@@ -22,7 +21,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,15 +28,10 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 
 from slimmer.errors import SlimmerError, printable
 from slimmer.fileio import read_small_file
-from slimmer.image.model import DOCKER_MANIFEST, OCI_CONFIG, OCI_MANIFEST, canonical_json
-from slimmer.registry.auth import pull_scope, push_scope
-from slimmer.registry.client import (
-    Client,
-    Destination,
-    RegistryError,
-    Response,
-    parse_destination,
-)
+from slimmer.image.model import DOCKER_MANIFEST, OCI_MANIFEST, canonical_json
+from slimmer.registry.attach import Blob, attachment, expect, push_attachment, tag_for
+from slimmer.registry.auth import pull_scope
+from slimmer.registry.client import Client, Destination, parse_destination
 
 PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE = "dev.cosignproject.cosign/signature"
@@ -143,39 +136,13 @@ def payload(dest: Destination, digest: str) -> bytes:
 
 
 def signature_tag(digest: str) -> str:
-    algorithm, _, hex_ = digest.partition(":")
-    return f"{algorithm}-{hex_}.sig"
-
-
-@dataclass(frozen=True, slots=True)
-class Blob:
-    media_type: str
-    data: bytes
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.data).hexdigest()
-
-    def descriptor(self, annotations: dict[str, str] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest,
-                               "size": len(self.data)}
-        if annotations:
-            out["annotations"] = annotations
-        return out
+    return tag_for(digest, "sig")
 
 
 def signature_manifest(signed: bytes, signature: bytes) -> tuple[Blob, Blob, bytes]:
     """(config, payload layer, manifest) of a .sig image holding one signature."""
-    layer = Blob(PAYLOAD_TYPE, signed)
-    epoch = "0001-01-01T00:00:00Z"  # go-containerregistry's zero time, as cosign's config has
-    config = Blob(OCI_CONFIG, canonical_json({
-        "architecture": "", "os": "", "created": epoch, "config": {},
-        "history": [{"created": epoch}],
-        "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}))
-    manifest = canonical_json({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(),
-        "layers": [layer.descriptor({SIGNATURE: base64.b64encode(signature).decode()})]})
-    return config, layer, manifest
+    return attachment(Blob(PAYLOAD_TYPE, signed),
+                      {SIGNATURE: base64.b64encode(signature).decode()})
 
 
 # ---- pushing a signature -------------------------------------------------------------------
@@ -185,41 +152,8 @@ def sign_pushed(client: Client, dest: Destination, digest: str, signer: Signer) 
     """Sign manifest `digest` of `dest`'s repository and push the .sig image beside it.
     Returns the reference of the signature (REGISTRY/REPO:sha256-HEX.sig)."""
     signed = payload(dest, digest)
-    config, layer, manifest = signature_manifest(signed, signer.sign(signed))
-    scopes = (push_scope(dest.repository),)
-    for blob in (config, layer):
-        put_blob(client, dest, blob.data, scopes)
-    tag = signature_tag(digest)
-    answer = client.request("PUT", f"/v2/{dest.repository}/manifests/{tag}", scopes=scopes,
-                            headers={"Content-Type": OCI_MANIFEST}, body=manifest)
-    _expect(answer, 201, dest, f"PUT manifest {dest.repository}:{tag}")
-    return f"{dest.registry}/{dest.repository}:{tag}"
-
-
-def put_blob(client: Client, dest: Destination, data: bytes, scopes: tuple[str, ...]) -> None:
-    """A small blob (a payload, a config): nothing when the repository has it, else one POST
-    and one PUT, both tried again together on a transient failure."""
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    api = f"/v2/{dest.repository}/blobs"
-    if client.request("HEAD", f"{api}/{digest}", scopes=scopes).status == 200:
-        return
-
-    def upload() -> Response:
-        started = client.exchange("POST", f"{api}/uploads/", scopes=scopes)
-        location = _expect(started, 202, dest, "POST blob upload").header("Location")
-        if not location:
-            raise RegistryError(f"{dest.registry}: POST blob upload: 202 without a Location")
-        separator = "&" if "?" in location else "?"
-        return client.exchange("PUT", f"{location}{separator}digest={digest}", scopes=scopes,
-                               headers={"Content-Type": "application/octet-stream"}, body=data)
-
-    _expect(client.retrying(upload), 201, dest, f"PUT blob {digest}")
-
-
-def _expect(answer: Response, status: int, dest: Destination, what: str) -> Response:
-    if answer.status != status:
-        raise RegistryError(f"{dest.registry}: {what}: {answer.problem()}")
-    return answer
+    return push_attachment(client, dest, signature_tag(digest),
+                           signature_manifest(signed, signer.sign(signed)))
 
 
 # ---- verifying -----------------------------------------------------------------------------
@@ -256,7 +190,7 @@ def verify_signature(client: Client, dest: Destination, digest: str | None, key:
                             headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
     if answer.status == 404:
         raise SignatureProblem(f"{shown}: not signed ({where} not found)")
-    _expect(answer, 200, dest, f"GET manifest {dest.repository}:{tag}")
+    expect(answer, 200, dest, f"GET manifest {dest.repository}:{tag}")
     layers = _signature_layers(answer.body, where)
     payloads: list[bytes] = []
     for layer_digest, signature in layers:
@@ -278,7 +212,7 @@ def _resolve(client: Client, dest: Destination, scopes: tuple[str, ...]) -> str:
                             scopes=scopes, headers={"Accept": f"{OCI_MANIFEST}, "
                                                     f"{DOCKER_MANIFEST}, "
                                                     "application/vnd.oci.image.index.v1+json"})
-    _expect(answer, 200, dest, f"GET manifest {dest.repository}:{dest.tag}")
+    expect(answer, 200, dest, f"GET manifest {dest.repository}:{dest.tag}")
     return "sha256:" + hashlib.sha256(answer.body).hexdigest()
 
 
@@ -315,7 +249,7 @@ def _blob(client: Client, dest: Destination, digest: str, scopes: tuple[str, ...
     answer = client.request("GET", f"/v2/{dest.repository}/blobs/{digest}", scopes=scopes)
     if answer.status in (301, 302, 303, 307, 308) and answer.header("Location"):
         answer = client.request("GET", answer.header("Location"), scopes=scopes)
-    _expect(answer, 200, dest, f"GET blob {digest}")
+    expect(answer, 200, dest, f"GET blob {digest}")
     if "sha256:" + hashlib.sha256(answer.body).hexdigest() != digest:
         raise SignatureProblem(f"{dest.registry}: blob {digest}: the registry served other "
                                "content")
