@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 import uuid
@@ -213,6 +214,7 @@ def test_layered_is_reproducible(layered: dict[str, Path], tmp_path: Path) -> No
     done = slimmer("pack", "/usr/bin/jq", "--layers", "auto", "-o", str(tmp_path / "r.tar"),
                    "--check-reproducible")
     assert done.returncode == 0, done.stderr
+    assert re.search(r"archive [0-9.]+ MB in 3 layers$", done.stdout.splitlines()[0])
     assert "reproducible:" in done.stdout
 
 

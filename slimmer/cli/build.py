@@ -144,9 +144,10 @@ def _print_result(result: PackResult, out: TextIO) -> None:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     image = result.image
+    layers = f" in {len(image.layers)} layers" if len(image.layers) > 1 else ""
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
-          f"archive {image.archive_size / 1e6:.1f} MB", file=out)
+          f"archive {image.archive_size / 1e6:.1f} MB{layers}", file=out)
     print(f"image id {image.config_digest}", file=out)
     print(f"manifest {image.manifest_digest}", file=out)
 
