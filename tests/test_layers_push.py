@@ -287,8 +287,11 @@ def test_encrypted_key_and_bad_keys(registry: Registry, images: dict[str, Path],
                        str(rsa)), str(rsa), "an RSA key", "ECDSA P-256 or Ed25519")
     error_line(slimmer("push", str(images["jq"]), reference, "--insecure", "--sign-key",
                        str(pub)), str(pub), "not a PEM private key")
-    error_line(slimmer("verify", reference, "--key", str(key), "--insecure",
-                       env={"SLIMMER_TEST_KEY_PASSWORD": "x"}), str(key), "not a PEM public key")
+    error_line(slimmer("verify", reference, "--key", str(key), "--insecure"), str(key),
+               "not a PEM public key")
+    error_line(slimmer("verify", str(images["jq"]), "--key", str(pub)), "REGISTRY/REPO@DIGEST",
+               "not a file")
+    error_line(slimmer("verify", str(images["jq"]), "--insecure"), "--insecure", "--key")
     # a key that cannot be used is refused before anything is built
     out = tmp_path / "never.tar"
     error_line(slimmer("pack", "/usr/bin/jq", "-o", str(out), "--push", reference,

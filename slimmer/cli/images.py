@@ -122,6 +122,9 @@ def _verify_signature(args: argparse.Namespace) -> int:
     from slimmer.registry.client import Client
     from slimmer.registry.sign import load_public_key, parse_signed_reference, verify_signature
 
+    if os.path.exists(os.path.join(os.getcwd(), args.archive)):
+        raise SlimmerError(f"{args.archive}: --key checks an image's signature at a registry: "
+                           "give REGISTRY/REPO@DIGEST, not a file")
     key = load_public_key(os.path.join(os.getcwd(), args.key))
     dest, digest = parse_signed_reference(args.archive)
     client = Client(dest, client_options(args))
