@@ -5,6 +5,7 @@ containerd."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -17,13 +18,15 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from slimmer.assemble.assembly import assemble
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.spec import ImageSpec
 from slimmer.image.layering import BASE, GROUPS, assign, group_of, split
 from slimmer.image.verify import verify
-from slimmer.tree import Dir, File, FileTree, Symlink
+from slimmer.tree import Dir, File, FileTree, Symlink, TreeConflict
 from tests.support.cli import run as slimmer
 from tests.support.compile import Compile
 from tests.support.engines import PODMAN_RUN, Docker, Podman
@@ -124,6 +127,57 @@ def test_every_entry_in_exactly_one_layer(program: str) -> None:
         assert set(seen) == wanted and set(seen.values()) == {1}
         dirs = {p for part in parts for p, e in part.tree.items() if isinstance(e, Dir)}
         assert dirs == {p for p, e in tree.items() if isinstance(e, Dir)}
+
+
+COMPONENTS = ["usr", "lib", "lib64", "x86_64-linux-gnu", "glibc-hwcaps", "share", "etc", "ssl",
+              "app", "bin", "libc.so.6", "libssl.so.3", "libz.so.1", "libfoo.so.2", "data.txt",
+              "ld-linux-x86-64.so.2", "tmp", "gconv", "python3.11"]
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> FileTree:
+    """Trees of files, symlinks, directories and hard links on paths made of names that the
+    rule looks at."""
+    tree = FileTree()
+    for _ in range(draw(st.integers(1, 30))):
+        path = "/" + "/".join(draw(st.lists(st.sampled_from(COMPONENTS), min_size=1,
+                                            max_size=5)))
+        kind = draw(st.sampled_from(["file", "link", "dir", "hard"]))
+        entry: Dir | File | Symlink = (
+            File(0o644, 1, data=b"x") if kind == "file" else
+            Symlink("target") if kind == "link" else
+            Dir(draw(st.sampled_from([0o755, 0o700, 0o1777]))) if kind == "dir" else
+            File(0o755, 2, data=b"hl", node=draw(st.sampled_from(["n1", "n2"]))))
+        with contextlib.suppress(TreeConflict):  # taken by another kind, or under a file
+            tree.add(path, entry, "fuzz")
+    return tree
+
+
+@settings(max_examples=300, deadline=None)
+@given(trees(), st.one_of(st.none(), st.integers(1, 6)))
+def test_split_invariants(tree: FileTree, count: int | None) -> None:
+    """Whatever the tree: every entry that is not a directory is in exactly one layer, with
+    the names of one node together; every directory in the layers is the tree's, and each
+    layer holds the directories above what it holds."""
+    parts = split(tree, count)
+    assert 1 <= len(parts) <= (count or len(GROUPS))
+    where: dict[str, int] = {}
+    for i, part in enumerate(parts):
+        for path, entry in part.tree.items():
+            assert entry == tree.get(path)
+            parent = path.rpartition("/")[0]
+            assert not parent or isinstance(part.tree.get(parent), Dir)
+            if not isinstance(entry, Dir):
+                assert path not in where
+                where[path] = i
+    assert set(where) == {p for p, e in tree.items() if not isinstance(e, Dir)}
+    nodes: dict[str, int] = {}
+    for path, layer in where.items():
+        found = tree.get(path)
+        if isinstance(found, File) and found.node is not None:
+            assert nodes.setdefault(found.node, layer) == layer
+    dirs = {p for part in parts for p, e in part.tree.items() if isinstance(e, Dir)}
+    assert dirs == {p for p, e in tree.items() if isinstance(e, Dir)}
 
 
 def test_hard_links_stay_together() -> None:
