@@ -223,6 +223,29 @@ def test_signed_push_verified_by_slimmer_and_openssl(registry: Registry, images:
     error_line(wrong, pinned, "no signature", "verifies with", str(other))
 
 
+def test_signatures_of_several_keys_are_kept(registry: Registry, images: dict[str, Path],
+                                             tmp_path: Path) -> None:
+    ecdsa_key, ecdsa_pub = make_key(tmp_path / "a", "ecdsa")
+    ed_key, ed_pub = make_key(tmp_path / "b", "ed25519")
+    reference = f"{registry.address}/signed/twice:1"
+    digest, _ = manifest_of(images["jq"])
+    counts = []
+    for key in (ecdsa_key, ed_key, ecdsa_key):
+        done = slimmer("push", str(images["jq"]), reference, "--insecure", "--sign-key",
+                       str(key))
+        assert done.returncode == 0, done.stderr
+        tag = digest.replace(":", "-") + ".sig"
+        manifest = json.loads(get(registry, f"/v2/signed/twice/manifests/{tag}", OCI_MANIFEST))
+        counts.append(len(manifest["layers"]))
+        config = json.loads(get(registry, f"/v2/signed/twice/blobs/"
+                                          f"{manifest['config']['digest']}"))
+        assert config["rootfs"]["diff_ids"] == [la["digest"] for la in manifest["layers"]]
+    assert counts == [1, 2, 2]  # the second key's added; the first key's again: nothing new
+    for pub in (ecdsa_pub, ed_pub):
+        done = slimmer("verify", reference, "--key", str(pub), "--insecure")
+        assert done.returncode == 0, done.stderr
+
+
 def test_tampered_payload_and_replayed_signature_fail(registry: Registry,
                                                       images: dict[str, Path],
                                                       tmp_path: Path) -> None:

@@ -2,15 +2,16 @@
 layer, tagged after the image's digest (`sha256-<hex>.sig` for a signature, sign.py;
 `sha256-<hex>.sbom` for an SBOM, `push --attach-sbom`), in the image's repository.
 
-The image's config is what cosign's has (go-containerregistry's empty image with one layer
-appended): no platform, time zero, the layer's digest as its diff_id. An attachment already at
-that tag is replaced.
+The image's config is what cosign's has (go-containerregistry's empty image with layers
+appended): no platform, time zero, the layers' digests as its diff_ids. An SBOM already at its
+tag is replaced; signatures are added to those at theirs (sign.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +54,20 @@ def tag_for(digest: str, suffix: str) -> str:
 
 def attachment(layer: Blob, annotations: dict[str, str] | None = None) -> Attachment:
     """The one-layer image holding `layer`: (config, layer, manifest bytes)."""
+    config, manifest = image_of([layer.descriptor(annotations)])
+    return config, layer, manifest
+
+
+def image_of(layers: Sequence[dict[str, Any]]) -> tuple[Blob, bytes]:
+    """The config and the manifest of an attached image of these layers (descriptors)."""
     config = Blob(OCI_CONFIG, canonical_json({
         "architecture": "", "os": "", "created": ZERO_TIME, "config": {},
-        "history": [{"created": ZERO_TIME}],
-        "rootfs": {"type": "layers", "diff_ids": [layer.digest]}}))
+        "history": [{"created": ZERO_TIME} for _ in layers],
+        "rootfs": {"type": "layers", "diff_ids": [layer["digest"] for layer in layers]}}))
     manifest = canonical_json({
         "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(),
-        "layers": [layer.descriptor(annotations)]})
-    return config, layer, manifest
+        "layers": list(layers)})
+    return config, manifest
 
 
 def push_attachment(client: Client, dest: Destination, tag: str, image: Attachment) -> str:

@@ -9,8 +9,8 @@ annotation `dev.cosignproject.cosign/signature`. ECDSA P-256 signs the SHA-256 o
 (an ASN.1 DER signature, what `openssl dgst -sha256 -sign` makes); Ed25519 signs the payload
 itself (`openssl pkeyutl -sign -rawin`). The image around it is attach.py's.
 
-A `.sig` manifest already at that tag is replaced, not appended to (cosign appends): the
-signatures of other keys at that tag are not kept.
+A `.sig` manifest already at that tag keeps its signatures (other keys'), ours added, as
+cosign does; signing again with the same key changes nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from slimmer.errors import SlimmerError, printable
 from slimmer.fileio import read_small_file
 from slimmer.image.model import DOCKER_MANIFEST, OCI_MANIFEST, canonical_json
-from slimmer.registry.attach import Blob, attachment, expect, push_attachment, tag_for
-from slimmer.registry.auth import pull_scope
+from slimmer.registry.attach import Blob, attachment, expect, image_of, push_attachment, tag_for
+from slimmer.registry.auth import pull_scope, push_scope
 from slimmer.registry.client import Client, Destination, parse_destination
 
 PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -149,11 +150,49 @@ def signature_manifest(signed: bytes, signature: bytes) -> tuple[Blob, Blob, byt
 
 
 def sign_pushed(client: Client, dest: Destination, digest: str, signer: Signer) -> str:
-    """Sign manifest `digest` of `dest`'s repository and push the .sig image beside it.
-    Returns the reference of the signature (REGISTRY/REPO:sha256-HEX.sig)."""
+    """Sign manifest `digest` of `dest`'s repository and push the .sig image beside it, its
+    signatures (other keys') kept and ours added, as cosign does; nothing is pushed when one
+    of them is already this key's over the same payload. Returns the reference of the
+    signature (REGISTRY/REPO:sha256-HEX.sig)."""
     signed = payload(dest, digest)
-    return push_attachment(client, dest, signature_tag(digest),
-                           signature_manifest(signed, signer.sign(signed)))
+    tag = signature_tag(digest)
+    ours = Blob(PAYLOAD_TYPE, signed)
+    kept = _existing(client, dest, tag, ours, signer)
+    if kept is None:
+        return f"{dest.registry}/{dest.repository}:{tag}"
+    layer = ours.descriptor({SIGNATURE: base64.b64encode(signer.sign(signed)).decode()})
+    config, manifest = image_of([*kept, layer])
+    return push_attachment(client, dest, tag, (config, ours, manifest))
+
+
+def _existing(client: Client, dest: Destination, tag: str, ours: Blob,
+              signer: Signer) -> list[dict[str, Any]] | None:
+    """The signature layers at `tag` to keep (none when there is no .sig, or not a manifest
+    of them), or None when one is this key's signature of `ours` already."""
+    answer = client.request("GET", f"/v2/{dest.repository}/manifests/{tag}",
+                            scopes=(push_scope(dest.repository),),
+                            headers={"Accept": f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"})
+    if answer.status != 200:
+        return []
+    try:
+        layers = json.loads(answer.body)["layers"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return []
+    kept = [layer for layer in layers if isinstance(layer, dict)
+            and layer.get("mediaType") == PAYLOAD_TYPE and isinstance(layer.get("digest"), str)
+            and isinstance(layer.get("size"), int)] if isinstance(layers, list) else []
+    public = signer.key.public_key()
+    for layer in kept:
+        notes = layer.get("annotations")
+        text = notes.get(SIGNATURE) if isinstance(notes, dict) else None
+        if layer["digest"] == ours.digest and isinstance(text, str):
+            try:
+                signature = base64.b64decode(text, validate=True)
+            except binascii.Error:
+                continue
+            if verifies(public, signature, ours.data):
+                return None
+    return kept
 
 
 # ---- verifying -----------------------------------------------------------------------------
