@@ -24,6 +24,7 @@ class BuildOptions:
     hwcaps: tuple[str, ...] = ()
     platform: str | None = None  # $PLATFORM of the target CPU (default: the architecture's)
     compression: str = "gzip"
+    layers: int | None = 1  # --layers: a count, or None for auto (image/layering.py)
     keep_setuid: bool = False
     epoch: int = DEFAULT_EPOCH  # SOURCE_DATE_EPOCH: file mtimes and `created`
     with_features: frozenset[str] = frozenset()  # runtime.py: rules to force or add

@@ -1,4 +1,5 @@
-"""`slimmer pack`: programs -> closures -> file tree -> checked -> one-layer image archive.
+"""`slimmer pack`: programs -> closures -> file tree -> checked -> image archive (one layer,
+or a few with --layers: image/layering.py).
 
 `assembly.py` builds the checked tree and config (a flat list of named steps); this module
 writes it: the archive (layer, config, manifest, index), and the provenance asked for (--lock,
@@ -26,7 +27,8 @@ from slimmer.assemble.provenance import (
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import FileProblem
 from slimmer.fileio import read_small_file
-from slimmer.image.layer import Progress, write_layer
+from slimmer.image.layer import Layer, Progress, write_layer
+from slimmer.image.layering import split
 from slimmer.image.model import RunConfig, canonical_json, rfc3339
 from slimmer.image.reference import Reference, parse_reference
 from slimmer.image.write import ImageResult, write_image
@@ -79,20 +81,34 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
 
 def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptions, path: str,
            progress: Progress | None, slimmed: bool) -> ImageResult:
-    """The layer (in a scratch file beside the output) and the archive."""
+    """The layers (in scratch files beside the output; one, or as layering.split makes them
+    with --layers) and the archive."""
     target = outputs.target(path)
     scratch = None if target.stream else os.path.dirname(target.path)  # not /dev
+    parts = split(built.tree, build.layers)
+    layers: list[Layer] = []
     try:
-        layer = write_layer(built.tree, scratch, build.compression, build.epoch, progress)
-        try:
-            return write_image(path, layer, built.platform, built.config, ref, build.epoch,
-                               f"slimmer {VERSION}", image.annotations,
-                               contents_json(built.tree, "slim" if slimmed else "pack",
-                                             built.warnings))
-        finally:
-            layer.close()
+        total, done = built.tree.content_size(), 0
+        for part in parts:
+            shown = None if progress is None else _offset(progress, done, total)
+            layers.append(write_layer(part.tree, scratch, build.compression, build.epoch,
+                                      shown))
+            done += part.tree.content_size()
+        return write_image(path, layers, built.platform, built.config, ref, build.epoch,
+                           f"slimmer {VERSION}", image.annotations,
+                           contents_json(built.tree, "slim" if slimmed else "pack",
+                                         built.warnings),
+                           [p.name for p in parts] if len(parts) > 1 else ())
     except OSError as exc:
         raise FileProblem(f"{path}: cannot write the image ({exc.strerror})") from exc
+    finally:
+        for layer in layers:
+            layer.close()
+
+
+def _offset(progress: Progress, done: int, total: int) -> Progress:
+    """One layer's progress as a share of the whole image's."""
+    return lambda written, _: progress(done + written, total)
 
 
 def _write_provenance(items: list[Input], ref: Reference, build: BuildOptions) -> None:

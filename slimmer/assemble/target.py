@@ -17,8 +17,9 @@ from slimmer.loader.root import SysRoot
 def image_or_program(target: str, cwd: str, root: str = "/",
                      library_path: tuple[str, ...] = ()) -> ImageView:
     """The files of `target`: an archive or a layout directory (relative to `cwd`) as its
-    layers merge, else a program of `root` (relative to `cwd` on the host root, or looked up in
-    the default PATH) as `pack` would place it with its closure (and warn)."""
+    layers merge (and its layers), else a program of `root` (relative to `cwd` on the host
+    root, or looked up in the default PATH) as `pack` would place it with its closure (and
+    warn)."""
     host = os.path.join(cwd, target)
     if os.path.isdir(host) or (os.path.isfile(host) and tarfile.is_tarfile(host)):
         return read_image(host)

@@ -16,6 +16,7 @@ from slimmer.cli.options import (
     command,
     hwcaps,
     image_options,
+    layer_count,
     pairs,
     probe_args,
     source_date_epoch,
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pk = sub.add_parser(
-        "pack", help="pack programs into a one-layer image archive",
+        "pack", help="pack programs into an image archive",
         description="Pack programs and exactly the files they load into one image archive "
                     "that docker load, podman load, skopeo, umoci and ctr accept. The same "
                     "inputs give the same bytes; SOURCE_DATE_EPOCH sets the timestamps "
@@ -198,9 +199,10 @@ def _print_result(args: argparse.Namespace, result: PackResult, out: TextIO) -> 
     for warning in result.warnings:  # cut at the one length every message keeps
         print(fit(f"warning: {warning}", verbose(args)), file=sys.stderr)
     image = result.image
+    layers = f" in {len(image.layers)} layers" if len(image.layers) > 1 else ""
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
-          f"archive {image.archive_size / 1e6:.1f} MB", file=out)
+          f"archive {image.archive_size / 1e6:.1f} MB{layers}", file=out)
     print(f"image id {image.config_digest}", file=out)
     print(f"manifest {image.manifest_digest}", file=out)
 
@@ -237,6 +239,7 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         hwcaps=hwcaps(args.hwcaps),
         platform=args.platform,
         compression=args.compress,
+        layers=layer_count(args.layers),
         keep_setuid=args.keep_setuid,
         epoch=epoch,
         with_features=check_features(args.with_features, "--with"),

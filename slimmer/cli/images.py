@@ -14,6 +14,7 @@ from slimmer.cli.options import (
     command,
     debug_option,
     push_options,
+    registry_options,
     root_options,
     source_date_epoch,
     split_paths,
@@ -28,12 +29,20 @@ if TYPE_CHECKING:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     vf = sub.add_parser(
-        "verify", help="check an image archive's digests, sizes and manifests, offline",
+        "verify", help="check an image archive's digests, sizes and manifests, offline; or "
+                       "an image's signature at a registry (--key)",
         description="Check every blob's digest and size, the layers' diff_ids, and that "
                     "config, manifest, index.json and manifest.json agree. Exit 1 with each "
-                    "problem named. Works on archives made by other tools too.")
-    vf.add_argument("archive", metavar="IMAGE.tar")
+                    "problem named. Works on archives made by other tools too. With --key, "
+                    "TARGET is REGISTRY/REPO@DIGEST (or :TAG) and its cosign signature "
+                    "(REPO:sha256-<hex>.sig) is checked with the public key: the signature over "
+                    "the payload, and that the payload names that digest and repository.")
+    vf.add_argument("archive", metavar="IMAGE.tar|REGISTRY/REPO@DIGEST")
+    vf.add_argument("--key", metavar="PUB.pem",
+                    help="check the image's signature at the registry with this ECDSA P-256 "
+                         "or Ed25519 public key (PEM)")
     root_options(vf)
+    registry_options(vf)
     command(vf, cmd_verify)
 
     ix = sub.add_parser(
@@ -83,6 +92,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.key:
+        return _verify_signature(args)
+    for flag, given in (("--insecure", args.insecure), ("--timeout", args.timeout is not None),
+                        ("--send-credentials-to-realm", args.send_credentials_to_realm)):
+        if given:
+            raise SlimmerError(f"{flag} is about a registry: give --key PUB.pem and "
+                               "REGISTRY/REPO@DIGEST")
     from slimmer.image.verify import verify
 
     found = verify(os.path.join(os.getcwd(), args.archive))
@@ -100,6 +116,27 @@ def cmd_verify(args: argparse.Namespace) -> int:
     count = len(found.problems)
     raise SlimmerError(f"{args.archive}: {count} problem{'s' if count != 1 else ''} (listed "
                        "above)")
+
+
+def _verify_signature(args: argparse.Namespace) -> int:
+    """verify --key: the cosign signature of REGISTRY/REPO@DIGEST."""
+    from slimmer.cli.push import client_options
+    from slimmer.registry.client import Client
+    from slimmer.registry.sign import load_public_key, parse_signed_reference, verify_signature
+
+    if os.path.exists(os.path.join(os.getcwd(), args.archive)):
+        raise SlimmerError(f"{args.archive}: --key checks an image's signature at a registry: "
+                           "give REGISTRY/REPO@DIGEST, not a file")
+    key = load_public_key(os.path.join(os.getcwd(), args.key))
+    dest, digest = parse_signed_reference(args.archive)
+    client = Client(dest, client_options(args))
+    try:
+        checked = verify_signature(client, dest, digest, key, args.key)
+    finally:
+        client.close()
+    print(f"ok: {checked.reference}: signed with {args.key} ({checked.signature}); the "
+          "payload names this digest and repository")
+    return 0
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -146,7 +183,8 @@ def cmd_why(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from slimmer.image.explain import format_inventory, inventory
 
-    doc = inventory(_target(args).tree)
+    view = _target(args)
+    doc = inventory(view.tree, view.layers)
     if args.json:
         print(json.dumps(doc, indent=2 if sys.stdout.isatty() else None))
     else:

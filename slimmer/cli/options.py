@@ -86,6 +86,10 @@ def image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compress", choices=("gzip", "zstd", "none"), default="gzip",
                    help="layer compression: gzip (every engine), zstd (Docker 23+, podman, "
                         "containerd, skopeo; not Docker 20.10 or umoci) or none")
+    p.add_argument("--layers", type=_layers, default="1", metavar="auto|N",
+                   help="split the image into layers, most shared first (loader and libc; "
+                        "libraries; runtime data; the application): auto, or at most N "
+                        "(default 1; docs/layers.md)")
     p.add_argument("--keep-setuid", action="store_true",
                    help="keep setuid/setgid bits (dropped by default)")
     p.add_argument("--with", dest="with_features", action="append", default=[],
@@ -136,6 +140,21 @@ def push_options(p: argparse.ArgumentParser) -> None:
                    help="push the archive to this registry reference once written "
                         "(repeatable)")
     registry_options(p)
+    sign_options(p)
+
+
+def sign_options(p: argparse.ArgumentParser) -> None:
+    """--sign-key, --sign-password-env, --attach-sbom: sign what is pushed and attach its
+    SBOM, cosign's way."""
+    p.add_argument("--sign-key", metavar="KEY.pem",
+                   help="sign each pushed manifest with this ECDSA P-256 or Ed25519 private "
+                        "key (PEM), as cosign does: REPO:sha256-<hex>.sig (docs/push.md)")
+    p.add_argument("--sign-password-env", metavar="NAME",
+                   help="the environment variable holding the password of an encrypted "
+                        "--sign-key")
+    p.add_argument("--attach-sbom", metavar="FILE.spdx.json",
+                   help="attach this SPDX JSON document (what --sbom writes) to each pushed "
+                        "manifest, as cosign does: REPO:sha256-<hex>.sbom")
 
 
 def registry_options(p: argparse.ArgumentParser) -> None:
@@ -149,6 +168,19 @@ def registry_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--send-credentials-to-realm", action="store_true",
                    help="send config.json's credentials to a token service on another origin "
                         "than the registry (docs/push.md)")
+
+
+def _layers(text: str) -> str:
+    """--layers: auto or a count from 1 to 127 (overlayfs stacks at most 128), checked and
+    kept as written (layer_count turns it into what the library takes)."""
+    if text != "auto" and not (text.isdecimal() and 1 <= int(text) <= 127):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected auto or a number from 1 to 127")
+    return text
+
+
+def layer_count(text: str) -> int | None:
+    """A checked --layers value: None for auto, else the count."""
+    return None if text == "auto" else int(text)
 
 
 def _seconds(text: str) -> float:

@@ -16,8 +16,8 @@ Progress = Callable[[int, int], None]
 
 # Not passed to the second build: it writes elsewhere, checks nothing, pushes nowhere.
 _NOT_AGAIN = frozenset({"output", "check_reproducible", "push", "insecure", "timeout",
-                        "send_credentials_to_realm", "debug", "verbose", "report",
-                        "help"})
+                        "send_credentials_to_realm", "sign_key", "sign_password_env",
+                        "attach_sbom", "debug", "verbose", "report", "help"})
 
 
 def summary_stream(output: str) -> TextIO:

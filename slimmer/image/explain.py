@@ -13,10 +13,21 @@ from typing import Any
 
 from slimmer.errors import SlimmerError, printable
 from slimmer.image.merged import open_image
+from slimmer.image.model import Digest
+from slimmer.image.store import LayerRef
 from slimmer.loader.views import TreeRoot
 from slimmer.notices import Notice
 from slimmer.paths import normalize
 from slimmer.tree import File, FileTree, Symlink
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """One layer of an image as its manifest and config describe it."""
+
+    digest: str  # the blob's (a docker-archive's layer.tar: "diff_id sha256:...")
+    size: int | None  # the blob's, when a manifest gives it
+    comment: str  # its history entry's comment (slimmer --layers: the groups it holds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +38,7 @@ class ImageView:
     known: bool  # slimmer.json was there
     made_by: str = ""  # "pack" or "slim" (slimmer.json), "" when unknown
     warnings: tuple[Notice, ...] = ()  # what the build warned about
+    layers: tuple[LayerInfo, ...] = ()  # base first (none for an image not written yet)
 
 
 def read_image(archive: str) -> ImageView:
@@ -34,11 +46,33 @@ def read_image(archive: str) -> ImageView:
     with open_image(archive, contents=True) as image:
         tree = image.tree  # the entries stay; the spilled contents are not needed here
         contents = image.contents
+        layers = _layers(image.source.blobs, image.source.config.get("history"))
     if contents is None:
-        return ImageView(tree, False)
+        return ImageView(tree, False, layers=layers)
     tree.reasons.update(contents.reasons)
     tree.parents.update(contents.parents)
-    return ImageView(tree, True, contents.made_by, contents.warnings)
+    return ImageView(tree, True, contents.made_by, contents.warnings, layers)
+
+
+def _layers(blobs: tuple[LayerRef, ...], history: object) -> tuple[LayerInfo, ...]:
+    """Each layer with the comment of its history entry (entries marked empty_layer have
+    none; when the counts disagree no comment is given)."""
+    entries = [h for h in history if isinstance(h, dict) and not h.get("empty_layer")] \
+        if isinstance(history, list) else []
+    comments = [str(h.get("comment") or "") for h in entries]
+    if len(comments) != len(blobs):
+        comments = [""] * len(blobs)
+    return tuple(LayerInfo(_digest(b), b.compressed.size if b.compressed else None,
+                           printable(c, 200)) for b, c in zip(blobs, comments, strict=True))
+
+
+def _digest(layer: LayerRef) -> str:
+    """A layer's blob digest: its descriptor's, its member name's (blobs/sha256/HEX), or else
+    (`docker save`'s HEX/layer.tar) its diff_id, said to be one."""
+    if layer.compressed is not None:
+        return str(layer.compressed.digest)
+    named = Digest.from_member(layer.name, strict=False)
+    return str(named) if named is not None else f"diff_id {layer.diff_id}"
 
 
 # ---- why -----------------------------------------------------------------------------------
@@ -99,8 +133,9 @@ def format_why(steps: list[Step]) -> list[str]:
 # ---- inspect -------------------------------------------------------------------------------
 
 
-def inventory(tree: FileTree) -> dict[str, Any]:
-    """Every entry, largest first, with reasons and totals (the `inspect --json` document)."""
+def inventory(tree: FileTree, layers: tuple[LayerInfo, ...] = ()) -> dict[str, Any]:
+    """Every entry, largest first, with reasons and totals (the `inspect --json` document);
+    an image of several layers lists them too."""
     files = []
     totals = {"files": 0, "directories": 0, "symlinks": 0, "bytes": 0}
     for path, entry in tree.items():
@@ -120,7 +155,11 @@ def inventory(tree: FileTree) -> dict[str, Any]:
             item["target"] = entry.target
         files.append(item)
     files.sort(key=lambda f: (-f["size"], f["path"]))
-    return {"files": files, "totals": totals}
+    doc: dict[str, Any] = {"files": files, "totals": totals}
+    if len(layers) > 1:
+        doc["layers"] = [{"digest": la.digest, "size": la.size, "comment": la.comment}
+                         for la in layers]
+    return doc
 
 
 def format_inventory(doc: dict[str, Any], limit: int | None = None) -> list[str]:
@@ -134,4 +173,8 @@ def format_inventory(doc: dict[str, Any], limit: int | None = None) -> list[str]
     t = doc["totals"]
     lines.append(f"total: {t['bytes']:,} bytes in {t['files']} files, {t['symlinks']} symlinks, "
                  f"{t['directories']} directories")
+    for number, layer in enumerate(doc.get("layers", ()), 1):
+        size = f", {layer['size']:,} bytes" if layer["size"] is not None else ""
+        what = f" ({layer['comment']})" if layer["comment"] else ""
+        lines.append(printable(f"layer {number}{what}: {layer['digest']}{size}"))
     return lines

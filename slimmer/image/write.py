@@ -30,9 +30,10 @@ from slimmer.tree import Dir, File
 
 
 def config_json(platform: Platform, cfg: RunConfig, diff_ids: list[str], created: int,
-                created_by: str) -> bytes:
+                created_by: str, comments: Sequence[str] = ()) -> bytes:
     """The image config document: the platform, `cfg` (model.RunConfig, the type the config is
-    read back into: unset fields are left out, an empty Cmd is kept), one history entry."""
+    read back into: unset fields are left out, an empty Cmd is kept), one history entry, or
+    one per layer with `comments` (what each layer holds)."""
     run: dict[str, Any] = {}
     if cfg.env:
         run["Env"] = list(cfg.env)
@@ -55,9 +56,19 @@ def config_json(platform: Platform, cfg: RunConfig, diff_ids: list[str], created
         "created": rfc3339(created),
         "config": run,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": rfc3339(created), "created_by": created_by}],
+        "history": [{"created": rfc3339(created), "created_by": created_by}] if not comments
+        else [{"created": rfc3339(created), "created_by": created_by, "comment": comment}
+              for comment in comments],
     }
     return canonical_json(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenLayer:
+    digest: str
+    diff_id: str
+    size: int
+    name: str  # what it holds (layering.py's group names), "" for a one-layer image
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +79,21 @@ class ImageResult:
     reference: Reference
     manifest_digest: str
     config_digest: str  # the image ID
-    layer_digest: str
-    diff_id: str
-    layer_size: int
+    layers: tuple[WrittenLayer, ...]  # base first
     archive_size: int
+
+    @property
+    def layer_digest(self) -> str:
+        """The top layer's (a one-layer image's only layer)."""
+        return self.layers[-1].digest
+
+    @property
+    def diff_id(self) -> str:
+        return self.layers[-1].diff_id
+
+    @property
+    def layer_size(self) -> int:
+        return self.layers[-1].size
 
 
 def platform_of(config: dict[str, Any]) -> dict[str, str]:
@@ -96,34 +118,39 @@ def ref_annotations(ref: Reference) -> dict[str, str]:
     return {"io.containerd.image.name": ref.full, "org.opencontainers.image.ref.name": ref.tag}
 
 
-def write_image(output: str, layer: Layer, platform: Platform, cfg: RunConfig, ref: Reference,
-                created: int, created_by: str, annotations: Mapping[str, str] | None = None,
-                contents: bytes | None = None) -> ImageResult:
-    """Write the combined OCI + docker archive to `output` (as outputs.writing writes).
-    `contents` (the reasons, for `slimmer why` and `inspect`) goes in as slimmer.json: an extra
-    file of the layout, which every loader passes over, so that it changes no digest of the
-    image."""
-    config = Blob.of(OCI_CONFIG, config_json(platform, cfg, [str(layer.diff_id)], created,
-                                             created_by))
-    layer_desc = layer.blob.descriptor
+def write_image(output: str, layers: Sequence[Layer], platform: Platform, cfg: RunConfig,
+                ref: Reference, created: int, created_by: str,
+                annotations: Mapping[str, str] | None = None, contents: bytes | None = None,
+                names: Sequence[str] = ()) -> ImageResult:
+    """Write the combined OCI + docker archive of `layers` (base first) to `output` (as
+    outputs.writing writes). `names`: what each layer holds, one history entry each (none:
+    the one entry of a one-layer image). `contents` (the reasons, for `slimmer why` and
+    `inspect`) goes in as slimmer.json: an extra file of the layout, which every loader
+    passes over, so that it changes no digest of the image."""
+    config = Blob.of(OCI_CONFIG, config_json(platform, cfg, [str(la.diff_id) for la in layers],
+                                             created, created_by, names))
+    descriptors = [layer.blob.descriptor for layer in layers]
     manifest_doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config.descriptor.as_dict(),
-        "layers": [layer_desc.as_dict()],
+        "layers": [desc.as_dict() for desc in descriptors],
     }
     if annotations:
         manifest_doc["annotations"] = dict(annotations)
     manifest = Blob.of(OCI_MANIFEST, canonical_json(manifest_doc))
     index = index_json([{**manifest.descriptor.as_dict(), "platform": platform.as_dict(),
                          "annotations": ref_annotations(ref)}])
-    docker_manifest = canonical_json([docker_entry(config.descriptor.digest, [layer_desc.digest],
+    docker_manifest = canonical_json([docker_entry(config.descriptor.digest,
+                                                   [d.digest for d in descriptors],
                                                    [ref.short])])
-    size = write_layout(output, [config, manifest, layer.blob], index, docker_manifest, created,
-                        contents)
+    size = write_layout(output, [config, manifest, *(layer.blob for layer in layers)], index,
+                        docker_manifest, created, contents)
+    written = tuple(WrittenLayer(str(d.digest), str(la.diff_id), d.size, name)
+                    for d, la, name in zip(descriptors, layers,
+                                           names or [""] * len(layers), strict=True))
     return ImageResult(output, ref, str(manifest.descriptor.digest),
-                       str(config.descriptor.digest), str(layer_desc.digest),
-                       str(layer.diff_id), layer_desc.size, size)
+                       str(config.descriptor.digest), written, size)
 
 
 def docker_entry(config: Digest, layers: Sequence[Digest], tags: list[str]) -> dict[str, Any]:

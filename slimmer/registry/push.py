@@ -1,4 +1,5 @@
-"""`slimmer push`: an image layout to a registry, digests preserved.
+"""`slimmer push`: an image layout to a registry, digests preserved (and signed, with a key:
+sign.py).
 
 For each destination: ping /v2/ (which settles authentication), then every blob (HEAD to skip
 what the repository has; a cross-repository mount from each `mount_from` repository, and from
@@ -19,7 +20,8 @@ import hashlib
 import re
 import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from slimmer.image.model import Descriptor
 from slimmer.registry.auth import AuthProblem, pull_scope, push_scope
@@ -34,6 +36,10 @@ from slimmer.registry.client import (
 )
 from slimmer.registry.layout import BadLayout, Layout, Manifest, select
 
+if TYPE_CHECKING:  # sign.py imports cryptography: only when signing
+    from slimmer.registry.attach import Blob
+    from slimmer.registry.sign import Signer
+
 
 @dataclass(frozen=True, slots=True)
 class PushOptions:
@@ -41,6 +47,8 @@ class PushOptions:
     image: str | None = None  # which image of a layout holding several
     mount_from: tuple[str, ...] = ()  # repositories of the same registry that hold the blobs
     chunk_size: int = 16 << 20  # bigger blobs are uploaded in PATCH chunks of this size
+    signer: Signer | None = None  # sign each pushed manifest, cosign's way (sign.py)
+    sbom: Blob | None = None  # attach this SPDX document to each, cosign's way (attach.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,10 @@ class PushResult:
     bytes_uploaded: int
     manifests: int
     retries: int  # transient failures tried again while pushing to this destination
+    bytes_existing: int = 0  # of the blobs the repository had (not sent)
+    bytes_mounted: int = 0  # of the blobs mounted from another repository (not sent)
+    signature: str = ""  # REGISTRY/REPO:sha256-HEX.sig, when signed
+    sbom: str = ""  # REGISTRY/REPO:sha256-HEX.sbom, when an SBOM was attached
 
     @property
     def pinned(self) -> str:
@@ -80,7 +92,18 @@ def push(archive: str, references: Sequence[str], options: PushOptions) -> tuple
                           if d.registry == dest.registry and d.repository != dest.repository]
                 sources = tuple(dict.fromkeys([*before, *_repositories(options.mount_from,
                                                                         dest)]))
-                results.append(_Pusher(client, dest, layout, options, sources).run(top))
+                result = _Pusher(client, dest, layout, options, sources).run(top)
+                if options.signer is not None:
+                    from slimmer.registry.sign import sign_pushed
+
+                    result = replace(result, signature=sign_pushed(client, dest, result.digest,
+                                                                   options.signer))
+                if options.sbom is not None:
+                    from slimmer.registry.attach import attach_sbom
+
+                    result = replace(result, sbom=attach_sbom(client, dest, result.digest,
+                                                              options.sbom))
+                results.append(result)
     finally:
         for client in clients.values():
             client.close()
@@ -130,7 +153,8 @@ class _Pusher:
         self.options = options
         self.sources = sources
         self.scopes = (push_scope(dest.repository),)
-        self.counts = {"uploaded": 0, "existing": 0, "mounted": 0, "bytes": 0, "manifests": 0}
+        self.counts = {"uploaded": 0, "existing": 0, "mounted": 0, "bytes": 0, "manifests": 0,
+                       "existing_bytes": 0, "mounted_bytes": 0}
 
     def run(self, top: Manifest) -> PushResult:
         retries_before = self.client.retries
@@ -146,7 +170,8 @@ class _Pusher:
         c = self.counts
         return PushResult(self.dest, str(top.digest), top.media_type, c["uploaded"], c["existing"],
                           c["mounted"], c["bytes"], c["manifests"],
-                          self.client.retries - retries_before)
+                          self.client.retries - retries_before, c["existing_bytes"],
+                          c["mounted_bytes"])
 
     def _api(self, suffix: str) -> str:
         return f"/v2/{self.dest.repository}/{suffix}"
@@ -177,6 +202,7 @@ class _Pusher:
                                      scopes=self.scopes)
         if answer.status == 200:
             self.counts["existing"] += 1
+            self.counts["existing_bytes"] += blob.size
             return
         if answer.status != 404:
             self._check(answer, 200, f"HEAD blob {blob.digest}")
@@ -185,6 +211,7 @@ class _Pusher:
             location = self._mount(blob, source)
             if location is None:
                 self.counts["mounted"] += 1
+                self.counts["mounted_bytes"] += blob.size
                 return
             upload.location = location  # the registry began an ordinary upload instead
         self._upload(blob, upload)
