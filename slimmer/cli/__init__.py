@@ -20,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from slimmer.cli import deps
-from slimmer.cli.options import debug_option
+from slimmer.cli.options import debug_option, verbose
 from slimmer.errors import SlimmerError
 
 
@@ -79,11 +79,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def verbose(args: argparse.Namespace) -> bool:
-    """--verbose or --debug: every line whole, every list in full."""
-    return bool(getattr(args, "verbose", False) or args.debug)
 
 
 def fail(exc: SlimmerError, verbose: bool, report_json: bool) -> None:

@@ -169,7 +169,7 @@ def cmd_slim(args: argparse.Namespace) -> int:
 
 def _print_probe(args: argparse.Namespace, probe: Probe, tree: FileTree) -> None:
     from slimmer.assemble.probing import summary
-    from slimmer.cli import verbose
+    from slimmer.cli.options import verbose
     from slimmer.errors import fit
 
     for line in summary(probe, tree):
@@ -193,7 +193,7 @@ def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) ->
 
 
 def _print_result(args: argparse.Namespace, result: PackResult, out: TextIO) -> None:
-    from slimmer.cli import verbose
+    from slimmer.cli.options import verbose
     from slimmer.errors import fit
 
     for warning in result.warnings:  # cut at the one length every message keeps

@@ -11,7 +11,14 @@ import json
 import os
 import sys
 
-from slimmer.cli.options import command, cpu_options, hwcaps, root_options, split_paths
+from slimmer.cli.options import (
+    command,
+    cpu_options,
+    hwcaps,
+    root_options,
+    split_paths,
+    verbose,
+)
 from slimmer.errors import SlimmerError, fit
 from slimmer.loader.programs import find_program
 from slimmer.loader.report import (
@@ -50,7 +57,7 @@ def cmd_deps(args: argparse.Namespace) -> int:
         platform=args.platform,
     )
     resolver = Resolver(sysroot, options)
-    verbose = bool(args.verbose or args.debug)
+    full = verbose(args)
     closures: list[Closure] = [resolver.closure(find_program(sysroot, b, cwd))
                                for b in args.binaries]
     if args.json:
@@ -64,11 +71,11 @@ def cmd_deps(args: argparse.Namespace) -> int:
         for closure in closures:
             print("\n".join(tree(closure)))
             for warning in closure.warnings:
-                print(fit(f"warning: {warning}", verbose), file=sys.stderr)
-    problem = missing_message(closures, verbose)
+                print(fit(f"warning: {warning}", full), file=sys.stderr)
+    problem = missing_message(closures, full)
     if problem:
         sys.stdout.flush()
         for line in problem.splitlines():
-            print(fit(f"error: {line}", verbose), file=sys.stderr)
+            print(fit(f"error: {line}", full), file=sys.stderr)
         return 1
     return 0

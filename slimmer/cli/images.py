@@ -102,7 +102,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from slimmer.image.verify import verify
 
     found = verify(os.path.join(os.getcwd(), args.archive))
-    from slimmer.cli import verbose
+    from slimmer.cli.options import verbose
 
     for problem in found.problems:
         print(fit(f"problem: {problem}", verbose(args)))

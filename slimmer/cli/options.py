@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 Run = Callable[[argparse.Namespace], int]
 
 
+def verbose(args: argparse.Namespace) -> bool:
+    """--verbose or --debug: every line whole, every list in full."""
+    return bool(getattr(args, "verbose", False) or getattr(args, "debug", False))
+
+
 def command(p: argparse.ArgumentParser, run: Run) -> None:
     """What `main` calls for this command; the parser is kept to write the command line
     again (--check-reproducible runs it a second time in a child process)."""
