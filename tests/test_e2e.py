@@ -17,7 +17,7 @@ import pytest
 from tests.support.archives import tiny_static_elf
 from tests.support.cli import run as slimmer
 from tests.support.compile import Compile, main_source
-from tests.support.engines import PODMAN_RUN, Docker, Podman
+from tests.support.engines import PODMAN_RUN, Docker, Podman, ctr_namespace
 from tests.support.host import need_tool
 from tests.support.roots import vendor_root
 
@@ -170,10 +170,7 @@ def test_umoci_unpacks(tmp_path: Path) -> None:
 
 
 def test_ctr_imports(docker: Docker, tmp_path: Path) -> None:
-    ctr = need_tool("ctr")
-    namespace = f"slimmer-{uuid.uuid4().hex[:8]}"
-    base = [ctr, "--address", docker.containerd_socket, "--namespace", namespace]
-    try:
+    with ctr_namespace(docker, "slimmer") as base:
         for compress in ("gzip", "zstd"):
             archive, tag = pack(tmp_path, "/usr/bin/jq", "--compress", compress, name="cjq")
             done = subprocess.run([*base, "images", "import", str(archive)],
@@ -182,12 +179,6 @@ def test_ctr_imports(docker: Docker, tmp_path: Path) -> None:
             listed = subprocess.run([*base, "images", "ls", "-q"], capture_output=True,
                                     text=True, check=True).stdout.split()
             assert f"docker.io/{tag}" in listed
-    finally:
-        names = subprocess.run([*base, "images", "ls", "-q"], capture_output=True,
-                               text=True).stdout.split()
-        if names:
-            subprocess.run([*base, "images", "rm", *names], capture_output=True)
-        subprocess.run([*base, "namespaces", "rm", namespace], capture_output=True)
 
 
 def test_library_found_only_through_the_cache(docker: Docker, tmp_path: Path,

@@ -29,7 +29,7 @@ from slimmer.image.verify import verify
 from slimmer.tree import Dir, File, FileTree, Symlink, TreeConflict
 from tests.support.cli import run as slimmer
 from tests.support.compile import Compile
-from tests.support.engines import PODMAN_RUN, Docker, Podman
+from tests.support.engines import PODMAN_RUN, Docker, Podman, ctr_namespace
 from tests.support.host import need_tool
 
 # the host's curl: the libraries of FAMILIES it links, each a layer of its own
@@ -365,10 +365,7 @@ def test_layered_images_run_in_podman(podman: Podman, tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_layered_images_run_in_containerd(docker: Docker, tmp_path: Path) -> None:
-    ctr = need_tool("ctr")
-    namespace = f"slimmer-layers-{uuid.uuid4().hex[:8]}"
-    base = [ctr, "--address", docker.containerd_socket, "--namespace", namespace]
-    try:
+    with ctr_namespace(docker, "slimmer-layers") as base:
         for name, (args, stdin, expect) in RUNS.items():
             archive, tag = tagged(tmp_path, name)
             done = subprocess.run([*base, "images", "import", str(archive)],
@@ -381,9 +378,3 @@ def test_layered_images_run_in_containerd(docker: Docker, tmp_path: Path) -> Non
                                  stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
             assert run.returncode == 0, run.stderr.decode()
             assert expect in run.stdout
-    finally:
-        names = subprocess.run([*base, "images", "ls", "-q"], capture_output=True,
-                               text=True).stdout.split()
-        if names:
-            subprocess.run([*base, "images", "rm", *names], capture_output=True)
-        subprocess.run([*base, "namespaces", "rm", namespace], capture_output=True)

@@ -11,7 +11,8 @@ import shutil
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -203,25 +204,35 @@ def test_pack_probe_keeps_a_computed_path(probed_root: Path, tmp_path: Path) -> 
     assert why.stdout == "/etc/probed.conf: probe: opened by /usr/bin/probed\n"
 
 
-def test_probe_cannot_reach_the_hosts_files_or_network(probed_root: Path,
-                                                       tmp_path: Path) -> None:
+@contextmanager
+def host_side() -> Iterator[tuple[Path, int, Callable[[], None]]]:
+    """A path in the host's /tmp that must stay absent, a listener on the host's loopback,
+    and the check that nobody connected to it; both removed at the end."""
     canary = Path("/tmp") / f"slimmer-probe-canary-{uuid.uuid4().hex}"
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     listener.setblocking(False)
-    port = listener.getsockname()[1]
+
+    def nobody_came() -> None:
+        with pytest.raises(BlockingIOError):
+            listener.accept()
     try:
+        yield canary, listener.getsockname()[1], nobody_came
+    finally:
+        listener.close()
+        canary.unlink(missing_ok=True)
+
+
+def test_probe_cannot_reach_the_hosts_files_or_network(probed_root: Path,
+                                                       tmp_path: Path) -> None:
+    with host_side() as (canary, port, nobody_came):
         out = tmp_path / "p.tar"
         done = slimmer("pack", "--root", str(probed_root), "/usr/bin/probed", "-o", str(out),
                        "--probe-args", f"{canary} {port}")
         assert done.returncode == 0, done.stderr
         assert not canary.exists()  # written in the sandbox's own /tmp, if anywhere
-        with pytest.raises(BlockingIOError):
-            listener.accept()  # nobody connected
-    finally:
-        listener.close()
-        canary.unlink(missing_ok=True)
+        nobody_came()
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -296,13 +307,7 @@ ENTRYPOINT ["python3", "app.py"]
 def test_slim_probe_of_a_fat_app(docker: Docker, tmp_path: Path) -> None:
     need_tool("bwrap")
     need_tool("strace")
-    canary = Path("/tmp") / f"slimmer-probe-canary-{uuid.uuid4().hex}"
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    listener.setblocking(False)
-    port = listener.getsockname()[1]
-    try:
+    with host_side() as (canary, port, nobody_came):
         fat = derived_image(docker, mmdebstrap_root("bookworm", FAT_PACKAGES), tmp_path,
                             DOCKERFILE % (canary, port),
                             {"app.py": APP, "settings.ini": b"[main]\ngreeting = hello\n"})
@@ -313,8 +318,7 @@ def test_slim_probe_of_a_fat_app(docker: Docker, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         # the host's side: nothing written in its /tmp, nobody connected to its loopback
         assert not canary.exists()
-        with pytest.raises(BlockingIOError):
-            listener.accept()
+        nobody_came()
         report = json.loads(done.stdout)
         beyond = {p["path"]: p["reason"] for p in report["probe"]["beyond_static"]}
         assert beyond["/opt/cfg/settings.ini"] == "probe: opened by /usr/bin/python3"
@@ -338,6 +342,3 @@ def test_slim_probe_of_a_fat_app(docker: Docker, tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert "probe:" not in done.stderr  # nothing ran
         assert again.read_bytes() == out.read_bytes()
-    finally:
-        listener.close()
-        canary.unlink(missing_ok=True)

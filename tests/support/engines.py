@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -153,3 +154,19 @@ def podman() -> Iterator[Podman]:
         subprocess.run(engine.cmd("rmi", "-af"), capture_output=True)
         _unmount_below(directory)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def ctr_namespace(docker: Docker, prefix: str = "slimmer") -> Iterator[list[str]]:
+    """A ctr command line on the containerd of the test's Docker, in a namespace of its own;
+    the namespace's images and the namespace are removed at the end."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    base = [need_tool("ctr"), "--address", docker.containerd_socket, "--namespace", namespace]
+    try:
+        yield base
+    finally:
+        names = subprocess.run([*base, "images", "ls", "-q"], capture_output=True,
+                               text=True).stdout.split()
+        if names:
+            subprocess.run([*base, "images", "rm", *names], capture_output=True)
+        subprocess.run([*base, "namespaces", "rm", namespace], capture_output=True)
