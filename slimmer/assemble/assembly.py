@@ -276,9 +276,11 @@ class Assembly:
             own = frozenset(os.path.dirname(c.real) for c in self.closures
                             if c.binary in programs)
             self.db = PackageDb(self.root)
+            primary = frozenset(f for c in self.closures if c.binary in programs
+                                for f in (c.real, *(lib.real for lib in c.libraries)))
             scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
                                    frozenset(normalize(d) for d in system), own, self.features,
-                                   self.place.image_path)
+                                   self.place.image_path, primary)
             found = evidence.find(scope)
             self.warnings += found.notices
             for closure, name, reason in found.libraries:

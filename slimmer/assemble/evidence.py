@@ -21,7 +21,9 @@ compiled-paths  Absolute paths in the read-only data of the closure's ELF files 
 dlopen  An object that imports dlopen: its library-name literals that resolve in the root as
     dlopen would resolve them are kept; when it names no library at all (a computed name) and
     no compiled directory of it was kept, one warning names the object (quiet for QUIET_DLOPEN:
-    covered by a rule or recipe, loading what the application names, or opt-in plugins).
+    covered by a rule or recipe, loading what the application names, or opt-in plugins; and
+    quiet for modules outside the programs' own closures: a module a recipe, --keep or an
+    application directory brought is optional until something imports it).
 
 The package walk and the scans take the closures as found at this step (the programs', the
 recipes' and --keep's); what they bring gets its libraries, and the runtime rules that run next
@@ -128,6 +130,10 @@ class Scope:
     own_dirs: frozenset[str]  # the directories of the programs packed: the caller names those
     features: frozenset[str]
     show: Callable[[str], str] = str
+    # the programs' own closures (programs and their libraries): only these get a
+    # dlopen-computed warning; a module that a recipe, --keep or an application directory
+    # brought is optional until something imports it (add_elf_closures says the same)
+    primary: frozenset[str] = frozenset()
     listings: dict[str, list[str]] = field(default_factory=dict)  # directory -> names, read once
 
 
@@ -377,7 +383,7 @@ def _dlopen(scope: Scope, obj: _Object, names: tuple[str, ...], paths: tuple[str
     # A name that is not in the root is not in it for the program outside the image either:
     # the image behaves as the root does. Only an object that names nothing gets a warning.
     named = names or any(".so" in os.path.basename(p) for p in paths)
-    if not hits and not named and not kept_dir:
+    if not hits and not named and not kept_dir and obj.real in scope.primary:
         found.notices.append(Notice(
             "dlopen-computed", obj.shown,
             "imports dlopen but names no library or plugin directory found in the root: what "
