@@ -17,12 +17,13 @@ from slimmer.assemble.provenance import Input, check_lock, inputs, lock_text, sp
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import FileProblem
 from slimmer.fileio import read_small_file
-from slimmer.image.layer import Progress, write_layer
+from slimmer.image.cache import LayerCache, make_layer
 from slimmer.image.model import RunConfig, canonical_json, rfc3339
 from slimmer.image.reference import Reference, parse_reference
 from slimmer.image.write import ImageResult, write_image
 from slimmer.loader.root import Root
 from slimmer.notices import Notice
+from slimmer.progress import Progress
 from slimmer.tree import File, FileTree
 
 VERSION = "0.1.0"
@@ -45,6 +46,8 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
     written_files = output_names(build, output)
     outputs.refuse_overlap(written_files, input_names(build, root))
     ref = parse_reference(output.tag or _default_tag(build.programs[0]))
+    if progress is not None:
+        progress("resolving", 0, 0)
     built = assemble(image, build, root, base)
     tree = built.tree
     outputs.refuse_overlap(written_files, [("file read into the image", e.source)
@@ -66,7 +69,9 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
     target = outputs.target(path)
     scratch = None if target.stream else os.path.dirname(target.path)  # not /dev
     try:
-        layer = write_layer(built.tree, scratch, build.compression, build.epoch, progress)
+        cache = LayerCache(build.cache_dir) if build.cache_dir else None
+        layer = make_layer(built.tree, scratch, build.compression, build.epoch, progress,
+                           build.workers, cache)
         try:
             return write_image(path, layer, built.platform, built.config, ref, build.epoch,
                                f"slimmer {VERSION}", image.annotations,

@@ -19,12 +19,12 @@ from slimmer.assemble.pack import PackResult, input_names, output_names, pack
 from slimmer.assemble.recipe import Group, User
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import SlimmerError
-from slimmer.image.layer import Progress
 from slimmer.image.merged import Image, open_image
 from slimmer.image.model import RunConfig
 from slimmer.loader.programs import find_in_path
 from slimmer.outputs import refuse_overlap
 from slimmer.paths import normalize
+from slimmer.progress import Progress
 
 
 @dataclass(frozen=True, slots=True)

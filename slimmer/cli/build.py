@@ -22,7 +22,14 @@ from slimmer.cli.options import (
     words,
 )
 from slimmer.cli.push import check_push, push_written
-from slimmer.cli.shared import check_reproducible, progress, rebuild, summary_stream
+from slimmer.cli.shared import (
+    cache_dir,
+    check_reproducible,
+    progress,
+    rebuild,
+    summary_stream,
+    workers,
+)
 from slimmer.errors import SlimmerError
 from slimmer.loader.programs import program_path
 from slimmer.loader.root import SysRoot
@@ -99,8 +106,9 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
     cwd = os.getcwd()
     image, build, output = _pack_options(
         args, tuple(program_path(sysroot, b, cwd) for b in binaries), recipes, tag)
-    result = pack(image, build, output, progress())
-    _print_result(result, summary_stream(output.path))
+    with progress(args.quiet) as shown:
+        result = pack(image, build, output, shown)
+    _print_result(result, summary_stream(output.path), args.quiet)
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args))
     push_written(args, output.path)
@@ -115,13 +123,16 @@ def cmd_slim(args: argparse.Namespace) -> int:
     check_push(args)
     image, build, output = _pack_options(args, (), (), args.tag)
     build = replace(build, keep=tuple(args.keep))
-    result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
-                  progress())
+    with progress(args.quiet) as shown:
+        result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
+                      shown)
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args))
     report = result.report()
     if args.report == "json":
         print(json.dumps(report, indent=2 if sys.stdout.isatty() else None))
+    elif args.quiet:
+        _print_result(result.packed, summary_stream(output.path), quiet=True)
     else:
         _print_slimmed(args, result, summary_stream(output.path))
     # A JSON report owns stdout: what was pushed goes to stderr then.
@@ -139,9 +150,11 @@ def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) ->
           f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
 
 
-def _print_result(result: PackResult, out: TextIO) -> None:
+def _print_result(result: PackResult, out: TextIO, quiet: bool = False) -> None:
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if quiet:
+        return
     image = result.image
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
           f"{result.content_bytes / 1e6:.1f} MB of files, "
@@ -192,4 +205,6 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         sbom=os.path.join(cwd, args.sbom) if args.sbom else None,
         lock=os.path.join(cwd, args.lock) if args.lock else None,
         locked=os.path.join(cwd, args.locked) if args.locked else None,
+        workers=workers(),
+        cache_dir=cache_dir(args, os.environ),
     ), output

@@ -99,7 +99,19 @@ def image_options(p: argparse.ArgumentParser) -> None:
                                  "fail with the differences if the bytes are not the same")
     p.add_argument("--no-recipes", action="store_true",
                    help="do not apply the built-in recipes that match the programs")
+    speed_options(p)
     push_options(p)
+
+
+def speed_options(p: argparse.ArgumentParser) -> None:
+    """The layer cache and what is shown while working."""
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the layer cache")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="keep compressed layers here (default: $XDG_CACHE_HOME/slimmer, else "
+                        "~/.cache/slimmer; at most 2 GiB, least recently used removed first)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress and no summary; warnings and errors are still shown")
 
 
 def push_options(p: argparse.ArgumentParser) -> None:
