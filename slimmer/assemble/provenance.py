@@ -44,6 +44,7 @@ class Dpkg:
         self.root = root
         self.packages: dict[str, Package] = {}
         self.owner: dict[str, str] = {}  # real path -> package name
+        self._reals: dict[str, str | None] = {}  # listed directory -> its real path
         status = root.read_bytes("/var/lib/dpkg/status")
         if status is None:
             return
@@ -64,20 +65,31 @@ class Dpkg:
             data = self.root.read_bytes(f"/var/lib/dpkg/info/{candidate}")
             if data is not None:
                 break
+        owner, reals = self.owner, self._reals
         for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
             if not line.startswith("/"):
                 continue
-            # Resolve the directory (remembered by the root) and keep the name: dpkg lists
+            # Resolve the directory (once per directory) and keep the name: dpkg lists
             # /lib/... for files that live in /usr/lib on merged-/usr systems.
             directory, _, base = line.rpartition("/")
-            found = self.root.lookup(directory or "/")
-            real = f"{found.real.rstrip('/')}/{base}" if found is not None else line
-            self.owner.setdefault(real, name)
-            self.owner.setdefault(normalize(line), name)
+            if directory in reals:
+                real_dir = reals[directory]
+            else:
+                found = self.root.lookup(directory or "/")
+                real_dir = reals[directory] = (found.real.rstrip("/") if found is not None
+                                               else None)
+            owner.setdefault(f"{real_dir}/{base}" if real_dir is not None else line, name)
+            owner.setdefault(line if _normal(line) else normalize(line), name)
 
     def package_of(self, path: str) -> Package | None:
         name = self.owner.get(path)
         return self.packages.get(name) if name else None
+
+
+def _normal(path: str) -> bool:
+    """Whether paths.normalize would leave the absolute `path` as it is (most dpkg lines)."""
+    return ("//" not in path and "/./" not in path and "/../" not in path
+            and not path.endswith(("/", "/.", "/..")))
 
 
 def _fields(stanza: str) -> dict[str, str]:
