@@ -95,7 +95,7 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
 # ---- gzip on every core ---------------------------------------------------------------------
 
 
-def _deflate_block(block: bytes, dictionary: bytes) -> tuple[bytes, int]:
+def _deflate_block(block: bytes | memoryview, dictionary: bytes) -> tuple[bytes, int]:
     """One block: raw deflate at level 6 primed with `dictionary`, ending on a byte boundary
     (sync flush), and its CRC-32. Runs in a worker thread."""
     deflate = (zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS, 8,
@@ -129,17 +129,26 @@ class ParallelGzip:
         self._header = _GZIP_HEADER
 
     def compress(self, data: bytes) -> bytes:
-        self._buffer += data
-        size = self._block
-        while len(self._buffer) >= size:
-            block = bytes(self._buffer[:size])
-            del self._buffer[:size]
-            self._submit(block)
+        if type(data) is not bytes:  # the workers read it later: it must not change
+            data = bytes(data)
+        size, start = self._block, 0
+        if self._buffer:  # complete the block begun by earlier writes
+            start = min(len(data), size - len(self._buffer))
+            self._buffer += data[:start]
+            if len(self._buffer) < size:
+                return self._collect(wait=False)
+            self._submit(bytes(self._buffer))
+            self._buffer.clear()
+        view = memoryview(data)  # whole blocks of `data` go to the workers without a copy
+        while len(data) - start >= size:
+            self._submit(view[start:start + size])
+            start += size
+        self._buffer += view[start:]
         return self._collect(wait=False)
 
-    def _submit(self, block: bytes) -> None:
+    def _submit(self, block: bytes | memoryview) -> None:
         self._pending.append((self._pool.submit(_deflate_block, block, self._tail), len(block)))
-        self._tail = block[-WINDOW:]
+        self._tail = bytes(block[-WINDOW:])
 
     def _collect(self, wait: bool) -> bytes:
         out = [self._header]
