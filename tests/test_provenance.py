@@ -115,3 +115,22 @@ def test_locked_that_is_no_lock_file_is_refused_at_once(tmp_path: Path, cc: Comp
                             root=str(root), locked=str(lock)))
     assert "\n" not in caught.value.message
     assert not (tmp_path / "o.tar").exists()
+
+
+@pytest.mark.parametrize("program", ["/usr/bin/jq", "/usr/bin/python3"])
+def test_dpkg_index_of_wanted_names_gives_the_same_owners(program: str) -> None:
+    """Dpkg(root, wanted) indexes only listed paths with the image's file names: every file of
+    the image gets the package the full index gives."""
+    from slimmer.assemble.assembly import assemble
+    from slimmer.assemble.provenance import Dpkg
+    from slimmer.loader.root import SysRoot
+    from slimmer.tree import File
+
+    image, build, _ = from_keywords(programs=(program,), output="/dev/null")
+    files = [p for p, e in assemble(image, build).tree.items() if isinstance(e, File)]
+    full = Dpkg(SysRoot("/"))
+    part = Dpkg(SysRoot("/"), frozenset(p.rpartition("/")[2] for p in files))
+    owners = [(p, full.package_of(p)) for p in files]
+    assert owners == [(p, part.package_of(p)) for p in files]
+    assert sum(1 for _, owner in owners if owner is not None) >= 5  # jq: 8 of its 18
+    assert len(part.owner) < len(full.owner) // 10

@@ -264,7 +264,10 @@ class Assembly:
         what of it describes the image's files added (the dpkg-status rule)."""
         build = self.build
         if "dpkg-status" in self.features or build.sbom or build.lock or build.locked:
-            self.dpkg = Dpkg(self.root)
+            # asked about the tree's files only (add_dpkg_status, provenance.inputs)
+            self.dpkg = Dpkg(self.root, frozenset(path.rpartition("/")[2]
+                                                  for path, e in self.tree.items()
+                                                  if isinstance(e, File)))
         if self.dpkg is not None and "dpkg-status" in self.features:
             add_dpkg_status(self.tree, self.dpkg)
 

@@ -38,13 +38,17 @@ class Package:
 
 
 class Dpkg:
-    """The root's dpkg database: which package owns each (real) path."""
+    """The root's dpkg database: which package owns each (real) path. With `wanted` (the
+    file names, without directory, of the paths that will be asked about), only listed paths
+    with one of those names are indexed: the same answers for those paths, in a fraction of
+    the time (most of the root's 130,000 listed paths are not in the image)."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, wanted: frozenset[str] | None = None) -> None:
         self.root = root
         self.packages: dict[str, Package] = {}
         self.owner: dict[str, str] = {}  # real path -> package name
         self._reals: dict[str, str | None] = {}  # listed directory -> its real path
+        self._wanted = wanted
         status = root.read_bytes("/var/lib/dpkg/status")
         if status is None:
             return
@@ -65,13 +69,15 @@ class Dpkg:
             data = self.root.read_bytes(f"/var/lib/dpkg/info/{candidate}")
             if data is not None:
                 break
-        owner, reals = self.owner, self._reals
+        owner, reals, wanted = self.owner, self._reals, self._wanted
         for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
             if not line.startswith("/"):
                 continue
             # Resolve the directory (once per directory) and keep the name: dpkg lists
             # /lib/... for files that live in /usr/lib on merged-/usr systems.
             directory, _, base = line.rpartition("/")
+            if wanted is not None and base not in wanted and base not in ("", ".", ".."):
+                continue
             if directory in reals:
                 real_dir = reals[directory]
             else:
