@@ -54,6 +54,8 @@ def slim(source: str, image: ImageSpec, build: BuildOptions, output: OutputOptio
     `image`; build.programs is found from it, its User's account added."""
     refuse_overlap(output_names(build, output), [("input image", source),
                                                  *input_names(build, None)])
+    if progress is not None:
+        progress("reading the image", 0, 0)
     with open_image(source, which) as fat:
         base = fat.source.spec.config if fat.source.spec is not None else RunConfig()
         program, build = _build(fat, base, image.config, build)
