@@ -48,6 +48,7 @@ class Sample:
     seconds: float
     peak_mb: float
     size: int
+    cpu: float  # user + system seconds, its reaped children included (a whole pipeline)
 
 
 def run_measured(command: list[str], output: str) -> Sample:
@@ -60,7 +61,8 @@ def run_measured(command: list[str], output: str) -> Sample:
     stderr = proc.stderr.read().decode() if proc.stderr else ""
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed: {stderr}")
-    return Sample(elapsed, usage.ru_maxrss / 1024, os.path.getsize(output))
+    return Sample(elapsed, usage.ru_maxrss / 1024, os.path.getsize(output),
+                  usage.ru_utime + usage.ru_stime)
 
 
 def slimmer_script() -> str:
@@ -154,7 +156,7 @@ def measure(program: str, rounds: int) -> tuple[dict[str, list[Sample]], int, in
 
 
 def report(program: str, samples: dict[str, list[Sample]], files: int, total: int,
-           rounds: int, sizes: Sizes) -> str:
+           rounds: int, sizes: Sizes, load: tuple[float, float]) -> str:
     def med(name: str) -> float:
         return statistics.median(s.seconds for s in samples[name])
 
@@ -166,12 +168,18 @@ def report(program: str, samples: dict[str, list[Sample]], files: int, total: in
         f"zlib {zlib.ZLIB_RUNTIME_VERSION}",
         f"- {files} files, {total / 1e6:.1f} MB; {rounds} round(s), contenders interleaved",
         "",
-        "| contender | median (s) | peak memory (MB) | output (MB) |",
-        "|---|---|---|---|",
+        f"- load average (1 min) before the rounds {load[0]:.1f}, after {load[1]:.1f}: other "
+        "work on the machine takes cores from the threads, and the ratios move towards the "
+        "ratios of CPU time",
+        "",
+        "| contender | median (s) | median CPU (s) | peak memory (MB) | output (MB) |",
+        "|---|---|---|---|---|",
     ]
     for name, runs in samples.items():
         peak = max(s.peak_mb for s in runs)
-        lines.append(f"| `{name}` | {med(name):.2f} | {peak:.0f} | {runs[0].size / 1e6:.1f} |")
+        cpu = statistics.median(s.cpu for s in runs)
+        lines.append(f"| `{name}` | {med(name):.2f} | {cpu:.2f} | {peak:.0f} | "
+                     f"{runs[0].size / 1e6:.1f} |")
     lines.append("")
     mine = {"gzip": COLD, "zstd": "slimmer pack --compress zstd --no-cache", "warm": WARM}
     for what, (theirs, limit) in TARGETS.items():
@@ -204,8 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="write the markdown report here as well")
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else 3
+    before = os.getloadavg()[0]
     samples, files, total, sizes = measure(args.program, rounds)
-    text = report(args.program, samples, files, total, rounds, sizes)
+    text = report(args.program, samples, files, total, rounds, sizes,
+                  (before, os.getloadavg()[0]))
     print(text)
     if args.out:
         with open(args.out, "a") as fh:
