@@ -118,7 +118,8 @@ def rebuild(args: argparse.Namespace) -> Callable[[str, bool], None]:
 
     def build(output: str, elsewhere: bool) -> None:
         words = command_line_again(args, output)
-        run_again(sys.executable, [words[0], "--no-cache", *words[1:]], cwd, environ,
-                  elsewhere)
+        if hasattr(args, "no_cache"):  # a command with a layer cache: compress again
+            words.insert(1, "--no-cache")
+        run_again(sys.executable, words, cwd, environ, elsewhere)
 
     return build
