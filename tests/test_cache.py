@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ import slimmer.image.cache as cache_module
 from slimmer.assemble.options import from_keywords
 from slimmer.assemble.pack import pack
 from slimmer.image.cache import LayerCache, make_layer
+from slimmer.image.layer import write_layer
 from slimmer.tree import File, FileTree
 from tests.support.cli import command, error_line
 from tests.support.cli import run as slimmer
@@ -246,3 +248,25 @@ def test_check_reproducible_compresses_again(tmp_path: Path) -> None:
     done = slimmer(*args, "-o", str(tmp_path / "b.tar"), "--check-reproducible")
     assert done.returncode == 1
     assert "not reproducible" in done.stderr
+
+
+@pytest.mark.parametrize("which", ["key", "blob"])
+def test_entry_others_may_write_is_not_used(tmp_path: Path, which: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key or blob that group or others may write is not trusted: compressed again."""
+    cache = tmp_path / "cache"
+    cold = _pack(tmp_path / "one.tar", cache)
+    (path,) = _keys(cache) if which == "key" else _blobs(cache)
+    path.chmod(0o666)
+    compressed = []
+    real = write_layer
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        compressed.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "write_layer", counting)
+    assert _pack(tmp_path / "two.tar", cache) == cold
+    assert compressed == [1]
+    _consistent(cache)
+    assert all(p.stat().st_mode & 0o022 == 0 for p in [*_keys(cache), *_blobs(cache)])

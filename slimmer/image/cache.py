@@ -14,6 +14,8 @@ its key: a killed run leaves no half entry, and concurrent runs writing the same
 the same bytes. A hit is checked before it is used: the blob's size and sha256 must be the
 key's, or the entry is removed and the layer compressed (and stored) again. Using an entry
 touches its blob's mtime; when the blobs pass the size bound, the least recently used go first.
+Only files the user owns, and that nobody else may write, are used: a key decides what an image
+holds.
 
 Finding the diff_id needs the tar bytes: one pass over the files that only hashes (about a
 tenth of compressing them), then, on a miss, the usual pass that compresses.
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
@@ -68,7 +71,8 @@ class LayerCache:
             file = open(path, "rb")  # noqa: SIM115 - the Layer closes it
         except OSError:
             return None
-        if os.fstat(file.fileno()).st_size != size or _sha256(file) != digest.hex:
+        st = os.fstat(file.fileno())
+        if not _own(st) or st.st_size != size or _sha256(file) != digest.hex:
             file.close()
             self._remove(key, path)
             return None
@@ -124,10 +128,19 @@ class LayerCache:
                 os.unlink(path)
 
 
+def _own(st: os.stat_result) -> bool:
+    """Whether a cache file is the user's own and nobody else may write it: a key names the
+    layer an image gets, so one that another user could have written is not trusted."""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
 def _read_key(path: str) -> tuple[Digest, int, Digest] | None:
-    """(blob digest, blob size, diff_id) of a key file; None when absent or damaged."""
+    """(blob digest, blob size, diff_id) of a key file; None when absent, damaged or not the
+    user's own (_own)."""
     try:
         with open(path, "rb") as fh:
+            if not _own(os.fstat(fh.fileno())):
+                return None
             entry = json.loads(fh.read(4096))
         digest, diff_id = _SHA256.fullmatch(entry["digest"]), _SHA256.fullmatch(entry["diff_id"])
         size = entry["size"]
