@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,26 @@ def test_entry_others_may_write_is_not_used(tmp_path: Path, which: str,
     assert compressed == [1]
     _consistent(cache)
     assert all(p.stat().st_mode & 0o022 == 0 for p in [*_keys(cache), *_blobs(cache)])
+
+
+def test_killed_run_leaves_no_half_entry(tmp_path: Path) -> None:
+    """SIGKILL while compressing, then while storing: whatever the cache holds is whole (every
+    blob hashes to its name, every key names a blob of its size), and the next run works."""
+    cache = tmp_path / "cache"
+    program = "/usr/bin/ffmpeg" if os.path.exists("/usr/bin/ffmpeg") else "/usr/bin/python3"
+    for delay in (1.0, 3.0, 6.0):
+        proc = subprocess.Popen(command("pack", program, "-o", str(tmp_path / "k.tar"),
+                                        "--cache-dir", str(cache), "--quiet"),
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=delay)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        _consistent(cache)
+        assert not [p for p in cache.rglob("*") if p.name.startswith(".slimmer-")]
+    done = slimmer("pack", program, "-o", str(tmp_path / "done.tar"), "--cache-dir",
+                   str(cache))
+    assert done.returncode == 0, done.stderr
+    _consistent(cache)
+    assert len(_blobs(cache)) == 1
