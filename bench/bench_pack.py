@@ -204,18 +204,43 @@ def report(program: str, samples: dict[str, list[Sample]], files: int, total: in
     return "\n".join(lines) + "\n"
 
 
+def favour() -> str:
+    """A session of its own (with autogroup scheduling, the kernel shares the CPU between
+    sessions first, whatever the nice values inside them), weighted as nice -15; inherited by
+    every contender. Returns what was done, for the report."""
+    try:
+        if os.getsid(0) != os.getpid():
+            os.setsid()
+        with open("/proc/self/autogroup", "w") as fh:
+            fh.write("-15")
+        os.nice(-15 - os.nice(0))
+    except OSError as exc:
+        print(f"--favoured: not possible here ({exc.strerror}); measured as it is",
+              file=sys.stderr)
+        return ""
+    return ("run with --favoured: the benchmark's own scheduling group at nice -15, so that "
+            "other work on the machine takes little from either side")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_pack", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one round instead of three")
     parser.add_argument("--program", default="/usr/bin/ffmpeg")
     parser.add_argument("--out", help="write the markdown report here as well")
+    parser.add_argument("--favoured", action="store_true",
+                        help="on a machine shared with other work: run the contenders in a "
+                             "scheduling group of their own at nice -15 (needs root), so that "
+                             "they get the cores as on an idle machine, both sides alike")
     args = parser.parse_args(argv)
     rounds = 1 if args.quick else 3
+    favoured = favour() if args.favoured else ""
     before = os.getloadavg()[0]
     samples, files, total, sizes = measure(args.program, rounds)
     text = report(args.program, samples, files, total, rounds, sizes,
                   (before, os.getloadavg()[0]))
+    if favoured:
+        text += f"- {favoured}\n"
     print(text)
     if args.out:
         with open(args.out, "a") as fh:
