@@ -134,3 +134,8 @@ def test_dpkg_index_of_wanted_names_gives_the_same_owners(program: str) -> None:
     assert owners == [(p, part.package_of(p)) for p in files]
     assert sum(1 for _, owner in owners if owner is not None) >= 5  # jq: 8 of its 18
     assert len(part.owner) < len(full.owner) // 10
+    # the packages kept: those owning an indexed path, every owner of the image's files among
+    # them, each as the full database has it (license included)
+    assert {o.name for _, o in owners if o is not None} <= set(part.packages)
+    assert len(part.packages) < len(full.packages)
+    assert all(full.packages[name] == package for name, package in part.packages.items())

@@ -41,7 +41,9 @@ class Dpkg:
     """The root's dpkg database: which package owns each (real) path. With `wanted` (the
     file names, without directory, of the paths that will be asked about), only listed paths
     with one of those names are indexed: the same answers for those paths, in a fraction of
-    the time (most of the root's 130,000 listed paths are not in the image)."""
+    the time (most of the root's 130,000 listed paths are not in the image), and `packages`
+    holds only the packages that own one of them (their copyright files read for the license
+    of those only)."""
 
     def __init__(self, root: Root, wanted: frozenset[str] | None = None) -> None:
         self.root = root
@@ -59,17 +61,20 @@ class Dpkg:
             name, arch = fields.get("Package", ""), fields.get("Architecture", "")
             if not name:
                 continue
-            self.packages[name] = Package(name, fields.get("Version", ""), arch,
-                                          stanza.strip() + "\n", _license(root, name))
-            self._read_list(name, arch)
+            if self._read_list(name, arch) or wanted is None:
+                self.packages[name] = Package(name, fields.get("Version", ""), arch,
+                                              stanza.strip() + "\n", _license(root, name))
 
-    def _read_list(self, name: str, arch: str) -> None:
+    def _read_list(self, name: str, arch: str) -> bool:
+        """Index the package's listed paths; whether it owns one of them (first come, first
+        owner, as before)."""
         data = None
         for candidate in (f"{name}:{arch}.list", f"{name}.list"):
             data = self.root.read_bytes(f"/var/lib/dpkg/info/{candidate}")
             if data is not None:
                 break
         owner, reals, wanted = self.owner, self._reals, self._wanted
+        owns_any = False
         for line in (data or b"").decode("utf-8", "surrogateescape").splitlines():
             if not line.startswith("/"):
                 continue
@@ -84,8 +89,11 @@ class Dpkg:
                 found = self.root.lookup(directory or "/")
                 real_dir = reals[directory] = (found.real.rstrip("/") if found is not None
                                                else None)
-            owner.setdefault(f"{real_dir}/{base}" if real_dir is not None else line, name)
-            owner.setdefault(line if _normal(line) else normalize(line), name)
+            first = owner.setdefault(f"{real_dir}/{base}" if real_dir is not None else line,
+                                     name)
+            second = owner.setdefault(line if _normal(line) else normalize(line), name)
+            owns_any = owns_any or name in (first, second)
+        return owns_any
 
     def package_of(self, path: str) -> Package | None:
         name = self.owner.get(path)
