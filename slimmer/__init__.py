@@ -20,8 +20,9 @@ def pack(programs: list[str] | tuple[str, ...], output: str, **options: Any) -> 
     `output`. Keyword options: tag, the image spec's (entrypoint, cmd, env, workdir, user,
     labels, annotations, expose, stop_signal) and the fields of
     slimmer.assemble.options.BuildOptions (add, root, library_path, compression, keep_setuid,
-    epoch, layers: a count or None for auto, ...). The CLI's `slimmer pack` is a thin layer
-    over this."""
+    epoch, layers: a count or None for auto, workers: threads compressing, default 1;
+    cache_dir: the layer cache, default none, ...). The CLI's `slimmer pack` is a thin layer
+    over this (all CPUs, the cache on)."""
     from slimmer.assemble.options import from_keywords
     from slimmer.assemble.pack import pack as run
 

@@ -1,6 +1,8 @@
 """Images packed here, loaded and run in real engines: a private Docker daemon (and the containerd
 it starts), podman, skopeo and umoci. Every image carries a fresh nonce file, so that Docker
-really reads each layer instead of reusing one it already has."""
+really reads each layer instead of reusing one it already has. The gzip layers are blocks
+deflated on every core joined into one stream (image/compress.py); the other engines get a
+layer of many blocks (BIG, a file added) and check its bytes."""
 
 from __future__ import annotations
 
@@ -119,20 +121,38 @@ def test_tiny_program_made_by_hand(docker: Docker, tmp_path: Path) -> None:
 
 # ---- the other engines -----------------------------------------------------------------
 
+BIG = 3 << 20  # bytes: 24 gzip blocks, and a zstd stream of one job
+
+
+def big_file(tmp_path: Path) -> tuple[Path, str]:
+    """A file that crosses many compression blocks, half random (stored blocks), half text;
+    its path and sha256."""
+    path = tmp_path / "big"
+    text = b"".join(b"line %d of a layer crossing many blocks\n" % n for n in range(40000))
+    data = (os.urandom(BIG // 2) + text)[:BIG]
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
 
 def test_podman_loads_and_runs(podman: Podman, tmp_path: Path) -> None:
+    big, digest = big_file(tmp_path)
     for compress in ("gzip", "zstd"):
-        archive, tag = pack(tmp_path, "/usr/bin/jq", "--compress", compress, name="pjq")
+        archive, tag = pack(tmp_path, "/usr/bin/jq", "/usr/bin/sha256sum", "--compress",
+                            compress, "--add", f"{big}:/data/big", name="pjq")
         loaded = podman.run("load", "-i", str(archive)).decode()
         assert f"docker.io/{tag}" in loaded
         out = podman.run("run", "--rm", "-i", *PODMAN_RUN, tag, ".a", input=b'{"a": 5}')
         assert out == b"5\n"
+        out = podman.run("run", "--rm", *PODMAN_RUN, "--entrypoint", "/usr/bin/sha256sum",
+                         tag, "/data/big")
+        assert out == f"{digest}  /data/big\n".encode()
         podman.run("rmi", tag)
 
 
 def test_skopeo_reads_both_transports(tmp_path: Path) -> None:
     skopeo = need_tool("skopeo")
-    archive, _ = pack(tmp_path, "/usr/bin/jq", name="sjq")
+    big, _ = big_file(tmp_path)
+    archive, _ = pack(tmp_path, "/usr/bin/jq", "--add", f"{big}:/data/big", name="sjq")
     manifest_digest = None
     for transport in ("oci-archive", "docker-archive"):
         done = subprocess.run([skopeo, "inspect", f"{transport}:{archive}"],
@@ -154,7 +174,8 @@ def test_skopeo_reads_both_transports(tmp_path: Path) -> None:
 
 def test_umoci_unpacks(tmp_path: Path) -> None:
     umoci = need_tool("umoci")
-    archive, _ = pack(tmp_path, "/usr/bin/jq", name="ujq")
+    big, digest = big_file(tmp_path)
+    archive, _ = pack(tmp_path, "/usr/bin/jq", "--add", f"{big}:/data/big", name="ujq")
     layout = tmp_path / "layout"
     layout.mkdir()
     subprocess.run(["tar", "xf", str(archive), "-C", str(layout)], check=True)
@@ -167,12 +188,16 @@ def test_umoci_unpacks(tmp_path: Path) -> None:
     assert hashlib.sha256(jq.read_bytes()).digest() == hashlib.sha256(
         Path("/usr/bin/jq").read_bytes()).digest()
     assert os.readlink(tmp_path / "b/rootfs/lib64") == "usr/lib64"
+    assert hashlib.sha256((tmp_path / "b/rootfs/data/big").read_bytes()).hexdigest() == digest
 
 
 def test_ctr_imports(docker: Docker, tmp_path: Path) -> None:
     with ctr_namespace(docker, "slimmer") as base:
+        big, _ = big_file(tmp_path)
         for compress in ("gzip", "zstd"):
-            archive, tag = pack(tmp_path, "/usr/bin/jq", "--compress", compress, name="cjq")
+            # imported and unpacked: containerd checks the uncompressed layer's digest
+            archive, tag = pack(tmp_path, "/usr/bin/jq", "--compress", compress, "--add",
+                                f"{big}:/data/big", name="cjq")
             done = subprocess.run([*base, "images", "import", str(archive)],
                                   capture_output=True, text=True)
             assert done.returncode == 0, done.stderr

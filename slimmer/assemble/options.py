@@ -42,6 +42,8 @@ class BuildOptions:
     sbom: str | None = None  # write an SPDX 2.3 document here
     lock: str | None = None  # write a lock file of every input here
     locked: str | None = None  # refuse to build when the inputs differ from this lock file
+    workers: int = 1  # threads compressing the layer (the bytes are the same for any number)
+    cache_dir: str | None = None  # the layer cache (image/cache.py); None: no cache
 
     def adds(self) -> tuple[Add, ...]:
         return tuple(spec if isinstance(spec, Add) else Add(*spec) for spec in self.add)

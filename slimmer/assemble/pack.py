@@ -27,13 +27,15 @@ from slimmer.assemble.provenance import (
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import FileProblem
 from slimmer.fileio import read_small_file
-from slimmer.image.layer import Layer, Progress, write_layer
+from slimmer.image.cache import LayerCache, make_layer
+from slimmer.image.layer import Layer
 from slimmer.image.layering import split
 from slimmer.image.model import RunConfig, canonical_json, rfc3339
 from slimmer.image.reference import Reference, parse_reference
 from slimmer.image.write import ImageResult, write_image
 from slimmer.loader.root import Root
 from slimmer.notices import Notice
+from slimmer.progress import Progress
 from slimmer.tree import File, FileTree
 
 VERSION = "0.1.0"
@@ -64,6 +66,8 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
         lock = read_small_file(build.locked, "lock file").decode("utf-8", "replace")
         if not build.probed:  # what the probe touched when the lock was made
             build = replace(build, probed=probed_in_lock(lock, build.locked))
+    if progress is not None:
+        progress("resolving", 0, 0)
     built = assemble(image, build, root, base)
     tree = built.tree
     outputs.refuse_overlap(written_files, [("file read into the image", e.source)
@@ -89,10 +93,11 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
     layers: list[Layer] = []
     try:
         total, done = built.tree.content_size(), 0
+        cache = LayerCache(build.cache_dir) if build.cache_dir else None
         for part in parts:
             shown = None if progress is None else _offset(progress, done, total)
-            layers.append(write_layer(part.tree, scratch, build.compression, build.epoch,
-                                      shown))
+            layers.append(make_layer(part.tree, scratch, build.compression, build.epoch,
+                                     shown, build.workers, cache))
             done += part.tree.content_size()
         return write_image(path, layers, built.platform, built.config, ref, build.epoch,
                            f"slimmer {VERSION}", image.annotations,
@@ -108,7 +113,7 @@ def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptio
 
 def _offset(progress: Progress, done: int, total: int) -> Progress:
     """One layer's progress as a share of the whole image's."""
-    return lambda written, _: progress(done + written, total)
+    return lambda stage, written, _: progress(stage, done + written, total)
 
 
 def _write_provenance(items: list[Input], ref: Reference, build: BuildOptions) -> None:

@@ -21,12 +21,12 @@ from slimmer.assemble.probing import Probe, ProbeOptions, probe_image, probe_rep
 from slimmer.assemble.recipe import Group, User
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import SlimmerError
-from slimmer.image.layer import Progress
 from slimmer.image.merged import Image, open_image
 from slimmer.image.model import RunConfig
 from slimmer.loader.programs import find_in_path
 from slimmer.outputs import refuse_overlap
 from slimmer.paths import normalize
+from slimmer.progress import Progress
 from slimmer.tree import File
 
 
@@ -60,6 +60,8 @@ def slim(source: str, image: ImageSpec, build: BuildOptions, output: OutputOptio
     `image`; build.programs is found from it, its User's account added."""
     refuse_overlap(output_names(build, output), [("input image", source),
                                                  *input_names(build, None)])
+    if progress is not None:
+        progress("reading the image", 0, 0)
     with open_image(source, which) as fat:
         base = fat.source.spec.config if fat.source.spec is not None else RunConfig()
         program, build = _build(fat, base, image.config, build)

@@ -24,7 +24,14 @@ from slimmer.cli.options import (
     words,
 )
 from slimmer.cli.push import check_push, push_written
-from slimmer.cli.shared import check_reproducible, progress, rebuild, summary_stream
+from slimmer.cli.shared import (
+    cache_dir,
+    check_reproducible,
+    progress,
+    rebuild,
+    summary_stream,
+    workers,
+)
 from slimmer.errors import SlimmerError
 from slimmer.loader.programs import find_program
 from slimmer.loader.root import SysRoot
@@ -115,8 +122,9 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
         probe = probe_root(sysroot, args.root, build.programs[0], image.config, build.users,
                            options)
         build = replace(build, probed=probe.kept)
-    result = pack(image, build, output, None if args.report == "json" else progress())
-    if probe is not None:
+    with progress(args.quiet or args.report == "json") as shown:
+        result = pack(image, build, output, shown)
+    if probe is not None and not args.quiet:
         _print_probe(args, probe, result.tree)
     if args.report == "json":
         report = pack_report(result)
@@ -124,7 +132,7 @@ def _pack(args: argparse.Namespace, binaries: list[str], recipes: tuple[Recipe, 
             report["probe"] = probe_report(probe, result.tree)
         _print_json(report, summary_stream(output.path))
     else:
-        _print_result(args, result, summary_stream(output.path))
+        _print_result(args, result, summary_stream(output.path), args.quiet)
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args),
                            sys.stderr if args.report == "json" else None)
@@ -150,9 +158,10 @@ def cmd_slim(args: argparse.Namespace) -> int:
     check_push(args)
     image, build, output = _pack_options(args, (), (), args.tag)
     build = replace(build, keep=tuple(args.keep))
-    result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
-                  None if args.report == "json" else progress(), probe_args(args, args.probe))
-    if result.probe is not None:
+    with progress(args.quiet or args.report == "json") as shown:
+        result = slim(os.path.join(os.getcwd(), args.input), image, build, output, args.image,
+                      shown, probe_args(args, args.probe))
+    if result.probe is not None and not args.quiet:
         _print_probe(args, result.probe, result.packed.tree)
     if args.check_reproducible:
         check_reproducible(output.path, rebuild(args),
@@ -160,6 +169,8 @@ def cmd_slim(args: argparse.Namespace) -> int:
     report = result.report()
     if args.report == "json":
         _print_json(report, summary_stream(output.path))
+    elif args.quiet:
+        _print_result(args, result.packed, summary_stream(output.path), quiet=True)
     else:
         _print_slimmed(args, result, summary_stream(output.path))
     # A JSON report owns stdout: what was pushed goes to stderr then.
@@ -192,12 +203,15 @@ def _print_slimmed(args: argparse.Namespace, result: SlimResult, out: TextIO) ->
           f"{after['bytes'] / 1e6:.1f} MB ({share:.0%})")
 
 
-def _print_result(args: argparse.Namespace, result: PackResult, out: TextIO) -> None:
+def _print_result(args: argparse.Namespace, result: PackResult, out: TextIO,
+                  quiet: bool = False) -> None:
     from slimmer.cli.options import verbose
     from slimmer.errors import fit
 
     for warning in result.warnings:  # cut at the one length every message keeps
         print(fit(f"warning: {warning}", verbose(args)), file=sys.stderr)
+    if quiet:
+        return
     image = result.image
     layers = f" in {len(image.layers)} layers" if len(image.layers) > 1 else ""
     print(f"wrote {image.path}: {image.reference.short}, {result.files} entries, "
@@ -250,4 +264,6 @@ def _pack_options(args: argparse.Namespace, programs: tuple[str, ...],
         sbom=os.path.join(cwd, args.sbom) if args.sbom else None,
         lock=os.path.join(cwd, args.lock) if args.lock else None,
         locked=os.path.join(cwd, args.locked) if args.locked else None,
+        workers=workers(),
+        cache_dir=cache_dir(args, os.environ),
     ), output

@@ -123,6 +123,7 @@ def image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-recipes", action="store_true",
                    help="do not apply the built-in recipes that match the programs")
     probe_options(p)
+    speed_options(p)
     push_options(p)
 
 
@@ -136,6 +137,17 @@ def probe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe-timeout", type=_seconds, default=30.0, metavar="SECONDS",
                    help="probe: stop each run after this long (default 30; a server is "
                         "probed until then)")
+
+
+def speed_options(p: argparse.ArgumentParser) -> None:
+    """The layer cache and what is shown while working."""
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the layer cache")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="keep compressed layers here (default: $XDG_CACHE_HOME/slimmer, else "
+                        "~/.cache/slimmer; at most 2 GiB, least recently used removed first)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress and no summary; warnings and errors are still shown")
 
 
 def push_options(p: argparse.ArgumentParser) -> None:

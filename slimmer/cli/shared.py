@@ -1,23 +1,26 @@
 """What the commands that write an archive share: where the summary goes, the progress line,
-and --check-reproducible (the command line written again for a child process)."""
+the layer cache's directory and the compressing threads, and --check-reproducible (the command
+line written again for a child process)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import TextIO
 
 from slimmer.errors import SlimmerError
+from slimmer.progress import Display, Progress
 
-# Importing slimmer.image.layer's alias would load tarfile and zstandard.
-Progress = Callable[[int, int], None]
-
-# Not passed to the second build: it writes elsewhere, checks nothing, pushes nowhere.
+# Not passed to the second build: it writes elsewhere, checks nothing, pushes nowhere, and
+# compresses again rather than taking the layer from the cache (it runs with --no-cache).
 _NOT_AGAIN = frozenset({"output", "check_reproducible", "push", "insecure", "timeout",
                         "send_credentials_to_realm", "sign_key", "sign_password_env",
-                        "attach_sbom", "debug", "verbose", "report", "help"})
+                        "attach_sbom", "debug", "verbose", "report", "help", "no_cache",
+                        "cache_dir", "quiet"})
 
 
 def summary_stream(output: str) -> TextIO:
@@ -30,22 +33,41 @@ def summary_stream(output: str) -> TextIO:
     return sys.stderr if same else sys.stdout
 
 
-def progress() -> Progress | None:
-    """A one-line progress display on a terminal, nothing otherwise."""
-    if not sys.stderr.isatty():
+@contextlib.contextmanager
+def progress(quiet: bool = False) -> Iterator[Progress | None]:
+    """A one-line progress display on a terminal (stderr), for work longer than a second;
+    nothing when stderr is not a terminal or with --quiet."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    with Display(sys.stderr, time.monotonic) as display:
+        yield display
+
+
+def workers() -> int:
+    """Threads to compress with: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cache_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """The layer cache's directory: None with --no-cache, --cache-dir, else
+    $XDG_CACHE_HOME/slimmer (an absolute XDG_CACHE_HOME only, as the XDG spec says), else
+    ~/.cache/slimmer."""
+    if args.no_cache:
         return None
-    last = [-1]
-
-    def show(done: int, total: int) -> None:
-        percent = 100 * done // total if total else 100
-        if percent != last[0]:
-            last[0] = percent
-            end = "\n" if done >= total else ""
-            sys.stderr.write(f"\rpacking {done / 1e6:.1f}/{total / 1e6:.1f} MB ({percent}%)"
-                             + end)
-            sys.stderr.flush()
-
-    return show
+    if args.cache_dir:
+        given = os.path.join(os.getcwd(), args.cache_dir)
+        if os.path.exists(given) and not os.path.isdir(given):
+            raise SlimmerError(f"{args.cache_dir}: --cache-dir is not a directory")
+        return given
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "slimmer")
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return os.path.join(home, ".cache", "slimmer") if os.path.isabs(home) else None
 
 
 def command_line_again(args: argparse.Namespace, output: str) -> list[str]:
@@ -97,6 +119,9 @@ def rebuild(args: argparse.Namespace) -> Callable[[str, bool], None]:
     cwd, environ = os.getcwd(), dict(os.environ)
 
     def build(output: str, elsewhere: bool) -> None:
-        run_again(sys.executable, command_line_again(args, output), cwd, environ, elsewhere)
+        words = command_line_again(args, output)
+        if hasattr(args, "no_cache"):  # a command with a layer cache: compress again
+            words.insert(1, "--no-cache")
+        run_again(sys.executable, words, cwd, environ, elsewhere)
 
     return build

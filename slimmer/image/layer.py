@@ -3,7 +3,8 @@
 Every header field is set here (the tree's owners and modes, empty names, mtime = the build
 epoch); entries come in FileTree order, a file's extended attributes as PAX SCHILY.xattr records,
 and files that are one file (the same node) as one regular entry then hard links to it; gzip and
-zstd settings are pinned so that the same tree gives the same bytes (docs/reproducibility.md).
+zstd settings are pinned so that the same tree gives the same bytes (docs/reproducibility.md),
+whatever the number of threads compressing (compress.py).
 Nothing holds the layer in memory: content is copied in 1 MiB chunks while both digests are
 computed on the way.
 """
@@ -13,23 +14,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import struct
 import tarfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-import zstandard
-
 from slimmer.errors import FileProblem, SlimmerError
+from slimmer.image.compress import ParallelGzip, zstd_compressor
 from slimmer.image.model import Blob, Descriptor, Digest
 from slimmer.outputs import Sink, scratch_file
 from slimmer.tree import Dir, Entry, File, FileTree, Symlink
 
 CHUNK = 1 << 20
-GZIP_LEVEL = 6
-ZSTD_LEVEL = 3
 
 MEDIA_TYPES = {
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -54,6 +50,11 @@ class Layer:
     diff_id: Digest  # sha256 of the uncompressed tar (equal to the blob's when uncompressed)
     file: IO[bytes]
 
+    @classmethod
+    def of_file(cls, descriptor: Descriptor, diff_id: Digest, file: IO[bytes]) -> Layer:
+        """The layer whose blob is all of `file` (described by `descriptor`)."""
+        return cls(Blob(descriptor, copy=_copier(file)), diff_id, file)
+
     def close(self) -> None:
         self.file.close()
 
@@ -73,27 +74,6 @@ class _Compressor(Protocol):
     def flush(self) -> bytes: ...
 
 
-class _Gzip:
-    """gzip with a fixed header (no name, mtime 0, OS 255), one code path for every run."""
-
-    def __init__(self) -> None:
-        self._deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-        self._crc = 0
-        self._size = 0
-        self._header = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\xff"
-
-    def compress(self, data: bytes) -> bytes:
-        self._crc = zlib.crc32(data, self._crc)
-        self._size += len(data)
-        out = self._header + self._deflate.compress(data)
-        self._header = b""
-        return out
-
-    def flush(self) -> bytes:
-        tail = self._deflate.flush() + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
-        return self._header + tail
-
-
 class _Plain:
     def compress(self, data: bytes) -> bytes:
         return data
@@ -102,13 +82,12 @@ class _Plain:
         return b""
 
 
-def _compressor(kind: str) -> _Compressor:
+def _compressor(kind: str, workers: int) -> _Compressor:
+    """gzip and zstd on `workers` threads, the same bytes for any number (compress.py)."""
     if kind == "gzip":
-        return _Gzip()
+        return ParallelGzip(workers)
     if kind == "zstd":
-        params = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=0, write_checksum=True,
-                                          write_content_size=False)
-        return params.compressobj()
+        return zstd_compressor(workers)
     if kind == "none":
         return _Plain()
     raise SlimmerError(f"unknown compression {kind!r} (gzip, zstd or none)")
@@ -118,9 +97,9 @@ class BlobWriter:
     """A file-like sink: bytes in are hashed (uncompressed), compressed, hashed again and written
     to a file without a name in `directory` (None: the temporary directory)."""
 
-    def __init__(self, directory: str | None, compression: str) -> None:
+    def __init__(self, directory: str | None, compression: str, workers: int = 1) -> None:
         self.compression = compression
-        self._compressor = _compressor(compression)
+        self._compressor = _compressor(compression, workers)
         self._raw = hashlib.sha256()
         self._out = hashlib.sha256()
         self._size = 0
@@ -145,6 +124,8 @@ class BlobWriter:
                      Digest("sha256", self._raw.hexdigest()), self._file)
 
     def discard(self) -> None:
+        if isinstance(self._compressor, ParallelGzip):
+            self._compressor.close()
         with contextlib.suppress(OSError):  # a full disk fails the flush again: closed anyway
             self._file.close()
 
@@ -183,7 +164,7 @@ def _xattr_records(xattrs: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
             for key, value in sorted(xattrs)}
 
 
-def write_tar(entries: list[tuple[str, Entry]], sink: BlobWriter | IO[bytes], mtime: int,
+def write_tar(entries: list[tuple[str, Entry]], sink: Sink, mtime: int,
               progress: Progress | None = None) -> None:
     """Write entries (name without leading slash, entry) as a tar stream to `sink`. A File
     whose node an earlier File had is written as a hard link to the earlier one's name."""
@@ -210,7 +191,7 @@ def write_tar(entries: list[tuple[str, Entry]], sink: BlobWriter | IO[bytes], mt
     sink.write(b"\0" * 1024)
 
 
-def _copy_content(entry: File, sink: BlobWriter | IO[bytes],
+def _copy_content(entry: File, sink: Sink,
                   advance: Callable[[int], None]) -> None:
     if entry.data is not None:
         sink.write(entry.data)
@@ -244,9 +225,10 @@ def layer_entries(tree: FileTree) -> list[tuple[str, Entry]]:
 
 
 def write_layer(tree: FileTree, directory: str | None, compression: str, mtime: int,
-                progress: Progress | None = None) -> Layer:
-    """Write the tree as one layer blob into a file without a name in `directory`."""
-    writer = BlobWriter(directory, compression)
+                progress: Progress | None = None, workers: int = 1) -> Layer:
+    """Write the tree as one layer blob into a file without a name in `directory`,
+    compressed on `workers` threads (the bytes do not depend on their number)."""
+    writer = BlobWriter(directory, compression, workers)
     try:
         write_tar(layer_entries(tree), writer, mtime, progress)
         return writer.finish()
