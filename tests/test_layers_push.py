@@ -279,7 +279,7 @@ def test_tampered_payload_and_replayed_signature_fail(registry: Registry,
     put_manifest(registry, repository, curl.replace(":", "-") + ".sig", jq_sig)
     replayed = f"{registry.address}/{repository}@{curl}"
     done = slimmer("verify", replayed, "--key", str(pub), "--insecure")
-    error_line(done, replayed, f"names the manifest {jq}, not {curl}")
+    error_line(done, replayed, f"but its payload names {jq}")
 
     unsigned = slimmer("verify", f"{registry.address}/{repository}@sha256:{'0' * 64}", "--key",
                        str(pub), "--insecure")

@@ -238,11 +238,14 @@ def verify_signature(client: Client, dest: Destination, digest: str | None, key:
             payloads.append(data)
     if not payloads:
         count = len(layers)
-        raise SignatureProblem(f"{shown}: no signature in {where} verifies with {key_name} "
+        # `where` is not repeated: the digest twice would not fit a line (its .sig tag is
+        # REPO:sha256-HEX.sig, docs/push.md)
+        raise SignatureProblem(f"{shown}: no signature of its .sig tag verifies with {key_name} "
                                f"({count} signature{'s' if count != 1 else ''} checked)")
     problems = [p for p in (_claims(data, dest, digest) for data in payloads) if p]
     if len(problems) == len(payloads):
-        raise SignatureProblem(f"{shown}: the payload signed with {key_name} {problems[0]}")
+        raise SignatureProblem(f"{shown}: signed with {key_name}, but its payload "
+                               f"{problems[0]}")
     return Checked(shown, where, len(layers))
 
 
@@ -307,7 +310,7 @@ def _claims(data: bytes, dest: Destination, digest: str) -> str:
     if kind != COSIGN_TYPE:
         return f"has type {printable(repr(kind), 80)}, not {COSIGN_TYPE!r}"
     if named != digest:
-        return f"names the manifest {printable(str(named), 80)}, not {digest}"
+        return f"names {printable(str(named), 80)}"  # another manifest (shown beside it)
     if reference not in _names(dest):
         return f"names the repository {printable(str(reference), 200)}, not {identity(dest)}"
     return ""
