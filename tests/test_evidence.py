@@ -32,7 +32,7 @@ CORE_SOURCE = r"""
 const char *const app_paths[] = {
     "/usr/share/app/data", "/etc/app", "/usr/share/misc/appmagic", "/usr/share",
     "/usr/share/other", "/usr/share/big", "/usr/share/zoneinfo/%s", "/usr/share/doc/app",
-    "libplug.so.1", "libabsent.so.9", 0};
+    "libplug.so.1", "libabsent.so.9", "/var/run/app", 0};
 int appcore(void) {
     FILE *f = popen("true", "r");
     if (f) pclose(f);
@@ -130,6 +130,7 @@ def app_root(tmp_path: Path, cc: Compile) -> Path:
     write(root / "usr/share/outside/target.dat")
     (root / "usr/share/app/data/linked.dat").symlink_to("/usr/share/outside/target.dat")
     write(root / "usr/share/zoneinfo/UTC", b"TZif2")
+    write(root / "var/run/app/app.pid", b"7\n")  # the run-time directory, with a stale pid
     dpkg_database(root, PACKAGES)
     return root
 
@@ -175,7 +176,9 @@ def test_what_evidence_keeps_and_why(tmp_path: Path, app_root: Path) -> None:
     assert why["/usr/bin/sh"] == why["/usr/bin/dash"] == f"popen in {SHOWN}"  # /bin is usr/bin
     assert why["/usr/share/zoneinfo/UTC"] == f"path /usr/share/zoneinfo/%s compiled into {SHOWN}"
     assert tree.get("/etc/localtime") is not None
+    assert why["/var/run/app"] == f"run-time directory /var/run/app compiled into {SHOWN}"
     left_out = [
+        "/var/run/app/app.pid",  # a run-time directory is kept empty
         "/usr/share/doc/app-common/README", "/usr/share/man/man1/app.1.gz",  # docs
         "/usr/share/locale/de/LC_MESSAGES/app.mo", "/usr/share/lintian/overrides/app-common",
         f"{GNU}/pkgconfig/app.pc", "/usr/share/app/data/include/z.h",

@@ -35,7 +35,7 @@ from slimmer.loader.arch import Arch
 from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.ldcache import write_ldcache
 from slimmer.loader.resolve import Closure, Library, Options, Resolver
-from slimmer.loader.root import Root, SysRoot
+from slimmer.loader.root import Resolved, Root, SysRoot
 from slimmer.loader.scripts import interpreters, read_shebang
 from slimmer.loader.views import OverlayRoot
 from slimmer.notices import Notice
@@ -237,18 +237,22 @@ class Assembly:
                 files += add_root_path(self.tree, self.root, probed.path, self.place,
                                        probed.reason, self.build.keep_setuid)
                 continue
-            for link in found.links:
-                add_parents(self.tree, self.root, link.path, self.place, self.build.keep_setuid)
-                self.tree.add(self.place.image_path(link.path),
-                              Symlink(self.place.link_target(link)), probed.reason)
-            add_parents(self.tree, self.root, found.real, self.place, self.build.keep_setuid)
-            image = self.place.image_path(found.real)
-            if image not in self.tree or self.tree.reasons.get(image) == IMPLIED:
-                self.tree.add(image, self.root.dir_entry(found.real, self.build.keep_setuid),
-                              probed.reason)
+            self._add_directory(found, probed.reason)
         self.closures += add_elf_closures(self.tree, self.root, self.resolver, files,
                                           self.place, self.build.keep_setuid, self.warnings,
                                           "--probe")
+
+    def _add_directory(self, found: Resolved, reason: str) -> None:
+        """A directory of the root as a directory only (not what it holds), with the symlinks
+        on the way to it."""
+        for link in found.links:
+            add_parents(self.tree, self.root, link.path, self.place, self.build.keep_setuid)
+            self.tree.add(self.place.image_path(link.path),
+                          Symlink(self.place.link_target(link)), reason)
+        add_parents(self.tree, self.root, found.real, self.place, self.build.keep_setuid)
+        image = self.place.image_path(found.real)
+        if image not in self.tree or self.tree.reasons.get(image) == IMPLIED:
+            self.tree.add(image, self.root.dir_entry(found.real, self.build.keep_setuid), reason)
 
     def add_accounts(self) -> None:
         """/etc/passwd and /etc/group: root, nonroot, the caller's and the recipes' accounts."""
@@ -288,6 +292,10 @@ class Assembly:
             skip = evidence.filtered
             for path, reason in found.paths:
                 self._add_path(path, reason, skip)
+            for path, reason in found.directories:
+                entry = self.root.lookup(path)
+                if entry is not None and entry.is_dir:
+                    self._add_directory(entry, reason)
             because = {**found.rules, **because}
         self.because = {k: v for k, v in because.items()
                         if k not in self.build.without_features}

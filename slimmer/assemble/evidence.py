@@ -82,6 +82,10 @@ NEVER = ("/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/usr/share/doc", "/us
          "/usr/share/info", "/usr/include", "/usr/share/locale", "/usr/lib/locale",
          "/etc/ssl", "/usr/lib/ssl", "/usr/lib/debug", "/etc/ld.so.conf.d")
 ZONEINFO = "/usr/share/zoneinfo"
+# A directory under these compiled into a program is where it puts its sockets and pid files
+# (postgres's /var/run/postgresql): kept empty, with the image's owner and mode, when the image
+# has it (a fresh root makes them at boot; a container does not boot).
+RUN_DIRS = ("/run/", "/var/run/")
 RULED = ("gconv", "ossl-modules")  # directories the gconv and openssl rules decide on
 GLIBC_PACKAGES = frozenset({"libc6", "libc-bin", "libc6-i386", "libc6-x32", "libc-dev-bin"})
 # Objects whose dlopen stays quiet: covered elsewhere (glibc's: the nss, gconv and libgcc_s
@@ -140,6 +144,8 @@ class Scope:
 @dataclass(slots=True)
 class Found:
     paths: list[tuple[str, str]] = field(default_factory=list)  # (in-root path, reason)
+    # directories kept as directories only: the run-time directories compiled in (RUN_DIRS)
+    directories: list[tuple[str, str]] = field(default_factory=list)
     libraries: list[tuple[Closure, str, str]] = field(default_factory=list)  # (from, name, why)
     rules: dict[str, str] = field(default_factory=dict)  # runtime rule -> why it is on
     notices: list[Notice] = field(default_factory=list)
@@ -265,6 +271,15 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
     reason = f"path {path} compiled into {obj.shown}"
     if path == ZONEINFO or path.startswith(ZONEINFO + "/"):
         found.rules.setdefault("tzdata", reason)
+        return False
+    if path.startswith(RUN_DIRS):
+        try:
+            entry = root.lookup(path)
+        except SlimmerError:
+            return False
+        if entry is not None and entry.is_dir:
+            found.directories.append((path, f"run-time directory {path} compiled into "
+                                            f"{obj.shown}"))
         return False
     if (path in GENERIC or path in scope.system_dirs or "%" in path
             or any(path == d or path.startswith(d + "/") for d in NEVER)
