@@ -16,7 +16,9 @@ MAX_FILE = 1 << 30  # an ELF file larger than this is not scanned
 # A NUL-terminated string of printable ASCII after a NUL; a library name ending a string, whose
 # start is checked after the match (a look-behind is ten times slower over 70 MB of .rodata).
 _PATH = re.compile(rb"\x00(/[\x21-\x7e]{1,1023})(?=\x00)")
+_PATH_TEXT = re.compile(rb"/[\x21-\x7e]{1,1023}")  # the same, as a whole string
 _SONAME = re.compile(rb"lib[A-Za-z0-9_+.-]*\.so(?:\.[0-9]+)*(?=\x00)")
+_SONAME_TEXT = re.compile(rb"lib[A-Za-z0-9_+.-]*\.so(?:\.[0-9]+)*")
 
 class Literals(NamedTuple):
     paths: tuple[str, ...]  # absolute paths, in file order, each once
@@ -29,16 +31,27 @@ def literals(data: bytes) -> Literals:
     paths: dict[str, None] = {}
     libraries: dict[str, None] = {}
     for start, end in read_only_sections(data):
-        chunk = b"\x00" + data[start:end]  # the section's first string follows a NUL too
-        for match in _PATH.finditer(chunk):
-            text = match.group(1).decode("ascii")
-            for part in text.split(":"):
-                if part.startswith("/") and len(part) > 1:
-                    paths.setdefault(part, None)
-        for match in _SONAME.finditer(chunk):
-            if chunk[match.start() - 1] == 0:  # the whole string
+        # matched in place (a copy of a 30 MB section would double the peak); the section's
+        # first string, which no NUL of the section precedes, is looked at alone
+        head = data[start:min(end, start + 1024)].split(b"\x00", 1)
+        if len(head) == 2 and head[0]:
+            if _PATH_TEXT.fullmatch(head[0]):
+                _add_path(paths, head[0])
+            if _SONAME_TEXT.fullmatch(head[0]):
+                libraries.setdefault(head[0].decode("ascii"), None)
+        for match in _PATH.finditer(data, start, end):
+            _add_path(paths, match.group(1))
+        for match in _SONAME.finditer(data, start, end):
+            if match.start() > start and data[match.start() - 1] == 0:  # the whole string
                 libraries.setdefault(match.group().decode("ascii"), None)
     return Literals(tuple(paths), tuple(libraries))
+
+
+def _add_path(paths: dict[str, None], found: bytes) -> None:
+    """Each part of a path literal (`/a:/b` lists are split)."""
+    for part in found.decode("ascii").split(":"):
+        if part.startswith("/") and len(part) > 1:
+            paths.setdefault(part, None)
 
 
 def read_only_sections(data: bytes) -> list[tuple[int, int]]:
