@@ -7,6 +7,9 @@ slimmed (`slimmer slim`) and this machine's /usr/bin/python3 packed (`slimmer pa
 as uid 65532 (distroless `nonroot`, who cannot write __pycache__), one container times
 `python3 -c "import email.message, http.client, json, decimal"` run N times from inside (after
 one untimed run), so that container start-up is not measured; rounds interleave the images.
+Every container runs with LANG=C.UTF-8, the locale the slim images set (python3's recipe) and
+now hold: the fat image sets none and would start in the C locale, without loading a locale's
+files, so that a working locale would be measured as slimmer's cost.
 
     python -m bench.bench_startup [--quick] [--out FILE]
 """
@@ -29,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 IMPORTS = "import email.message, http.client, json, decimal"
+LOCALE = "LANG=C.UTF-8"  # given to every container: the slim images set it (module docstring)
 TARGET = 1.10  # slim median at most 10% over the fat image's
 CACHE = os.environ.get("SLIMMER_TEST_CACHE", "/var/tmp/slimmer-test-cache")
 ROOT = os.path.join(CACHE, "bookworm-python3.tar")
@@ -133,7 +137,7 @@ def measure(env: dict[str, str], tags: dict[str, str], runs: int,
         for name, tag in tags.items():
             print(f"round {round_no + 1}/{rounds}: {name}", file=sys.stderr)
             out = docker(env, "run", "--rm", "--network", "none", "--user", "65532:65532",
-                         tag, "-c", TIMER, str(runs), IMPORTS)
+                         "--env", LOCALE, tag, "-c", TIMER, str(runs), IMPORTS)
             samples[name] += json.loads(out)
     return samples
 
@@ -146,7 +150,8 @@ def report(samples: dict[str, list[float]], runs: int, rounds: int) -> str:
         "",
         f"- measured: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{platform.platform()}, {os.cpu_count()} CPUs",
-        f"- `python3 -c \"{IMPORTS}\"` inside the container as uid 65532, {runs} runs x "
+        f"- `python3 -c \"{IMPORTS}\"` inside the container as uid 65532 with {LOCALE} (the "
+        f"slim images' locale, given to the fat image too), {runs} runs x "
         f"{rounds} round(s) per image (after one untimed run), images interleaved",
         "",
         "| image | median (ms) | min (ms) | vs fat |",
