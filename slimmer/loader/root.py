@@ -65,6 +65,8 @@ class Root(ABC):
 
     def __init__(self) -> None:
         self._walks: dict[str, Resolved | None] = {}
+        # real path -> imported symbols: the evidence step and the runtime rules both ask
+        self._imports: dict[str, frozenset[str]] = {}
 
     @abstractmethod
     def describe(self, path: str) -> str:
@@ -87,9 +89,16 @@ class Root(ABC):
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         """The ELF facts of a regular file (raises SlimmerError for bad files)."""
 
-    @abstractmethod
     def imports_real(self, real: str, shown: str) -> frozenset[str]:
-        """The dynamic symbols an ELF file imports."""
+        """The dynamic symbols an ELF file imports (read once per root)."""
+        found = self._imports.get(real)
+        if found is None:
+            found = self._imports[real] = self.read_imports_real(real, shown)
+        return found
+
+    @abstractmethod
+    def read_imports_real(self, real: str, shown: str) -> frozenset[str]:
+        """The dynamic symbols an ELF file imports, read from the file."""
 
     @abstractmethod
     def file_entry(self, real: str, keep_setuid: bool) -> File:
@@ -278,7 +287,7 @@ class SysRoot(Root):
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         return read_elf(self.host_path(real), shown)
 
-    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+    def read_imports_real(self, real: str, shown: str) -> frozenset[str]:
         return read_imports(self.host_path(real), shown)
 
     def file_entry(self, real: str, keep_setuid: bool) -> File:

@@ -57,7 +57,7 @@ class TreeRoot(Root):
         assert entry.source is not None
         return read_elf(entry.source, shown)
 
-    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+    def read_imports_real(self, real: str, shown: str) -> frozenset[str]:
         entry = self._file(real)
         if entry.data is not None:
             return parse_imports(entry.data, shown)
@@ -118,7 +118,7 @@ class OverlayRoot(Root):
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         return self._layer(real).elf_real(real, shown)
 
-    def imports_real(self, real: str, shown: str) -> frozenset[str]:
+    def read_imports_real(self, real: str, shown: str) -> frozenset[str]:
         return self._layer(real).imports_real(real, shown)
 
     def file_entry(self, real: str, keep_setuid: bool) -> File:
