@@ -211,7 +211,7 @@ def _data_packages(scope: Scope, objects: list[_Object], found: Found) -> None:
                 continue
             queue.append(dep)
             reason = f"data package {dep}, a dependency of {parent}"
-            found.paths += [(path, reason) for path in db.files.get(dep, ())
+            found.paths += [(path, reason) for path in db.files(dep)
                             if not filtered(path) and _is_leaf(scope.root, path)]
 
 
@@ -233,7 +233,8 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
         entry = scope.root.lookup(obj.real)
         if entry is None or entry.size > MAX_FILE:
             continue
-        lits = literals(scope.root.read_real(obj.real))
+        with scope.root.mapped_real(obj.real) as data:
+            lits = literals(data)
         kept_dir = False
         if "compiled-paths" in scope.features and not obj.soname.startswith(GPU_LOADERS):
             own = _eligible(scope, obj, dependencies)

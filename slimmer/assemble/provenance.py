@@ -47,11 +47,10 @@ class Dpkg:
         self.packages = {name: Package(name, e.version, e.architecture, e.stanza,
                                        _license(root, name))
                          for name, e in self.db.entries.items()}
-        # real path -> the first package listing it (a file has one owner; a directory many)
-        self.owner = {path: names[0] for path, names in self.db.owners.items()}
 
     def package_of(self, path: str) -> Package | None:
-        name = self.owner.get(path)
+        """The package of a real path (the first listing it: a directory has many)."""
+        name = self.db.owner_of(path)
         return self.packages.get(name) if name else None
 
 

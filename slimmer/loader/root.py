@@ -8,11 +8,13 @@ not to be symlinks are handed to the host, so the host never follows a link on o
 
 from __future__ import annotations
 
+import mmap
 import os
 import stat
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
 from slimmer.errors import FileProblem, SymlinkLoop
@@ -84,6 +86,12 @@ class Root(ABC):
 
     @abstractmethod
     def listdir_real(self, real: str) -> list[str]: ...
+
+    @contextmanager
+    def mapped_real(self, real: str) -> Iterator[bytes | mmap.mmap]:
+        """The content of a regular file for reading through once: mapped where the root can
+        (a scan of 250 MB of libraries then copies nothing), else read."""
+        yield self.read_real(real)
 
     @abstractmethod
     def elf_real(self, real: str, shown: str) -> ElfInfo:
@@ -283,6 +291,15 @@ class SysRoot(Root):
 
     def listdir_real(self, real: str) -> list[str]:
         return os.listdir(self.host_path(real))
+
+    @contextmanager
+    def mapped_real(self, real: str) -> Iterator[bytes | mmap.mmap]:
+        with open(self.host_path(real), "rb") as fh:
+            if os.fstat(fh.fileno()).st_size == 0:
+                yield b""
+                return
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                yield mapped
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         return read_elf(self.host_path(real), shown)

@@ -7,6 +7,7 @@ absolute paths (`/usr/lib/ruby/3.1.0`, each part of a `/a:/b` list) and library 
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 from typing import NamedTuple
@@ -25,7 +26,7 @@ class Literals(NamedTuple):
     libraries: tuple[str, ...]  # bare names of shared objects (libX.so[.N]); paths are above
 
 
-def literals(data: bytes) -> Literals:
+def literals(data: bytes | mmap.mmap) -> Literals:
     """The path and library literals of an ELF file's read-only data sections; nothing for a
     file that is not ELF or has no section headers (stripped of them)."""
     paths: dict[str, None] = {}
@@ -54,7 +55,7 @@ def _add_path(paths: dict[str, None], found: bytes) -> None:
             paths.setdefault(part, None)
 
 
-def read_only_sections(data: bytes) -> list[tuple[int, int]]:
+def read_only_sections(data: bytes | mmap.mmap) -> list[tuple[int, int]]:
     """(start, end) file offsets of the .rodata-like sections; [] when they cannot be read."""
     if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
         return []

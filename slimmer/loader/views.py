@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import mmap
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from slimmer.loader.elf import ElfInfo, parse_elf, parse_imports, read_elf, read_imports
@@ -110,6 +113,11 @@ class OverlayRoot(Root):
 
     def read_real(self, real: str, limit: int | None = None) -> bytes:
         return self._layer(real).read_real(real, limit)
+
+    @contextmanager
+    def mapped_real(self, real: str) -> Iterator[bytes | mmap.mmap]:
+        with self._layer(real).mapped_real(real) as data:
+            yield data
 
     def listdir_real(self, real: str) -> list[str]:
         names = set(self.below.listdir_real(real)) if self.below.is_dir(real) else set()
