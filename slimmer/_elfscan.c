@@ -12,8 +12,23 @@
 
    The tuple: (elf_class, little_endian, machine, osabi, abiversion, e_type, e_flags,
    interpreter, has_dynamic, needed, soname, rpath, runpath, flags_1), with rpath as written
-   (elf.py drops it when there is a DT_RUNPATH). */
+   (elf.py drops it when there is a DT_RUNPATH).
 
+   strings(buffer, start, end) -> (paths, libraries)
+
+   The whole NUL-terminated strings of buffer[start:end] that follow a NUL (the first string
+   of the range, which none precedes, is left to the caller), as loader/strings.py's regular
+   expressions find them: absolute paths (printable ASCII, '/' first, 2 to 1024 bytes) and
+   library names (lib[A-Za-z0-9_+.-]*.so(.[0-9]+)*), each as bytes, in buffer order, repeats
+   included. tests/test_elfscan.py holds it to the regular expressions.
+
+   undefined(table, strings, count, entsize, wide, little) -> list | None
+
+   The names of the undefined symbols (st_shndx 0, st_name not 0) of a dynamic symbol table,
+   as elf.py's _imports reads them; None when an entry or a name lies outside the buffers or
+   is not terminated, for elf.py to report. */
+
+#define _GNU_SOURCE  /* memmem */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -308,7 +323,159 @@ static PyObject *scan(PyObject *self, PyObject *arg)
     return result;
 }
 
+static int path_char(unsigned char c) { return c >= 0x21 && c <= 0x7e; }
+
+static int soname_char(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+        || c == '_' || c == '+' || c == '.' || c == '-';
+}
+
+/* s[0:n] (no NUL in it) is lib[class]*\.so(\.[0-9]+)*: after dropping trailing .N groups
+   one by one, the rest ends with ".so" and is at least "lib.so". */
+static int is_soname(const unsigned char *s, size_t n)
+{
+    if (n < 6 || memcmp(s, "lib", 3) != 0)
+        return 0;
+    for (size_t i = 3; i < n; i++)
+        if (!soname_char(s[i]))
+            return 0;
+    size_t end = n;
+    for (;;) {
+        if (end >= 6 && memcmp(s + end - 3, ".so", 3) == 0)
+            return 1;
+        size_t d = end;
+        while (d > 0 && s[d - 1] >= '0' && s[d - 1] <= '9')
+            d--;
+        if (d == end || d == 0 || s[d - 1] != '.')
+            return 0;
+        end = d - 1;
+    }
+}
+
+static int append_bytes(PyObject *list, const unsigned char *s, size_t n)
+{
+    PyObject *item = PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static PyObject *strings(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer view;
+    Py_ssize_t start, end;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &start, &end))
+        return NULL;
+    PyObject *paths = PyList_New(0), *libraries = PyList_New(0), *result = NULL;
+    if (paths == NULL || libraries == NULL)
+        goto done;
+    if (start < 0)
+        start = 0;
+    if (end > view.len)
+        end = view.len;
+    const unsigned char *base = view.buf;
+    const unsigned char *first = base + start, *stop = base + (end > start ? end : start);
+    int failed = 0;
+    /* a path: "\0/" then printable bytes up to a NUL, 2 to 1024 of them */
+    for (const unsigned char *p = first; p < stop && !failed;) {
+        const unsigned char *hit = memmem(p, (size_t)(stop - p), "\0/", 2);
+        if (hit == NULL)
+            break;
+        const unsigned char *s = hit + 1, *limit = s + 1025 < stop ? s + 1025 : stop;
+        const unsigned char *z = s + 1;
+        while (z < limit && path_char(*z))
+            z++;
+        size_t n = (size_t)(z - s);
+        if (z < limit && *z == 0 && n >= 2 && append_bytes(paths, s, n) < 0)
+            failed = 1;
+        p = z;  /* the NUL ending this string may begin the next */
+    }
+    /* a library: "\0lib" then a whole string of the name's bytes */
+    for (const unsigned char *p = first; p < stop && !failed;) {
+        const unsigned char *hit = memmem(p, (size_t)(stop - p), "\0lib", 4);
+        if (hit == NULL)
+            break;
+        const unsigned char *s = hit + 1, *z = s + 3;
+        while (z < stop && soname_char(*z))
+            z++;
+        if (z < stop && *z == 0 && is_soname(s, (size_t)(z - s))
+                && append_bytes(libraries, s, (size_t)(z - s)) < 0)
+            failed = 1;
+        p = z;
+    }
+    if (!failed)
+        result = PyTuple_Pack(2, paths, libraries);
+done:
+    Py_XDECREF(paths);
+    Py_XDECREF(libraries);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static uint64_t read_word(const unsigned char *p, int size, int little)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < size; i++)
+        v |= (uint64_t)p[little ? i : size - 1 - i] << (8 * i);
+    return v;
+}
+
+static PyObject *undefined(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_buffer table, names;
+    Py_ssize_t count, entsize;
+    int wide, little;
+    if (!PyArg_ParseTuple(args, "y*y*nnpp", &table, &names, &count, &entsize, &wide, &little))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    int bad = out == NULL;
+    /* st_name at 0 (4 bytes); st_shndx at 6 (64-bit) or 14 (32-bit), 2 bytes */
+    Py_ssize_t need = wide ? 8 : 16;
+    const unsigned char *t = table.buf, *str = names.buf;
+    if (!bad && (count < 0 || entsize < need || (count > 0 && table.len / entsize < count)))
+        bad = 2;
+    for (Py_ssize_t i = 0; !bad && i < count; i++) {
+        const unsigned char *e = t + i * entsize;
+        uint64_t name = read_word(e, 4, little);
+        uint64_t shndx = read_word(e + (wide ? 6 : 14), 2, little);
+        if (shndx != 0 || name == 0)
+            continue;
+        if (name >= (uint64_t)names.len) {
+            bad = 2;
+            break;
+        }
+        const unsigned char *s = str + name;
+        const unsigned char *z = memchr(s, 0, (size_t)(names.len - (Py_ssize_t)name));
+        if (z == NULL) {
+            bad = 2;
+            break;
+        }
+        if (append_bytes(out, s, (size_t)(z - s)) < 0)
+            bad = 1;
+    }
+    PyBuffer_Release(&table);
+    PyBuffer_Release(&names);
+    if (bad == 1) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    if (bad == 2) {
+        Py_XDECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"strings", strings, METH_VARARGS,
+     "strings(buffer, start, end) -> (paths, libraries): see slimmer/loader/strings.py."},
+    {"undefined", undefined, METH_VARARGS,
+     "undefined(table, strings, count, entsize, wide, little) -> names or None."},
     {"scan", scan, METH_O,
      "scan(path) -> the loader facts of an ELF file, or None: then slimmer.elf reads it."},
     {NULL, NULL, 0, NULL},

@@ -4,6 +4,7 @@ None (the Python reader then reads the file and names the problem)."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import stat
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from slimmer.errors import SlimmerError
-from slimmer.loader import elf
+from slimmer.loader import elf, strings
 
 DIRS = ("/usr/bin", "/usr/sbin", "/usr/lib", "/usr/libexec", "/usr/lib32", "/usr/libx32")
 
@@ -139,3 +140,91 @@ def test_an_offset_that_wraps_past_2_64_is_refused_by_both(scan: Scan, tmp_path:
     assert scan(str(target)) is None
     with pytest.raises(SlimmerError, match="outside the string table"):
         elf.read_elf(str(target))
+
+
+# ---- strings and undefined symbols: the C scans against the Python ones ----------------------
+
+
+@pytest.fixture(scope="module")
+def fast_strings() -> Callable[..., tuple[list[bytes], list[bytes]]]:
+    if strings.fast_strings is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("slimmer._elfscan was not built (gcc and python3-dev are needed)")
+        pytest.skip("slimmer._elfscan was not built")
+    return strings.fast_strings
+
+
+@pytest.mark.parametrize("data, start, end", [
+    (b"\x00/usr/share/x\x00libz.so.1\x00lib.so\x00/\x00libx.so.1.22\x00", 0, None),
+    (b"\x00/a\x00/" + b"b" * 1023 + b"\x00/" + b"c" * 1024 + b"\x00/d\x00", 0, None),
+    (b"\x00/a b\x00/\x7f\x00/ok\x00lib\x00libfoo.so.\x00libfoo.so.1.so\x00liba.so.x\x00", 0,
+     None),
+    (b"\x00mylib.so\x00lib-x+y_z.so.0\x00lib\xc3\xa9.so\x00LIBX.so\x00lib.so.1.2.3\x00", 0, None),
+    (b"/first\x00/second\x00libq.so\x00/unterminated", 0, None),
+    (b"\x00/a\x00/b\x00/c\x00", 3, None),  # a NUL before the range does not count
+    (b"\x00/a\x00/b\x00/c\x00", 0, 5),  # nor one after it
+    (b"", 0, 0),
+])
+def test_strings_edge_cases(fast_strings: Callable[..., object], data: bytes, start: int,
+                            end: int | None) -> None:
+    stop = len(data) if end is None else end
+    assert fast_strings(data, start, stop) == strings.strings_python(data, start, stop)
+
+
+@pytest.mark.slow
+def test_same_strings_for_every_elf_file(fast_strings: Callable[..., object]) -> None:
+    checked = 0
+    for path in elf_files():
+        with open(path, "rb") as fh:
+            try:
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                continue
+        with data:
+            for start, end in strings.read_only_sections(data):
+                assert fast_strings(data, start, end) == strings.strings_python(
+                    data, start, end), path
+                checked += 1
+    assert checked > 1000, checked
+
+
+def python_imports(path: str, monkeypatch: pytest.MonkeyPatch) -> frozenset[str] | None:
+    with monkeypatch.context() as m:
+        m.setattr(elf, "fast_undefined", None)
+        try:
+            return elf.read_imports(path)
+        except SlimmerError:
+            return None
+
+
+@pytest.mark.slow
+def test_same_imports_for_every_elf_file(scan: Scan, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert elf.fast_undefined is not None
+    checked = 0
+    for path in elf_files():
+        expected = python_imports(path, monkeypatch)
+        if expected is None:
+            continue
+        assert elf.read_imports(path) == expected, path
+        checked += 1
+    assert checked > 1000, checked
+
+
+@pytest.mark.parametrize("source", ["/usr/bin/jq", "/usr/lib/x86_64-linux-gnu/libc.so.6"])
+def test_damaged_symbol_tables_give_the_same_imports_or_the_same_error(
+        scan: Scan, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(source + "imports")
+    original = Path(source).read_bytes()
+    target = tmp_path / "damaged"
+    refused = agreed = 0
+    for data in damaged_copies(original, rng):
+        target.write_bytes(data)
+        expected = python_imports(str(target), monkeypatch)
+        if expected is None:
+            with pytest.raises(SlimmerError):
+                elf.read_imports(str(target))
+            refused += 1
+        else:
+            assert elf.read_imports(str(target)) == expected
+            agreed += 1
+    assert refused and agreed

@@ -44,14 +44,23 @@ class Dpkg:
     def __init__(self, root: Root, db: PackageDb | None = None) -> None:
         self.root = root
         self.db = PackageDb(root) if db is None else db
-        self.packages = {name: Package(name, e.version, e.architecture, e.stanza,
-                                       _license(root, name))
-                         for name, e in self.db.entries.items()}
+        self._packages: dict[str, Package] = {}  # made when asked: each reads its license
+
+    def package(self, name: str) -> Package | None:
+        """An installed package, with the license of its copyright file."""
+        found = self._packages.get(name)
+        if found is None:
+            entry = self.db.entries.get(name)
+            if entry is None:
+                return None
+            found = self._packages[name] = Package(name, entry.version, entry.architecture,
+                                                   entry.stanza, _license(self.root, name))
+        return found
 
     def package_of(self, path: str) -> Package | None:
         """The package of a real path (the first listing it: a directory has many)."""
         name = self.db.owner_of(path)
-        return self.packages.get(name) if name else None
+        return self.package(name) if name else None
 
 
 # DEP-5 short names -> SPDX identifiers, for the common ones; anything else is NOASSERTION.
@@ -108,10 +117,10 @@ def inputs(tree: FileTree, dpkg: Dpkg | None) -> list[Input]:
 
 def add_dpkg_status(tree: FileTree, dpkg: Dpkg) -> None:
     """/var/lib/dpkg/status.d/NAME for each package the image took files from."""
-    used = sorted({p.name for p in (dpkg.package_of(path) for path, e in tree.items()
-                                    if isinstance(e, File)) if p is not None})
+    used = sorted({name for name in (dpkg.db.owner_of(path) for path, e in tree.items()
+                                     if isinstance(e, File)) if name is not None})
     for name in used:
-        stanza = dpkg.packages[name].stanza.encode()
+        stanza = dpkg.db.entries[name].stanza.encode()
         tree.add(f"{STATUS_DIR}/{name}", File(0o644, len(stanza), data=stanza),
                  f"dpkg status of {name}, for vulnerability scanners")
 

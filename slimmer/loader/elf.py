@@ -166,6 +166,20 @@ def _load_fast_scan() -> Callable[[str], Facts | None] | None:
 fast_scan = _load_fast_scan()
 
 
+def _load_fast_undefined() -> Callable[[bytes, bytes, int, int, bool, bool],
+                                       list[bytes] | None] | None:
+    """_imports' loop in C (slimmer/_elfscan.c `undefined`); None when it was not built. It
+    answers None for a table it cannot read, and the loop below names the problem."""
+    try:
+        from slimmer._elfscan import undefined
+    except ImportError:
+        return None
+    return undefined
+
+
+fast_undefined = _load_fast_undefined()
+
+
 def parse_elf(buf: bytes, name: str) -> ElfInfo:
     """Parse ELF facts from a buffer holding the whole file."""
     return _parse(_Source(None, bytes(buf), len(buf)), name)
@@ -451,6 +465,11 @@ def _imports(src: _Source, name: str) -> frozenset[str]:
     strings = src.read(strtab, min(lay.tags.get(DT_STRSZ, 0), src.size - strtab))
     if table is None or strings is None:
         raise CorruptElf(f"{name}: dynamic symbol table lies outside the file")
+    if fast_undefined is not None:
+        found = fast_undefined(table, strings, count, size, lay.ei_class == ELFCLASS64,
+                               lay.order == "<")
+        if found is not None:
+            return frozenset(n.decode("utf-8", "surrogateescape") for n in found)
     names = set()
     for i in range(count):
         st_name, _info, _other, shndx = sym.unpack_from(table, i * size)
