@@ -12,7 +12,6 @@ owners of paths compiled into programs).
 from __future__ import annotations
 
 import re
-import stat
 from dataclasses import dataclass
 
 from slimmer.errors import SlimmerError
@@ -43,9 +42,9 @@ class PackageDb:
 
     Built for speed (every pack reads it: 900 lists and 130,000 paths in a fat root): each
     list becomes a dict at C speed, the paths listed by several packages (directories, mostly)
-    are found by set intersection, and instead of resolving every listed path through the root,
-    only the listed directories are walked once, top-down, to find the few that lead somewhere
-    else (the /usr-merge links); a real path is looked up as itself and through those."""
+    are found by set intersection, and no listed path is resolved through the root up front: a
+    real path is looked up as itself, and as listed under the directories of the same name that
+    the root resolves to its directory (the /usr-merge links: see _aliases)."""
 
     def __init__(self, root: Root) -> None:
         self.root = root
@@ -54,7 +53,8 @@ class PackageDb:
         self._lists: dict[str, list[str]] = {}  # package -> paths as its list gives them
         self._first: dict[str, str] = {}  # listed path -> the first package listing it
         self._more: dict[str, list[str]] = {}  # listed path -> all, when several list it
-        self._listed_as: dict[str, list[str]] | None = None  # real dir -> listed dirs
+        self._by_name: dict[str, list[str]] | None = None  # last name -> listed dirs
+        self._listed_as: dict[str, list[str]] = {}  # real dir -> listed dirs, when asked
         self._elf: dict[str, bool] = {}
         self._dirs: dict[str, str] = {}  # directory -> its real path ("" for /)
         status = root.read_bytes(STATUS, STATUS_LIMIT)
@@ -129,36 +129,24 @@ class PackageDb:
             self._dirs[directory] = self._real_dir(directory)
         return f"{self._dirs[directory]}/{base}"
 
-    def _aliases(self) -> dict[str, list[str]]:
-        """real directory -> the listed directories that are it under another name. The
-        listed directories are walked top-down: each is its parent's real path plus its name,
-        unless that name is a symlink (then the root resolves it) or the parent is missing."""
-        if self._listed_as is None:
-            stat_real = self.root.stat_real
-            real: dict[str, str | None] = {"": ""}
-            out: dict[str, list[str]] = {}
-            parents = {p.rpartition("/")[0] for lines in self._lists.values() for p in lines}
-            for directory in sorted(parents):
-                parent, _, name = directory.rpartition("/")
-                if parent not in real:  # not listed itself: resolved by the root
-                    real[parent] = self._found_dir(parent)
-                up = real[parent]
-                if up is None:
-                    real[directory] = None
-                    continue
-                here = f"{up}/{name}"
-                st = stat_real(here) if name not in (".", "..") else None
-                if st is None:
-                    real[directory] = None
-                elif stat.S_ISLNK(st.mode):
-                    real[directory] = self._found_dir(directory)
-                else:
-                    real[directory] = here if stat.S_ISDIR(st.mode) else None
-                found = real[directory]
-                if found is not None and found != directory:
-                    out.setdefault(found, []).append(directory)
-            self._listed_as = out
-        return self._listed_as
+    def _aliases(self, real: str) -> list[str]:
+        """The listed directories that are the real directory `real` under another name: those
+        of the same last name that the root resolves to it (/lib/x86_64-linux-gnu for
+        /usr/lib/x86_64-linux-gnu, /lib64 for /usr/lib64). Not found: a directory reached
+        through a link to a directory of another name (/var/lib/x -> /srv/y): the paths under
+        it are found as listed, not by the target's name."""
+        if self._by_name is None:
+            by_name: dict[str, list[str]] = {}
+            for directory in {p.rpartition("/")[0] for lines in self._lists.values()
+                              for p in lines}:
+                by_name.setdefault(directory.rpartition("/")[2], []).append(directory)
+            self._by_name = by_name
+        found = self._listed_as.get(real)
+        if found is None:
+            candidates = self._by_name.get(real.rpartition("/")[2], ())
+            found = self._listed_as[real] = sorted(
+                c for c in candidates if c != real and self._found_dir(c) == real)
+        return found
 
     def _found_dir(self, directory: str) -> str | None:
         """The real path of an existing directory of the root, else None."""
@@ -179,8 +167,7 @@ class PackageDb:
         """The packages that list `path` (a real path, or as a package lists it)."""
         out = self._listed_owners(path)
         directory, _, base = path.rpartition("/")
-        aliases = self._aliases().get(directory) if self._lists else None
-        for alias in aliases or ():
+        for alias in self._aliases(directory) if self._lists and directory else ():
             out = out + [n for n in self._listed_owners(f"{alias}/{base}") if n not in out]
         return out
 
