@@ -380,19 +380,24 @@ static PyObject *strings(PyObject *self, PyObject *args)
     const unsigned char *base = view.buf;
     const unsigned char *first = base + start, *stop = base + (end > start ? end : start);
     int failed = 0;
-    /* a path: "\0/" then printable bytes up to a NUL, 2 to 1024 of them */
-    for (const unsigned char *p = first; p < stop && !failed;) {
-        const unsigned char *hit = memmem(p, (size_t)(stop - p), "\0/", 2);
-        if (hit == NULL)
+    /* a path: "\0/" then printable bytes up to a NUL, 2 to 1024 of them; memchr finds the
+       slashes far faster than memmem finds the pair */
+    for (const unsigned char *p = first + 1; p < stop && !failed;) {
+        const unsigned char *s = memchr(p, '/', (size_t)(stop - p));
+        if (s == NULL)
             break;
-        const unsigned char *s = hit + 1, *limit = s + 1025 < stop ? s + 1025 : stop;
+        if (s[-1] != 0) {
+            p = s + 1;
+            continue;
+        }
+        const unsigned char *limit = s + 1025 < stop ? s + 1025 : stop;
         const unsigned char *z = s + 1;
         while (z < limit && path_char(*z))
             z++;
         size_t n = (size_t)(z - s);
         if (z < limit && *z == 0 && n >= 2 && append_bytes(paths, s, n) < 0)
             failed = 1;
-        p = z;  /* the NUL ending this string may begin the next */
+        p = z + 1;  /* z is not a slash: past it */
     }
     /* a library: "\0lib" then a whole string of the name's bytes */
     for (const unsigned char *p = first; p < stop && !failed;) {
