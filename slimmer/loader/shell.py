@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import tree_sitter_bash
-from tree_sitter import Language, Node, Parser
+if TYPE_CHECKING:  # tree-sitter is imported when a script is first parsed
+    from tree_sitter import Node, Parser
 
 MAX_NESTING = 4  # sh -c 'sh -c "..."' levels followed
 
@@ -107,6 +108,9 @@ class Commands:
 
 @functools.cache
 def _parser() -> Parser:
+    import tree_sitter_bash
+    from tree_sitter import Language, Parser
+
     return Parser(Language(tree_sitter_bash.language()))
 
 

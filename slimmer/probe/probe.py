@@ -15,10 +15,13 @@ PROGRAM`, `probe: executed`, `probe: listed by PROGRAM`, `probe: looked up by PR
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from slimmer.loader.root import Root
-from slimmer.probe.sandbox import Run
-from slimmer.probe.trace import Touch
+
+if TYPE_CHECKING:  # the sandbox (subprocess and all) is imported only by a probe that runs
+    from slimmer.probe.sandbox import Run
+    from slimmer.probe.trace import Touch
 
 PSEUDO = ("/proc", "/sys", "/dev")
 PRIVATE = ("/tmp", "/var/tmp")
