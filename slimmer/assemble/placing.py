@@ -107,8 +107,9 @@ def add_parents(tree: FileTree, root: Root, real: str, place: Placement,
     """The directories above a path of the root as the root has them (an image's owners and
     modes: a postgres data directory stays 0700 postgres), where the tree has none yet or only
     an implied one. A relocated host tree keeps implied ones: its host directories mean nothing
-    in the image, and a host root's directories are root's 0755 anyway."""
-    if place.base is not None:
+    in the image, and a host root's directories are root's 0755 anyway: what the tree implies
+    for the parents of whatever is added next (Root.plain_dirs)."""
+    if place.base is not None or root.plain_dirs:
         return
     cur = ""
     for name in real.strip("/").split("/")[:-1]:

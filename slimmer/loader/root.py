@@ -112,6 +112,10 @@ class Root(ABC):
     def file_entry(self, real: str, keep_setuid: bool) -> File:
         """A regular file of this root as an image entry (its mode normalised)."""
 
+    # dir_entry is always Dir(), what the image implies for a parent anyway (a host root):
+    # then placing a file needs no look at the directories above it
+    plain_dirs = True
+
     def dir_entry(self, real: str, keep_setuid: bool) -> Dir:
         """A directory of this root as an image entry: root's 0755 for a host directory (its
         owner and mode are the build machine's); an image root gives its own."""

@@ -17,6 +17,8 @@ from slimmer.tree import Dir, File, FileTree, Symlink, kept_mode
 class TreeRoot(Root):
     """A FileTree seen as a root: what the image will look like to the loader inside it."""
 
+    plain_dirs = False  # an image's directories have their owners and modes
+
     def __init__(self, tree: FileTree) -> None:
         super().__init__()
         self.tree = tree
@@ -90,6 +92,8 @@ class TreeRoot(Root):
 
 class OverlayRoot(Root):
     """The tree in front of a host root: a path in the tree hides the same path below."""
+
+    plain_dirs = False
 
     def __init__(self, tree: FileTree, below: Root) -> None:
         super().__init__()
