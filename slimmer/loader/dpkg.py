@@ -73,29 +73,34 @@ class PackageDb:
                                        depends, provides)
             for virtual in provides:
                 self.providers.setdefault(virtual, []).append(name)
+        info = root.lookup(INFO)
+        if info is None or not info.is_dir:
+            return
+        listed = set(root.listdir_real(info.real))  # one listing, not a failed lookup each
         for name, entry in self.entries.items():
-            self._read_list(name, entry.architecture)
+            for candidate in (f"{name}:{entry.architecture}.list", f"{name}.list"):
+                if candidate in listed:
+                    self._read_list(name, root.read_bytes(f"{INFO}/{candidate}", LIST_LIMIT))
+                    break
+            else:
+                self._lists[name] = []
 
     def __bool__(self) -> bool:
         return bool(self.entries)
 
-    def _read_list(self, name: str, arch: str) -> None:
-        data = None
-        for candidate in (f"{name}:{arch}.list", f"{name}.list"):
-            data = self.root.read_bytes(f"{INFO}/{candidate}", LIST_LIMIT)
-            if data is not None:
-                break
+    def _read_list(self, name: str, data: bytes | None) -> None:
         text = (data or b"").decode("utf-8", "surrogateescape").strip("\n")
         if text.startswith("/.\n"):  # every list begins with its root
             text = text[3:]
-        # checked on the whole text, at C speed: a line that is not a path, or one to normalise
-        if not text.startswith("/") or text.count("\n") != text.count("\n/"):
-            text = "\n".join(line for line in text.split("\n")
-                              if line.startswith("/") and line != "/.")
         lines = text.split("\n") if text else []
-        if "//" in text or "/./" in text or "/../" in text or "/\n" in text \
-                or re.search(r"/\.\.?(\n|$)", text) or text.endswith("/"):
-            lines = [normalize(line) for line in lines]
+        # checked on the whole text at C speed: a line that is not a path, or one to normalise
+        if lines and (not text.startswith("/") or text.count("\n/") != len(lines) - 1):
+            lines = [line for line in lines if line.startswith("/") and line != "/."]
+        # dpkg writes its lists normalised: two scans find a line to look at (a "/." is mostly
+        # a dot file); a trailing "/" is not looked for (such a line is only never matched)
+        if "//" in text or "/." in text:
+            lines = [line if "//" not in line and "/." not in line else normalize(line)
+                     for line in lines]
         self._lists[name] = lines
         mine = dict.fromkeys(lines, name)
         first, more = self._first, self._more
