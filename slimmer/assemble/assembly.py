@@ -277,14 +277,16 @@ class Assembly:
             triplet = self.arch.triplet
             system = {*self.resolver.search_dirs(), *self.path_dirs, f"/lib/{triplet}",
                       f"/usr/lib/{triplet}", f"/usr/local/lib/{triplet}", f"/lib64/{triplet}"}
-            own = frozenset(os.path.dirname(c.real) for c in self.closures
-                            if c.binary in programs)
+            own = frozenset([*(os.path.dirname(c.real) for c in self.closures
+                               if c.binary in programs),
+                             *(os.path.dirname(self.root.require_file(p).real)
+                               for p in self.build.programs if p in self.scripts)])
             self.db = PackageDb(self.root)
             primary = frozenset(f for c in self.closures if c.binary in programs
                                 for f in (c.real, *(lib.real for lib in c.libraries)))
             scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
                                    frozenset(normalize(d) for d in system), own, self.features,
-                                   self.place.image_path, primary)
+                                   self.place.image_path, primary, scripts=tuple(self.scripts))
             found = evidence.find(scope)
             self.warnings += found.notices
             for closure, name, reason in found.libraries:
