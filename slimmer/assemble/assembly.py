@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from slimmer.assemble import apps, baseline, evidence, runtime, spec
+from slimmer.assemble import apps, baseline, evidence, runtime, script_data, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
 from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
@@ -79,6 +79,7 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     job.add_runtime_needs()
     job.add_closures_of_added_files()
     job.add_probed_paths()  # after every static step: what they bring keeps their reason
+    job.check_script_data()  # a script's package data that nothing brought: a warning
     job.add_ld_cache()
     job.add_dpkg_status()
     job.check()
@@ -241,6 +242,17 @@ class Assembly:
         self.closures += add_elf_closures(self.tree, self.root, self.resolver, files,
                                           self.place, self.build.keep_setuid, self.warnings,
                                           "--probe")
+
+    def check_script_data(self) -> None:
+        """Where static evidence ends for scripts (script_data.py): the data files of a
+        script's own package that nothing kept, named once per script."""
+        if not self.scripts:
+            return
+        if self.db is None:
+            self.db = PackageDb(self.root)
+        self.warnings += script_data.left_out(
+            self.root, self.db, self.scripts, lambda real: self.place.image_path(real) in self.tree,
+            self.place.image_path)
 
     def _add_directory(self, found: Resolved, reason: str) -> None:
         """A directory of the root as a directory only (not what it holds), with the symlinks
