@@ -2,12 +2,13 @@
 (perl, python, ruby, php, tcl, node, sh...) compiles in, as `.rodata` is for an ELF file.
 Nothing runs; the text is read, not parsed:
 
-- a literal is a quoted string on one line: '...', "..." or `...` (a backslash escapes the next
+- a literal is a quoted string on one line: '...' or "..." (a backslash escapes the next
   character, but not in a shell's single quotes); a quote that does not close on its line is
   taken as a character (an apostrophe in a regular expression or a here-document spoils one
-  line, not the rest of the file);
+  line, not the rest of the file); backquotes hold commands (sh, perl, ruby), read as code;
 - a `#` at the start of a line or after a blank or `;` outside a literal starts a comment;
-- a literal that begins with `/` is a path, each part of a `/a:/b` list too; where it goes on
+- a literal that begins with `/` and holds no blank is a path (one with a blank is a message),
+  each part of a `/a:/b` list too; where it goes on
   with a variable, a format or a glob (`"/usr/share/cows/$f"`, `f"/etc/app/{name}"`,
   `"/etc/app.d/*.conf"`), the directory before it is what it names;
 - the text is read up to MAX_TEXT bytes and up to its first NUL (a self-extracting script's
@@ -28,12 +29,13 @@ from slimmer.paths import normalize
 
 MAX_TEXT = 1 << 18  # as commands.py reads a shell script: Debian 12's largest is 42 KB
 MAX_LITERAL = 1023  # as strings.py takes an ELF literal
-QUOTES = "'\"`"
+QUOTES = "'\""
 # Where a literal stops being a plain path: interpolation ($x, @x, {x}, #{x}), formats (%s),
-# globs, escapes, blanks and what separates words.
-_CUT = re.compile(r"[$@{}%*?\[\]\\()<>|;,&\s]")
-# Directories an interpreter searches for its modules: one script's literal naming one (or
-# the directory part of a literal under one) does not bring it whole; a file in it still comes.
+# globs, escapes and what separates words.
+_CUT = re.compile(r"[$@{}%*?\[\]\\()<>|;,&]")
+_BLANK = re.compile(r"\s")
+# Directories an interpreter searches for its modules: one script's literal naming one, or a
+# directory in one, does not bring it whole; a file in it still comes.
 _SEARCHED = re.compile(
     r"/(dist-packages|site-packages|site_perl|vendor_perl|perl5|vendor_ruby|site_ruby"
     r"|node_modules|nodejs|php|tcltk|lua)$"
@@ -42,8 +44,13 @@ _SEARCHED = re.compile(
 
 
 def searched(path: str) -> bool:
-    """Whether `path` is a module directory of an interpreter (never kept whole for a script)."""
-    return bool(_SEARCHED.search(path))
+    """Whether `path` is a module directory of an interpreter or lies in one (a directory
+    there is not kept whole for a script: the interpreter's recipe decides on its tree)."""
+    while len(path) > 1:
+        if _SEARCHED.search(path):
+            return True
+        path = path.rpartition("/")[0]
+    return False
 
 
 def script_paths(root: Root, script: str) -> tuple[str, ...]:
@@ -98,7 +105,7 @@ def _strings(line: str, shell: bool) -> list[str]:
 
 
 def _paths(literal: str) -> list[str]:
-    if not literal.startswith("/") or len(literal) > MAX_LITERAL:
+    if not literal.startswith("/") or len(literal) > MAX_LITERAL or _BLANK.search(literal):
         return []
     out = []
     for part in literal.split(":"):
