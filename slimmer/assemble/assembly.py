@@ -245,13 +245,15 @@ class Assembly:
 
     def check_script_data(self) -> None:
         """Where static evidence ends for scripts (script_data.py): the data files of a
-        script's own package that nothing kept, named once per script."""
-        if not self.scripts:
+        script's own package that nothing kept, named once per script the image starts (the
+        scripts those run bring what they find without a word, as in commands.py)."""
+        scripts = [p for p in self.build.programs if p in self.scripts]
+        if not scripts:
             return
         if self.db is None:
             self.db = PackageDb(self.root)
         self.warnings += script_data.left_out(
-            self.root, self.db, self.scripts, lambda real: self.place.image_path(real) in self.tree,
+            self.root, self.db, scripts, lambda real: self.place.image_path(real) in self.tree,
             self.place.image_path)
 
     def _add_directory(self, found: Resolved, reason: str) -> None:

@@ -43,11 +43,16 @@ _SEARCHED = re.compile(
     r"|^/usr/lib/[^/]+/perl(-base|5)?(/[0-9.]+)?$|^/usr/lib/ruby(/[0-9.]+)?$")
 
 
+def module_dir(path: str) -> bool:
+    """Whether `path` is a module directory of an interpreter (dist-packages, perl5...)."""
+    return bool(_SEARCHED.search(path))
+
+
 def searched(path: str) -> bool:
     """Whether `path` is a module directory of an interpreter or lies in one (a directory
     there is not kept whole for a script: the interpreter's recipe decides on its tree)."""
     while len(path) > 1:
-        if _SEARCHED.search(path):
+        if module_dir(path):
             return True
         path = path.rpartition("/")[0]
     return False
