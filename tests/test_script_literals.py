@@ -27,7 +27,7 @@ PERL = rb"""#!/usr/bin/perl
 $cowpath = $ENV{'COWPATH'} || '/usr/share/cowtool/cows';
 $n = $#ARGV; $x =~ s/'//g; my $full = "/usr/share/cowtool/cows/$f.cow";
 print "it's fine\n" if -f "/etc/cowtool.conf"; # "/etc/after-comment"
-@border = qw[ / \\ \\ / | | ]; $re = m,/,;
+@border = qw[ / \\ \\ / | | ]; $re = m,/,; $t = '/usr/share/pam/common-' . $type;
 open(my $fh, '<', "/var/lib/cowtool/state") or die "/var is full"; $c = `cat /etc/qx`;
 """
 PYTHON = rb'''#!/usr/bin/python3
@@ -45,10 +45,12 @@ echo "$HOME/x" "${PREFIX}/y" "/usr/share/shapp/${name}" `cat '/etc/shell/backtic
 
 def test_perl_literals() -> None:
     """'...' and "...", the directory before a variable ("/usr/share/cowtool/cows/$f.cow",
-    found once); not a comment's, a message's (a blank) or a command's (backquotes); an
-    apostrophe in a regular expression (s/'//g) or a string (it's) spoils nothing after it."""
+    found once) or a name completed by concatenation; not a comment's, a message's (a blank)
+    or a command's (backquotes); an apostrophe in a regular expression (s/'//g) or a string
+    (it's) spoils nothing after it."""
     assert path_literals(PERL) == (
-        "/usr/share/cowtool/cows", "/etc/cowtool.conf", "/var/lib/cowtool/state")
+        "/usr/share/cowtool/cows", "/etc/cowtool.conf", "/usr/share/pam",
+        "/var/lib/cowtool/state")
 
 
 def test_python_literals() -> None:

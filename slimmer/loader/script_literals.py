@@ -8,9 +8,10 @@ Nothing runs; the text is read, not parsed:
   line, not the rest of the file); backquotes hold commands (sh, perl, ruby), read as code;
 - a `#` at the start of a line or after a blank or `;` outside a literal starts a comment;
 - a literal that begins with `/` and holds no blank is a path (one with a blank is a message),
-  each part of a `/a:/b` list too; where it goes on
-  with a variable, a format or a glob (`"/usr/share/cows/$f"`, `f"/etc/app/{name}"`,
-  `"/etc/app.d/*.conf"`), the directory before it is what it names;
+  each part of a `/a:/b` list too; where it goes on with a variable, a format or a glob
+  (`"/usr/share/cows/$f"`, `f"/etc/app/{name}"`, `"/etc/app.d/*.conf"`), or ends as a name the
+  code completes (`'/usr/share/pam/common-' . $type`), the directory before it is what it
+  names;
 - the text is read up to MAX_TEXT bytes and up to its first NUL (a self-extracting script's
   payload is no text); a literal longer than MAX_LITERAL characters is no path.
 
@@ -34,6 +35,7 @@ QUOTES = "'\""
 # globs, escapes and what separates words.
 _CUT = re.compile(r"[$@{}%*?\[\]\\()<>|;,&]")
 _BLANK = re.compile(r"\s")
+CONTINUED = ("-", "_", ".")  # how a literal ends that the code completes by concatenation
 # Directories an interpreter searches for its modules: one script's literal naming one, or a
 # directory in one, does not bring it whole; a file in it still comes.
 _SEARCHED = re.compile(
@@ -119,6 +121,8 @@ def _paths(literal: str) -> list[str]:
         cut = _CUT.search(part)
         if cut is not None:  # what comes before a variable, a format or a glob: its directory
             part = part[:cut.start()].rpartition("/")[0]
+        elif part.endswith(CONTINUED):  # '/usr/share/pam/common-' . $type: its directory
+            part = part.rpartition("/")[0]
         if part and part != "/" and part.isprintable():
             out.append(normalize(part))
     return out
