@@ -17,7 +17,10 @@ compiled-paths  Absolute paths in the read-only data of the closure's ELF files 
     warning names the path and --keep). A path that does not exist but begins the name of files
     beside it is taken as a prefix the program completes (libmagic's /usr/share/misc/magic is
     opened as magic.mgc). Paths under /usr/share/zoneinfo turn the tzdata rule on; the state,
-    cache and log directories under /var are the application's (--keep them).
+    cache and log directories under /var are the application's (--keep them). The quoted
+    paths of the scripts' text (loader/script_literals.py) go through the same rules, owned by
+    the script's package ("named in script S"); an interpreter's module directory is not kept
+    whole from them.
 dlopen  An object that imports dlopen: its library-name literals that resolve in the root as
     dlopen would resolve them are kept; when it names no library at all (a computed name) and
     no compiled directory of it was kept, one warning names the object (quiet for QUIET_DLOPEN:
