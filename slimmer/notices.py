@@ -23,6 +23,7 @@ CODES = {
     "dlopen-computed": "an object dlopens what no literal or kept directory of it names",
     "evidence-too-large": "a directory compiled into a program is larger than one piece of "
                           "evidence may bring",
+    "script-data-left-out": "a script's own package ships data files that no evidence kept",
 }
 
 

@@ -16,6 +16,7 @@ from tests.support.archives import Archive
 from tests.support.cli import run as slimmer
 from tests.support.engines import Docker
 from tests.support.fat import derived_image
+from tests.support.host import COWSAY, need_file
 from tests.support.roots import FAT_PACKAGES, cached, mmdebstrap_root
 
 pytestmark = pytest.mark.e2e
@@ -96,6 +97,20 @@ def test_debian_scripts_run_like_on_the_host(docker: Docker, tmp_path: Path) -> 
         with docker.loaded(archive) as tag:
             assert docker.container(tag, *args, input=data) == host.stdout, program
     assert host.stdout == b"alpha\nfoo bar\nbeta foo\n"
+
+
+def test_cowsay_draws_its_cow_with_no_flag(docker: Docker, tmp_path: Path) -> None:
+    """Debian's cowsay, a perl script: its cows are its own package's data, named only in its
+    text ('/usr/share/cowsay/cows'); it failed with `Could not find default.cow cowfile!`."""
+    cowsay = need_file(COWSAY, "cowsay")
+    host = subprocess.run([cowsay, "hello"], capture_output=True, check=True)
+    archive, said = _pack(tmp_path, cowsay)
+    assert "warning" not in said
+    ran = _in_docker(docker, archive, "hello")
+    assert (ran.returncode, ran.stdout) == (0, host.stdout), ran.stderr
+    assert b"< hello >" in ran.stdout and b"(oo)" in ran.stdout
+    why = slimmer("why", str(archive), "/usr/share/cowsay/cows/default.cow").stdout
+    assert "path /usr/share/cowsay/cows named in script /usr/games/cowsay" in why, why
 
 
 def _venv(partial: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from slimmer.assemble import apps, baseline, evidence, runtime, spec
+from slimmer.assemble import apps, baseline, evidence, runtime, script_data, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
 from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
@@ -79,6 +79,7 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     job.add_runtime_needs()
     job.add_closures_of_added_files()
     job.add_probed_paths()  # after every static step: what they bring keeps their reason
+    job.check_script_data()  # a script's package data that nothing brought: a warning
     job.add_ld_cache()
     job.add_dpkg_status()
     job.check()
@@ -242,6 +243,19 @@ class Assembly:
                                           self.place, self.build.keep_setuid, self.warnings,
                                           "--probe")
 
+    def check_script_data(self) -> None:
+        """Where static evidence ends for scripts (script_data.py): the data files of a
+        script's own package that nothing kept, named once per script the image starts (the
+        scripts those run bring what they find without a word, as in commands.py)."""
+        scripts = [p for p in self.build.programs if p in self.scripts]
+        if not scripts:
+            return
+        if self.db is None:
+            self.db = PackageDb(self.root)
+        self.warnings += script_data.left_out(
+            self.root, self.db, scripts, lambda real: self.place.image_path(real) in self.tree,
+            self.place.image_path)
+
     def _add_directory(self, found: Resolved, reason: str) -> None:
         """A directory of the root as a directory only (not what it holds), with the symlinks
         on the way to it."""
@@ -277,14 +291,16 @@ class Assembly:
             triplet = self.arch.triplet
             system = {*self.resolver.search_dirs(), *self.path_dirs, f"/lib/{triplet}",
                       f"/usr/lib/{triplet}", f"/usr/local/lib/{triplet}", f"/lib64/{triplet}"}
-            own = frozenset(os.path.dirname(c.real) for c in self.closures
-                            if c.binary in programs)
+            own = frozenset([*(os.path.dirname(c.real) for c in self.closures
+                               if c.binary in programs),
+                             *(os.path.dirname(self.root.require_file(p).real)
+                               for p in self.build.programs if p in self.scripts)])
             self.db = PackageDb(self.root)
             primary = frozenset(f for c in self.closures if c.binary in programs
                                 for f in (c.real, *(lib.real for lib in c.libraries)))
             scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
                                    frozenset(normalize(d) for d in system), own, self.features,
-                                   self.place.image_path, primary)
+                                   self.place.image_path, primary, scripts=tuple(self.scripts))
             found = evidence.find(scope)
             self.warnings += found.notices
             for closure, name, reason in found.libraries:

@@ -17,7 +17,10 @@ compiled-paths  Absolute paths in the read-only data of the closure's ELF files 
     warning names the path and --keep). A path that does not exist but begins the name of files
     beside it is taken as a prefix the program completes (libmagic's /usr/share/misc/magic is
     opened as magic.mgc). Paths under /usr/share/zoneinfo turn the tzdata rule on; the state,
-    cache and log directories under /var are the application's (--keep them).
+    cache and log directories under /var are the application's (--keep them). The quoted
+    paths of the scripts' text (loader/script_literals.py) go through the same rules, owned by
+    the script's package ("named in script S"); an interpreter's module directory is not kept
+    whole from them.
 dlopen  An object that imports dlopen: its library-name literals that resolve in the root as
     dlopen would resolve them are kept; when it names no library at all (a computed name) and
     no compiled directory of it was kept, one warning names the object (quiet for QUIET_DLOPEN:
@@ -40,6 +43,7 @@ from slimmer.errors import SlimmerError
 from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import Root
+from slimmer.loader.script_literals import script_paths, searched
 from slimmer.loader.strings import MAX_FILE, literals
 from slimmer.notices import Notice
 from slimmer.paths import normalize
@@ -139,6 +143,7 @@ class Scope:
     # brought is optional until something imports it (add_elf_closures says the same)
     primary: frozenset[str] = frozenset()
     listings: dict[str, list[str]] = field(default_factory=dict)  # directory -> names, read once
+    scripts: tuple[str, ...] = ()  # the scripts the image runs: their path literals are evidence
 
 
 @dataclass(slots=True)
@@ -158,6 +163,8 @@ def find(scope: Scope) -> Found:
         _data_packages(scope, objects, found)
     if "compiled-paths" in scope.features or "dlopen" in scope.features:
         _scan(scope, objects, found)
+    if "compiled-paths" in scope.features:
+        _script_paths(scope, found)
     return found
 
 
@@ -237,9 +244,9 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
             lits = literals(data)
         kept_dir = False
         if "compiled-paths" in scope.features and not obj.soname.startswith(GPU_LOADERS):
-            own = _eligible(scope, obj, dependencies)
+            own = _eligible(scope, obj.real, dependencies)
             for path in dict.fromkeys(normalize(p) for p in lits.paths):
-                kept_dir |= _compiled_path(scope, obj, own, path, found)
+                kept_dir |= _compiled_path(scope, f"compiled into {obj.shown}", own, path, found)
         imports = scope.root.imports_real(obj.real, obj.shown)
         _shell(obj, imports, lits.paths, found)
         if "dlopen" in imports and "dlopen" in scope.features \
@@ -247,9 +254,9 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
             _dlopen(scope, obj, lits.libraries, lits.paths, kept_dir, found)
 
 
-def _eligible(scope: Scope, obj: _Object, cache: dict[str, frozenset[str]]) -> frozenset[str]:
-    """The packages whose paths `obj` may bring: its owner and all it depends on."""
-    owners = _owners(scope, obj.real)
+def _eligible(scope: Scope, real: str, cache: dict[str, frozenset[str]]) -> frozenset[str]:
+    """The packages whose paths the file `real` may bring: its owner and all it depends on."""
+    owners = _owners(scope, real)
     out: set[str] = set()
     for owner in owners:
         if owner not in cache:
@@ -265,11 +272,12 @@ def _eligible(scope: Scope, obj: _Object, cache: dict[str, frozenset[str]]) -> f
     return frozenset(out)
 
 
-def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
+def _compiled_path(scope: Scope, named: str, own: frozenset[str], path: str,
                    found: Found) -> bool:
-    """Keep one path compiled into `obj` if it is the program's; True for a kept directory."""
+    """Keep one path a file names (`named`: "compiled into OBJECT", "named in script S") if
+    it is the program's; True for a kept directory."""
     root = scope.root
-    reason = f"path {path} compiled into {obj.shown}"
+    reason = f"path {path} {named}"
     if path == ZONEINFO or path.startswith(ZONEINFO + "/"):
         found.rules.setdefault("tzdata", reason)
         return False
@@ -279,8 +287,7 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
         except SlimmerError:
             return False
         if entry is not None and entry.is_dir:
-            found.directories.append((path, f"run-time directory {path} compiled into "
-                                            f"{obj.shown}"))
+            found.directories.append((path, f"run-time directory {path} {named}"))
         return False
     if (path in GENERIC or path in scope.system_dirs or "%" in path
             or any(path == d or path.startswith(d + "/") for d in NEVER)
@@ -307,7 +314,7 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
     if size > CAP:
         found.notices.append(Notice(
             "evidence-too-large", path,
-            f"compiled into {obj.shown} but holds {size >> 20} MB (more than {CAP >> 20} MB): "
+            f"{named} but holds {size >> 20} MB (more than {CAP >> 20} MB): "
             "left out", f"--keep {path} (slim) or --add it (pack) to keep it"))
         return False
     found.paths.append((path, reason))
@@ -315,6 +322,28 @@ def _compiled_path(scope: Scope, obj: _Object, own: frozenset[str], path: str,
     # -> /etc/php/8.2/mods-available/mbstring.ini)
     found.paths += [(link, f"{reason} (a link in it)") for link in _links_out(root, entry.real)]
     return True
+
+
+def _script_paths(scope: Scope, found: Found) -> None:
+    """The path literals of the scripts' text (loader/script_literals.py), kept as compiled
+    paths are; not an interpreter's module directory (a file in one still comes)."""
+    dependencies: dict[str, frozenset[str]] = {}
+    for script in scope.scripts:
+        try:
+            entry = scope.root.lookup(script)
+        except SlimmerError:
+            continue
+        if entry is None or not entry.is_file:
+            continue
+        own = _eligible(scope, entry.real, dependencies)
+        named = f"named in script {scope.show(script)}"
+        for path in script_paths(scope.root, script):
+            try:
+                target = scope.root.lookup(path)
+            except SlimmerError:
+                continue
+            if target is None or not (target.is_dir and (searched(path) or searched(target.real))):
+                _compiled_path(scope, named, own, path, found)
 
 
 def _links_out(root: Root, real: str) -> list[str]:

@@ -44,6 +44,20 @@ def need_tool(name: str) -> str:
     return path
 
 
+def need_file(path: str, package: str) -> str:
+    """A file of a Debian package the tests read or pack that is not a tool in PATH (cowsay's
+    /usr/games/cowsay): a failure in CI, a skip elsewhere."""
+    if not os.path.isfile(path):
+        message = f"{path} is not installed ({package}; make test installs it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+COWSAY = "/usr/games/cowsay"  # Debian's cowsay: a perl script whose cows are its package's data
+
+
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"  # Debian 12's openjdk-17-jre-headless
 
 
