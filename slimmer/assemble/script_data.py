@@ -48,7 +48,7 @@ def left_out(root: Root, db: PackageDb, scripts: Iterable[str], kept: Callable[[
             continue
         owners = db.owners_of(found.real) or db.owners_of(db.real(found.real))
         for package in (p for p in owners if p not in GLIBC_PACKAGES):  # the rules' data
-            missing = _missing(root, db.files.get(package, ()), found.real, kept)
+            missing = _missing(root, db.files(package), found.real, kept)
             if missing:
                 notices.append(_notice(show(script), package, missing))
                 break
