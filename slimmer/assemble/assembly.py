@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from slimmer.assemble import apps, baseline, evidence, runtime, script_data, spec
+from slimmer.assemble import apps, baseline, evidence, runtime, script_data, script_packages, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
 from slimmer.assemble.missing import Where
 from slimmer.assemble.options import BuildOptions
@@ -281,7 +281,8 @@ class Assembly:
 
     def add_evidence(self) -> None:
         """What static evidence finds beyond the libraries (evidence.py): runtime data
-        packages, paths compiled into the closure, dlopen literals; and the on-request rules
+        packages, paths compiled into the closure, dlopen literals, the modules of the
+        scripts' packages (script_packages.py); and the on-request rules
         it turns on (shell for popen, tzdata, locales for LANG=C.UTF-8), which run next."""
         env = dict(p.partition("=")[::2] for p in self._config().env)
         locale = runtime.locale_evidence(env)
@@ -312,6 +313,10 @@ class Assembly:
                 entry = self.root.lookup(path)
                 if entry is not None and entry.is_dir:
                     self._add_directory(entry, reason)
+            if script_packages.FEATURE in self.features:
+                for path, reason in script_packages.modules(
+                        self.root, self.db, self.scripts, triplet, self.place.image_path):
+                    self._add_path(path, reason, skip)
             because = {**found.rules, **because}
         self.because = {k: v for k, v in because.items()
                         if k not in self.build.without_features}

@@ -112,7 +112,7 @@ GLIBC = ("libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1"
          "libresolv.so.2", "libutil.so.1", "libanl.so.1", "libmvec.so.1", "libnsl.so.1",
          "libBrokenLocale.so.1", "libthread_db.so.1", "libcrypt.so.1", "libmemusage.so",
          "libpcprofile.so", "libc_malloc_debug.so.0")
-EVIDENCE = ("evidence-packages", "compiled-paths", "dlopen")
+EVIDENCE = ("evidence-packages", "compiled-paths", "dlopen", "script-packages")
 SHELL_SYMBOLS = frozenset({"popen", "system"})
 EXEC_SYMBOLS = frozenset({"execl", "execle", "execlp", "execv", "execve", "execvp", "execvpe",
                           "posix_spawn", "posix_spawnp"})

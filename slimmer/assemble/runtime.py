@@ -15,6 +15,8 @@ Rules on by default (each can be dropped with --without NAME):
   terminfo  a few terminal descriptions (xterm, linux, vt100, screen and their 256-colour
             variants) when libtinfo or libncurses is in the closure
   evidence-packages, compiled-paths, dlopen  evidence.py's kinds of evidence
+  script-packages  the modules of a packaged script's package and its dependencies
+            (script_packages.py)
 On request (--with NAME), or when evidence asks for them (evidence.py; its reason is shown):
 tzdata (zoneinfo, /etc/localtime = UTC: a package depends on tzdata, a path under zoneinfo is
 compiled in), locales (C.UTF-8: the image's environment sets LANG, LC_ALL or LC_CTYPE to it),
@@ -34,7 +36,7 @@ from slimmer.loader.resolve import Closure
 from slimmer.loader.root import Root
 
 DEFAULT_ON = ("libgcc_s", "gconv", "certs", "openssl", "nss", "ld-cache", "dpkg-status", "terminfo",
-              "evidence-packages", "compiled-paths", "dlopen")
+              "evidence-packages", "compiled-paths", "dlopen", "script-packages")
 ON_REQUEST = ("tzdata", "locales", "shell")
 FEATURES = DEFAULT_ON + ON_REQUEST
 
