@@ -108,7 +108,7 @@ def _walk(root: Root, db: PackageDb, interpreter: Interpreter, owners: Iterable[
           script: str) -> list[tuple[str, str]]:
     """The script's own packages first, then each dependency once, through the first package
     that names it; a dependency that is no module of the interpreter ends its branch."""
-    queue = [(p, "") for p in owners if not interpreter.is_own(p) and p not in NOT_DATA]
+    queue = [(p, "") for p in owners if not interpreter.is_own(p)]
     seen = set(owners)
     out: list[tuple[str, str]] = []
     while queue:

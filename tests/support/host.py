@@ -56,6 +56,9 @@ def need_file(path: str, package: str) -> str:
 
 
 COWSAY = "/usr/games/cowsay"  # Debian's cowsay: a perl script whose cows are its package's data
+# Debian's pygmentize (python3-pygments): a python script whose modules are its package's, in
+# /usr/lib/python3/dist-packages
+PYGMENTIZE = "/usr/bin/pygmentize"
 
 
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"  # Debian 12's openjdk-17-jre-headless
