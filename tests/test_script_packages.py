@@ -18,7 +18,7 @@ from slimmer.image.model import RunConfig
 from tests.support.archives import tiny_static_elf
 from tests.support.cli import run as slimmer
 from tests.support.engines import Docker
-from tests.support.host import PYGMENTIZE, need_file
+from tests.support.host import PYGMENTIZE, YQ, need_file, need_tool
 
 DIST = "/usr/lib/python3/dist-packages"
 PERL5 = "/usr/share/perl5"
@@ -177,3 +177,29 @@ def test_pygmentize_colours_python_with_no_flag(docker: Docker, tmp_path: Path) 
     why = slimmer("why", str(out), "/usr/lib/python3/dist-packages/pygments/lexers/python.py")
     assert "module of python3-pygments, the package of script /usr/bin/pygmentize" in \
         why.stdout, why
+
+
+@pytest.mark.e2e
+def test_yq_reads_yaml_with_its_dependencies_modules(docker: Docker, tmp_path: Path) -> None:
+    """Debian's yq: its own modules and python3-yaml's (the C extension with libyaml) and
+    python3-xmltodict's; it runs jq by name, which no evidence finds (--add)."""
+    yq = need_file(YQ, "yq")
+    jq = need_tool("jq")
+    data = b"a:\n  - 1\n  - two\nb: {c: null}\n"
+    host = subprocess.run([yq, "-c", "."], input=data, capture_output=True, check=True)
+    assert host.stdout == b'{"a":[1,"two"],"b":{"c":null}}\n'
+    out = tmp_path / "yq.tar"
+    done = slimmer("pack", yq, "-o", str(out), "--add", f"{jq}:/usr/bin/jq")
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    with docker.loaded(out) as tag:
+        ran = docker.run("run", "--rm", "-i", "--network", "none", tag, "-c", ".", input=data,
+                         check=False)
+        # the other dependency's module, as yq's xq imports it
+        xml = docker.run("run", "--rm", "--network", "none", "--entrypoint", "/usr/bin/python3",
+                         tag, "-c", "import xmltodict; print(xmltodict.parse('<r><i>1</i></r>'))",
+                         check=False)
+    assert (ran.returncode, ran.stdout) == (0, host.stdout), ran.stderr
+    assert (xml.returncode, xml.stdout) == (0, b"{'r': {'i': '1'}}\n"), xml.stderr
+    why = slimmer("why", str(out), "/usr/lib/python3/dist-packages/yaml/__init__.py").stdout
+    assert "module of python3-yaml, which script /usr/bin/yq needs (yq depends on it)" in why

@@ -59,6 +59,9 @@ COWSAY = "/usr/games/cowsay"  # Debian's cowsay: a perl script whose cows are it
 # Debian's pygmentize (python3-pygments): a python script whose modules are its package's, in
 # /usr/lib/python3/dist-packages
 PYGMENTIZE = "/usr/bin/pygmentize"
+# Debian's yq: a python script whose modules are its package's, and python3-yaml's (with an
+# extension module, _yaml.so) and python3-xmltodict's, packages it depends on
+YQ = "/usr/bin/yq"
 
 
 JAVA_HOME = "/usr/lib/jvm/java-17-openjdk-amd64"  # Debian 12's openjdk-17-jre-headless
