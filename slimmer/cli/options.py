@@ -103,8 +103,8 @@ def image_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--without", dest="without_features", action="append", default=[],
                    metavar="NAME", help="drop a rule that is on by default: libgcc_s, gconv, "
                    "certs, openssl, nss, ld-cache, dpkg-status, terminfo, evidence-packages, "
-                   "compiled-paths, dlopen; or shell, tzdata, locales where evidence turns "
-                   "them on (repeatable)")
+                   "compiled-paths, dlopen, script-packages; or shell, tzdata, locales where "
+                   "evidence turns them on (repeatable)")
     p.add_argument("--gconv-charsets", action="append", default=[], metavar="LIST",
                    help="keep only the iconv modules for these charsets (comma-separated, "
                         "e.g. UTF-16,ISO-8859-1; default: all the root has)")
