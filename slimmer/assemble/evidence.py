@@ -36,6 +36,7 @@ look at all of it, but it is not searched for evidence again.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -102,7 +103,7 @@ GLIBC_PACKAGES = frozenset({"libc6", "libc-bin", "libc6-i386", "libc6-x32", "lib
 QUIET_DLOPEN = ("libc.so", "ld-linux", "libdl.so", "libcrypto.so", "libpython", "python",
                 "libperl.so", "perl", "libltdl.so", "libgmodule-2.0.so", "libstdc++.so",
                 "libgcc_s.so", "libkrb5support.so", "_ctypes.", "libsqlite3.so", "libxml2.so",
-                "libicuuc.so", "libgomp.so", "libp11-kit.so", "libnode.so", "libuv.so")
+                "libicuuc.so", "libgomp.so", "libp11-kit.so", "libnode.so", "node", "libuv.so")
 # GPU driver loaders: neither their dlopen literals nor their compiled paths are followed (in a
 # container the drivers come from the host's runtime: a GPU image adds its own).
 GPU_LOADERS = ("libva.so", "libva-drm.so", "libva-x11.so", "libvulkan.so", "libOpenCL.so",
@@ -363,6 +364,17 @@ def _links_out(root: Root, real: str) -> list[str]:
     return out
 
 
+_SHARED_OBJECT = re.compile(r"[^/]*\.so(?:\.[0-9]+)*")
+
+
+def is_shared_object(path: str) -> bool:
+    """Whether a path literal names a shared object (`/usr/lib/x/libfoo.so.1`, `plugin.so`) that
+    a dlopen could load; not a file of the kernel's trees (node's
+    /sys/fs/cgroup/memory/memory.soft_limit_in_bytes)."""
+    return (_SHARED_OBJECT.fullmatch(path.rpartition("/")[2]) is not None
+            and not any(path.startswith(d + "/") for d in ("/proc", "/sys", "/dev")))
+
+
 def _is_own(scope: Scope, own: frozenset[str], path: str) -> bool:
     """Whether the program's packages list `path`; anything existing counts in a root without
     a package database."""
@@ -420,14 +432,14 @@ def _dlopen(scope: Scope, obj: _Object, names: tuple[str, ...], paths: tuple[str
                                                        f"{obj.shown}"))
             hits += 1
     for path in paths:
-        if ".so" in os.path.basename(path) and not path.endswith("/"):
+        if is_shared_object(path):
             entry = scope.root.lookup(path)
             if entry is not None and entry.is_file:
                 found.paths.append((path, f"{path}: a dlopen literal in {obj.shown}"))
                 hits += 1
     # A name that is not in the root is not in it for the program outside the image either:
     # the image behaves as the root does. Only an object that names nothing gets a warning.
-    named = names or any(".so" in os.path.basename(p) for p in paths)
+    named = names or any(is_shared_object(p) for p in paths)
     if not hits and not named and not kept_dir and obj.real in scope.primary:
         found.notices.append(Notice(
             "dlopen-computed", obj.shown,
