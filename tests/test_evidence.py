@@ -345,3 +345,17 @@ def test_node_packs_without_the_kernels_files(tmp_path: Path) -> None:
     assert "warning" not in done.stderr
     names = Archive(out).members()
     assert not any(n.startswith(("sys/", "proc/")) for n in names)
+
+
+def test_what_is_beside_a_named_data_file_of_the_programs_own_directory(tmp_path: Path) -> None:
+    # units names /usr/share/units/definitions.units, which includes currency.units beside it
+    # (a link to /var/lib/units/currency.units): without it every run printed an error
+    units = need_tool("units")
+    out = tmp_path / "units.tar"
+    done = slimmer("pack", units, "-o", str(out), "--compress", "none")
+    assert done.returncode == 0, done.stderr
+    names = Archive(out).members()
+    assert names["usr/share/units/currency.units"].issym()
+    assert "var/lib/units/currency.units" in names
+    why = slimmer("why", str(out), "/usr/share/units/currency.units")
+    assert "beside /usr/share/units/definitions.units, compiled into /usr/bin/units" in why.stdout

@@ -310,19 +310,48 @@ def _compiled_path(scope: Scope, named: str, own: frozenset[str], path: str,
     if not entry.is_dir:
         if entry.is_file:
             found.paths.append((path, reason))
+            _beside(scope, own, path, entry.real, named, found)
         return False
-    size = _tree_size(root, entry.real)
+    return _directory(scope, path, entry.real, reason, named, found, warn=True)
+
+
+def _directory(scope: Scope, path: str, real: str, reason: str, named: str, found: Found,
+               warn: bool) -> bool:
+    """Keep a directory whole, up to CAP (beyond, a warning when `warn`); True if kept."""
+    size = _tree_size(scope.root, real)
     if size > CAP:
-        found.notices.append(Notice(
-            "evidence-too-large", path,
-            f"{named} but holds {size >> 20} MB (more than {CAP >> 20} MB): "
-            "left out", f"--keep {path} (slim) or --add it (pack) to keep it"))
+        if warn:
+            found.notices.append(Notice(
+                "evidence-too-large", path,
+                f"{named} but holds {size >> 20} MB (more than {CAP >> 20} MB): "
+                "left out", f"--keep {path} (slim) or --add it (pack) to keep it"))
         return False
     found.paths.append((path, reason))
     # a link inside that leads out of it brings what it leads to (php's conf.d/20-mbstring.ini
     # -> /etc/php/8.2/mods-available/mbstring.ini)
-    found.paths += [(link, f"{reason} (a link in it)") for link in _links_out(root, entry.real)]
+    found.paths += [(link, f"{reason} (a link in it)")
+                    for link in _links_out(scope.root, real)]
     return True
+
+
+def _beside(scope: Scope, own: frozenset[str], path: str, real: str, named: str,
+            found: Found) -> None:
+    """The directory of a data file a program names, when only the program's packages list
+    it: what is beside it is the program's too (units names definitions.units, which includes
+    currency.units beside it). Not without a package database (nothing says whose it is)."""
+    directory = path.rpartition("/")[0]
+    real_dir = real.rpartition("/")[0]
+    if (not scope.db or not directory or directory in GENERIC or real_dir in GENERIC
+            or directory in scope.system_dirs or real_dir in scope.system_dirs
+            or real_dir in scope.own_dirs
+            or any(directory == d or directory.startswith(d + "/") for d in NEVER)
+            or directory == ZONEINFO or directory.startswith(ZONEINFO + "/")
+            or any(f"/{name}" in directory for name in RULED)):
+        return
+    owners = _owners(scope, directory)
+    if owners and all(p in own for p in owners):
+        _directory(scope, directory, real_dir, f"beside {path}, {named}", named, found,
+                   warn=False)
 
 
 def _script_paths(scope: Scope, found: Found) -> None:
