@@ -146,7 +146,7 @@ def test_literals_finds_paths_and_library_names(app_root: Path) -> None:
     assert {"/usr/share/app/data", "/etc/app", "/usr/share/misc/appmagic",
             "/usr/share/zoneinfo/%s"} <= set(found.paths)
     assert {"libplug.so.1", "libabsent.so.9"} <= set(found.libraries)
-    assert literals(b"not an ELF file /usr/share/x\x00") == ((), ())
+    assert literals(b"not an ELF file /usr/share/x\x00") == ((), (), ())
 
 
 def test_package_database(app_root: Path) -> None:

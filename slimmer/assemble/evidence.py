@@ -248,6 +248,8 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
             own = _eligible(scope, obj.real, dependencies)
             for path in dict.fromkeys(normalize(p) for p in lits.paths):
                 kept_dir |= _compiled_path(scope, f"compiled into {obj.shown}", own, path, found)
+        if lits.locales and "compiled-paths" in scope.features:  # setlocale(..., "C.UTF-8")
+            found.rules.setdefault("locales", f"{lits.locales[0]} compiled into {obj.shown}")
         imports = scope.root.imports_real(obj.real, obj.shown)
         _shell(obj, imports, lits.paths, found)
         if "dlopen" in imports and "dlopen" in scope.features \
