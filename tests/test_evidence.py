@@ -359,3 +359,36 @@ def test_what_is_beside_a_named_data_file_of_the_programs_own_directory(tmp_path
     assert "var/lib/units/currency.units" in names
     why = slimmer("why", str(out), "/usr/share/units/currency.units")
     assert "beside /usr/share/units/definitions.units, compiled into /usr/bin/units" in why.stdout
+
+
+def test_a_locale_name_compiled_in_brings_the_locale(tmp_path: Path, cc: Compile) -> None:
+    # tmux asks setlocale for "C.UTF-8" when the environment names no UTF-8 locale
+    root = host_libc_root(tmp_path / "root", ("libc.so.6",))
+    cc(root / "usr/bin/app", '#include <locale.h>\n'
+       'int main(void) { return setlocale(LC_CTYPE, "C.UTF-8") == 0; }\n')
+    write(root / "usr/lib/locale/C.utf8/LC_CTYPE")
+    why = pack_app(tmp_path, root).tree.reasons
+    assert why["/usr/lib/locale/C.utf8/LC_CTYPE"] == \
+        "C.UTF-8 compiled into /usr/bin/app: C.UTF-8"
+
+
+def test_a_library_embedding_python_brings_its_standard_library(tmp_path: Path,
+                                                               cc: Compile) -> None:
+    # gdb (and uwsgi, vim-nox) link libpython: without the standard library it cannot start
+    root = host_libc_root(tmp_path / "root", ("libc.so.6",))
+    lib = cc(root / GNU[1:] / "libpython3.11.so.1.0", "int Py_Initialize(void) { return 0; }\n",
+             "-shared", "-fPIC", "-Wl,-soname,libpython3.11.so.1.0")
+    cc(root / "usr/bin/app",
+       "int Py_Initialize(void); int main(void) { return Py_Initialize(); }\n", str(lib))
+    cc(root / "usr/bin/python3.11", "int main(void) { return 0; }\n")
+    os.symlink("python3.11", root / "usr/bin/python3")
+    write(root / "usr/lib/python3.11/os.py")
+    write(root / "usr/lib/python3.11/test/test_os.py")
+    tree = pack_app(tmp_path, root).tree
+    assert tree.reasons["/usr/lib/python3.11/os.py"] == "recipe python3"
+    assert "/usr/lib/python3.11/test/test_os.py" not in tree  # the recipe's own exclusions
+    plain = host_libc_root(tmp_path / "plain", ("libc.so.6",))
+    cc(plain / "usr/bin/app", "int main(void) { return 0; }\n")
+    cc(plain / "usr/bin/python3.11", "int main(void) { return 0; }\n")
+    write(plain / "usr/lib/python3.11/os.py")
+    assert "/usr/lib/python3.11/os.py" not in pack_app(tmp_path, plain).tree

@@ -29,7 +29,13 @@ from slimmer.assemble.placing import (
 )
 from slimmer.assemble.provenance import Dpkg, add_dpkg_status
 from slimmer.assemble.recipe import Group, Recipe, User
-from slimmer.assemble.recipes_apply import add_included, add_recipe_dirs, apply_recipe, recipes_for
+from slimmer.assemble.recipes_apply import (
+    add_included,
+    add_recipe_dirs,
+    apply_recipe,
+    embedded_interpreters,
+    recipes_for,
+)
 from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import SlimmerError
 from slimmer.image.model import Platform, RunConfig
@@ -166,7 +172,8 @@ class Assembly:
 
     def choose_recipes(self) -> None:
         """The caller's recipes (for the first program), then the built-in ones that match."""
-        self.recipes = recipes_for([(c.binary, c.real) for c in self.closures],
+        programs = [(c.binary, c.real) for c in self.closures]
+        self.recipes = recipes_for(programs + embedded_interpreters(self.root, self.closures),
                                    self.build.recipes, self.build.builtin_recipes)
         with_features = self.build.with_features | {f for r, _ in self.recipes
                                                     for f in r.with_features}
