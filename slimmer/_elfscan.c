@@ -14,13 +14,13 @@
    interpreter, has_dynamic, needed, soname, rpath, runpath, flags_1), with rpath as written
    (elf.py drops it when there is a DT_RUNPATH).
 
-   strings(buffer, start, end) -> (paths, libraries)
+   strings(buffer, start, end) -> (paths, libraries, locales)
 
    The whole NUL-terminated strings of buffer[start:end] that follow a NUL (the first string
    of the range, which none precedes, is left to the caller), as loader/strings.py's regular
    expressions find them: absolute paths (printable ASCII, '/' first, 2 to 1024 bytes) and
-   library names (lib[A-Za-z0-9_+.-]*.so(.[0-9]+)*), each as bytes, in buffer order, repeats
-   included. tests/test_elfscan.py holds it to the regular expressions.
+   library names (lib[A-Za-z0-9_+.-]*.so(.[0-9]+)*) and the locale names C.UTF-8 and C.utf8,
+   each as bytes, in buffer order, repeats included. tests/test_elfscan.py holds it to the regular expressions.
 
    undefined(table, strings, count, entsize, wide, little) -> list | None
 
@@ -370,8 +370,9 @@ static PyObject *strings(PyObject *self, PyObject *args)
     Py_ssize_t start, end;
     if (!PyArg_ParseTuple(args, "y*nn", &view, &start, &end))
         return NULL;
-    PyObject *paths = PyList_New(0), *libraries = PyList_New(0), *result = NULL;
-    if (paths == NULL || libraries == NULL)
+    PyObject *paths = PyList_New(0), *libraries = PyList_New(0), *locales = PyList_New(0);
+    PyObject *result = NULL;
+    if (paths == NULL || libraries == NULL || locales == NULL)
         goto done;
     if (start < 0)
         start = 0;
@@ -412,11 +413,25 @@ static PyObject *strings(PyObject *self, PyObject *args)
             failed = 1;
         p = z;
     }
+    /* a locale name: the whole string "C.UTF-8" or "C.utf8" (what setlocale is asked for) */
+    for (const unsigned char *p = first; p < stop && !failed;) {
+        const unsigned char *hit = memmem(p, (size_t)(stop - p), "\0C.", 3);
+        if (hit == NULL)
+            break;
+        const unsigned char *s = hit + 1;
+        size_t room = (size_t)(stop - s);
+        if (room > 7 && memcmp(s, "C.UTF-8", 8) == 0)
+            failed = append_bytes(locales, s, 7) < 0;
+        else if (room > 6 && memcmp(s, "C.utf8", 7) == 0)
+            failed = append_bytes(locales, s, 6) < 0;
+        p = s;
+    }
     if (!failed)
-        result = PyTuple_Pack(2, paths, libraries);
+        result = PyTuple_Pack(3, paths, libraries, locales);
 done:
     Py_XDECREF(paths);
     Py_XDECREF(libraries);
+    Py_XDECREF(locales);
     PyBuffer_Release(&view);
     return result;
 }

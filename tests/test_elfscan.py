@@ -146,7 +146,7 @@ def test_an_offset_that_wraps_past_2_64_is_refused_by_both(scan: Scan, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def fast_strings() -> Callable[..., tuple[list[bytes], list[bytes]]]:
+def fast_strings() -> Callable[..., tuple[list[bytes], list[bytes], list[bytes]]]:
     if strings.fast_strings is None:
         if os.environ.get("CI") == "true":
             pytest.fail("slimmer._elfscan was not built (gcc and python3-dev are needed)")
@@ -164,6 +164,7 @@ def fast_strings() -> Callable[..., tuple[list[bytes], list[bytes]]]:
     (b"\x00/a\x00/b\x00/c\x00", 3, None),  # a NUL before the range does not count
     (b"\x00/a\x00/b\x00/c\x00", 0, 5),  # nor one after it
     (b"", 0, 0),
+    (b"\x00C.UTF-8\x00C.utf8\x00C.UTF-8x\x00xC.utf8\x00C.UTF-8", 0, None),  # whole, ended
 ])
 def test_strings_edge_cases(fast_strings: Callable[..., object], data: bytes, start: int,
                             end: int | None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from slimmer.assemble.evidence import is_shared_object
 from slimmer.assemble.options import from_keywords
 from slimmer.assemble.pack import PackResult, pack
 from slimmer.loader.dpkg import PackageDb
@@ -145,7 +146,7 @@ def test_literals_finds_paths_and_library_names(app_root: Path) -> None:
     assert {"/usr/share/app/data", "/etc/app", "/usr/share/misc/appmagic",
             "/usr/share/zoneinfo/%s"} <= set(found.paths)
     assert {"libplug.so.1", "libabsent.so.9"} <= set(found.libraries)
-    assert literals(b"not an ELF file /usr/share/x\x00") == ((), ())
+    assert literals(b"not an ELF file /usr/share/x\x00") == ((), (), ())
 
 
 def test_package_database(app_root: Path) -> None:
@@ -322,3 +323,72 @@ def test_slim_reports_the_warnings(tmp_path: Path, app_root: Path) -> None:
     members_out = Archive(tmp_path / "slim.tar").members()
     assert "usr/share/app/data/x.dat" in members_out
     assert "usr/share/app-common/data.txt" in members_out
+
+
+def test_a_dlopen_path_literal_names_a_shared_object() -> None:
+    for path in ("/usr/lib/x86_64-linux-gnu/libfoo.so.1", "/usr/lib/app/plugin.so",
+                 "/opt/x/libbar-2.0.so.0.1.2", "/usr/lib/%s/lib%s.so"):
+        assert is_shared_object(path), path
+    # node's cgroup files have ".so" in their names; kernel trees are never files to load
+    for path in ("/sys/fs/cgroup/memory/memory.soft_limit_in_bytes", "/proc/self/x.so",
+                 "/usr/lib/app/plugins.soon", "/etc/ld.so.conf", "/usr/lib/app/so"):
+        assert not is_shared_object(path), path
+
+
+def test_node_packs_without_the_kernels_files(tmp_path: Path) -> None:
+    # Debian's node names /sys/fs/cgroup/memory/memory.soft_limit_in_bytes: once taken for a
+    # dlopen literal, it went into the image and the pack failed ("file changed")
+    node = need_tool("node")
+    out = tmp_path / "node.tar"
+    done = slimmer("pack", node, "-o", str(out), "--compress", "none")
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr
+    names = Archive(out).members()
+    assert not any(n.startswith(("sys/", "proc/")) for n in names)
+
+
+def test_what_is_beside_a_named_data_file_of_the_programs_own_directory(tmp_path: Path) -> None:
+    # units names /usr/share/units/definitions.units, which includes currency.units beside it
+    # (a link to /var/lib/units/currency.units): without it every run printed an error
+    units = need_tool("units")
+    out = tmp_path / "units.tar"
+    done = slimmer("pack", units, "-o", str(out), "--compress", "none")
+    assert done.returncode == 0, done.stderr
+    names = Archive(out).members()
+    assert names["usr/share/units/currency.units"].issym()
+    assert "var/lib/units/currency.units" in names
+    why = slimmer("why", str(out), "/usr/share/units/currency.units")
+    assert "beside /usr/share/units/definitions.units, compiled into /usr/bin/units" in why.stdout
+
+
+def test_a_locale_name_compiled_in_brings_the_locale(tmp_path: Path, cc: Compile) -> None:
+    # tmux asks setlocale for "C.UTF-8" when the environment names no UTF-8 locale
+    root = host_libc_root(tmp_path / "root", ("libc.so.6",))
+    cc(root / "usr/bin/app", '#include <locale.h>\n'
+       'int main(void) { return setlocale(LC_CTYPE, "C.UTF-8") == 0; }\n')
+    write(root / "usr/lib/locale/C.utf8/LC_CTYPE")
+    why = pack_app(tmp_path, root).tree.reasons
+    assert why["/usr/lib/locale/C.utf8/LC_CTYPE"] == \
+        "C.UTF-8 compiled into /usr/bin/app: C.UTF-8"
+
+
+def test_a_library_embedding_python_brings_its_standard_library(tmp_path: Path,
+                                                               cc: Compile) -> None:
+    # gdb (and uwsgi, vim-nox) link libpython: without the standard library it cannot start
+    root = host_libc_root(tmp_path / "root", ("libc.so.6",))
+    lib = cc(root / GNU[1:] / "libpython3.11.so.1.0", "int Py_Initialize(void) { return 0; }\n",
+             "-shared", "-fPIC", "-Wl,-soname,libpython3.11.so.1.0")
+    cc(root / "usr/bin/app",
+       "int Py_Initialize(void); int main(void) { return Py_Initialize(); }\n", str(lib))
+    cc(root / "usr/bin/python3.11", "int main(void) { return 0; }\n")
+    os.symlink("python3.11", root / "usr/bin/python3")
+    write(root / "usr/lib/python3.11/os.py")
+    write(root / "usr/lib/python3.11/test/test_os.py")
+    tree = pack_app(tmp_path, root).tree
+    assert tree.reasons["/usr/lib/python3.11/os.py"] == "recipe python3"
+    assert "/usr/lib/python3.11/test/test_os.py" not in tree  # the recipe's own exclusions
+    plain = host_libc_root(tmp_path / "plain", ("libc.so.6",))
+    cc(plain / "usr/bin/app", "int main(void) { return 0; }\n")
+    cc(plain / "usr/bin/python3.11", "int main(void) { return 0; }\n")
+    write(plain / "usr/lib/python3.11/os.py")
+    assert "/usr/lib/python3.11/os.py" not in pack_app(tmp_path, plain).tree

@@ -51,10 +51,15 @@ def test_dpkg_status_entries_in_the_image(tmp_path: Path) -> None:
     assert "var/lib/dpkg/status.d/jq" in members and "var/lib/dpkg/status.d/libc6" in members
     status = Archive(out).file("var/lib/dpkg/status.d/jq").decode()
     assert status.startswith("Package: jq\n") and "\nVersion: " in status
+    # scanners need the distribution too: the root's /etc/os-release (a link on Debian 12),
+    # and the status of the package holding it
+    assert Archive(out).file("usr/lib/os-release") == Path("/usr/lib/os-release").read_bytes()
+    assert "etc/os-release" in members and "var/lib/dpkg/status.d/base-files" in members
     bare = tmp_path / "b.tar"
     assert slimmer("pack", "/usr/bin/jq", "-o", str(bare), "--without",
                    "dpkg-status").returncode == 0
-    assert not any(n.startswith("var/lib/dpkg") for n in Archive(bare).members())
+    assert not any(n.startswith(("var/lib/dpkg", "etc/os-release", "usr/lib/os-release"))
+                   for n in Archive(bare).members())
 
 
 def test_lock_round_trip(tmp_path: Path, cc: Compile) -> None:

@@ -8,6 +8,7 @@ placement, the closures found so far, the warnings) and each step is one of its 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -28,8 +29,15 @@ from slimmer.assemble.placing import (
 )
 from slimmer.assemble.provenance import Dpkg, add_dpkg_status
 from slimmer.assemble.recipe import Group, Recipe, User
-from slimmer.assemble.recipes_apply import add_included, add_recipe_dirs, apply_recipe, recipes_for
+from slimmer.assemble.recipes_apply import (
+    add_included,
+    add_recipe_dirs,
+    apply_recipe,
+    embedded_interpreters,
+    recipes_for,
+)
 from slimmer.assemble.spec import ImageSpec
+from slimmer.errors import SlimmerError
 from slimmer.image.model import Platform, RunConfig
 from slimmer.loader.arch import Arch
 from slimmer.loader.dpkg import PackageDb
@@ -42,6 +50,7 @@ from slimmer.notices import Notice
 from slimmer.paths import normalize
 from slimmer.tree import IMPLIED, File, FileTree, Symlink
 
+OS_RELEASE = "/etc/os-release"
 KEPT = "slim --keep"  # the reason `why`, `inspect` and slimmer.json give a path --keep kept
 
 
@@ -163,7 +172,8 @@ class Assembly:
 
     def choose_recipes(self) -> None:
         """The caller's recipes (for the first program), then the built-in ones that match."""
-        self.recipes = recipes_for([(c.binary, c.real) for c in self.closures],
+        programs = [(c.binary, c.real) for c in self.closures]
+        self.recipes = recipes_for(programs + embedded_interpreters(self.root, self.closures),
                                    self.build.recipes, self.build.builtin_recipes)
         with_features = self.build.with_features | {f for r, _ in self.recipes
                                                     for f in r.with_features}
@@ -418,7 +428,13 @@ class Assembly:
         build = self.build
         if "dpkg-status" in self.features or build.sbom or build.lock or build.locked:
             self.dpkg = Dpkg(self.root, self.db)
-        if self.dpkg is not None and "dpkg-status" in self.features:
+        if self.dpkg is not None and self.dpkg.db and "dpkg-status" in self.features:
+            # the OS the entries belong to: scanners read /etc/os-release to know which
+            # distribution's advisories apply (distroless images carry it too)
+            with contextlib.suppress(SlimmerError):  # a symlink loop: left out
+                add_root_path(self.tree, self.root, OS_RELEASE, self.place,
+                              "the distribution of the dpkg status entries, for vulnerability "
+                              "scanners", self.build.keep_setuid)
             add_dpkg_status(self.tree, self.dpkg)
 
     # ---- the end -----------------------------------------------------------------------------

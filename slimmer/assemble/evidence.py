@@ -36,6 +36,7 @@ look at all of it, but it is not searched for evidence again.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -102,7 +103,7 @@ GLIBC_PACKAGES = frozenset({"libc6", "libc-bin", "libc6-i386", "libc6-x32", "lib
 QUIET_DLOPEN = ("libc.so", "ld-linux", "libdl.so", "libcrypto.so", "libpython", "python",
                 "libperl.so", "perl", "libltdl.so", "libgmodule-2.0.so", "libstdc++.so",
                 "libgcc_s.so", "libkrb5support.so", "_ctypes.", "libsqlite3.so", "libxml2.so",
-                "libicuuc.so", "libgomp.so", "libp11-kit.so", "libnode.so", "libuv.so")
+                "libicuuc.so", "libgomp.so", "libp11-kit.so", "libnode.so", "node", "libuv.so")
 # GPU driver loaders: neither their dlopen literals nor their compiled paths are followed (in a
 # container the drivers come from the host's runtime: a GPU image adds its own).
 GPU_LOADERS = ("libva.so", "libva-drm.so", "libva-x11.so", "libvulkan.so", "libOpenCL.so",
@@ -247,6 +248,8 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
             own = _eligible(scope, obj.real, dependencies)
             for path in dict.fromkeys(normalize(p) for p in lits.paths):
                 kept_dir |= _compiled_path(scope, f"compiled into {obj.shown}", own, path, found)
+        if lits.locales and "compiled-paths" in scope.features:  # setlocale(..., "C.UTF-8")
+            found.rules.setdefault("locales", f"{lits.locales[0]} compiled into {obj.shown}")
         imports = scope.root.imports_real(obj.real, obj.shown)
         _shell(obj, imports, lits.paths, found)
         if "dlopen" in imports and "dlopen" in scope.features \
@@ -309,19 +312,48 @@ def _compiled_path(scope: Scope, named: str, own: frozenset[str], path: str,
     if not entry.is_dir:
         if entry.is_file:
             found.paths.append((path, reason))
+            _beside(scope, own, path, entry.real, named, found)
         return False
-    size = _tree_size(root, entry.real)
+    return _directory(scope, path, entry.real, reason, named, found, warn=True)
+
+
+def _directory(scope: Scope, path: str, real: str, reason: str, named: str, found: Found,
+               warn: bool) -> bool:
+    """Keep a directory whole, up to CAP (beyond, a warning when `warn`); True if kept."""
+    size = _tree_size(scope.root, real)
     if size > CAP:
-        found.notices.append(Notice(
-            "evidence-too-large", path,
-            f"{named} but holds {size >> 20} MB (more than {CAP >> 20} MB): "
-            "left out", f"--keep {path} (slim) or --add it (pack) to keep it"))
+        if warn:
+            found.notices.append(Notice(
+                "evidence-too-large", path,
+                f"{named} but holds {size >> 20} MB (more than {CAP >> 20} MB): "
+                "left out", f"--keep {path} (slim) or --add it (pack) to keep it"))
         return False
     found.paths.append((path, reason))
     # a link inside that leads out of it brings what it leads to (php's conf.d/20-mbstring.ini
     # -> /etc/php/8.2/mods-available/mbstring.ini)
-    found.paths += [(link, f"{reason} (a link in it)") for link in _links_out(root, entry.real)]
+    found.paths += [(link, f"{reason} (a link in it)")
+                    for link in _links_out(scope.root, real)]
     return True
+
+
+def _beside(scope: Scope, own: frozenset[str], path: str, real: str, named: str,
+            found: Found) -> None:
+    """The directory of a data file a program names, when only the program's packages list
+    it: what is beside it is the program's too (units names definitions.units, which includes
+    currency.units beside it). Not without a package database (nothing says whose it is)."""
+    directory = path.rpartition("/")[0]
+    real_dir = real.rpartition("/")[0]
+    if (not scope.db or not directory or directory in GENERIC or real_dir in GENERIC
+            or directory in scope.system_dirs or real_dir in scope.system_dirs
+            or real_dir in scope.own_dirs
+            or any(directory == d or directory.startswith(d + "/") for d in NEVER)
+            or directory == ZONEINFO or directory.startswith(ZONEINFO + "/")
+            or any(f"/{name}" in directory for name in RULED)):
+        return
+    owners = _owners(scope, directory)
+    if owners and all(p in own for p in owners):
+        _directory(scope, directory, real_dir, f"beside {path}, {named}", named, found,
+                   warn=False)
 
 
 def _script_paths(scope: Scope, found: Found) -> None:
@@ -361,6 +393,17 @@ def _links_out(root: Root, real: str) -> list[str]:
             if target is not None and not target.real.startswith(real.rstrip("/") + "/"):
                 out.append(path)
     return out
+
+
+_SHARED_OBJECT = re.compile(r"[^/]*\.so(?:\.[0-9]+)*")
+
+
+def is_shared_object(path: str) -> bool:
+    """Whether a path literal names a shared object (`/usr/lib/x/libfoo.so.1`, `plugin.so`) that
+    a dlopen could load; not a file of the kernel's trees (node's
+    /sys/fs/cgroup/memory/memory.soft_limit_in_bytes)."""
+    return (_SHARED_OBJECT.fullmatch(path.rpartition("/")[2]) is not None
+            and not any(path.startswith(d + "/") for d in ("/proc", "/sys", "/dev")))
 
 
 def _is_own(scope: Scope, own: frozenset[str], path: str) -> bool:
@@ -420,14 +463,14 @@ def _dlopen(scope: Scope, obj: _Object, names: tuple[str, ...], paths: tuple[str
                                                        f"{obj.shown}"))
             hits += 1
     for path in paths:
-        if ".so" in os.path.basename(path) and not path.endswith("/"):
+        if is_shared_object(path):
             entry = scope.root.lookup(path)
             if entry is not None and entry.is_file:
                 found.paths.append((path, f"{path}: a dlopen literal in {obj.shown}"))
                 hits += 1
     # A name that is not in the root is not in it for the program outside the image either:
     # the image behaves as the root does. Only an object that names nothing gets a warning.
-    named = names or any(".so" in os.path.basename(p) for p in paths)
+    named = names or any(is_shared_object(p) for p in paths)
     if not hits and not named and not kept_dir and obj.real in scope.primary:
         found.notices.append(Notice(
             "dlopen-computed", obj.shown,

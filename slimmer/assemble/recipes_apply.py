@@ -3,6 +3,7 @@ them resolved) and directories. Their [image] defaults are merged in spec.py."""
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Iterable
 
@@ -25,10 +26,36 @@ from slimmer.assemble.recipe import (
     fixed_prefix,
     matching_recipes,
 )
+from slimmer.errors import SlimmerError
 from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import Root
 from slimmer.notices import Notice
 from slimmer.tree import Dir, FileTree, Symlink
+
+# Libraries that embed an interpreter (gdb, uwsgi and vim link libpython): the interpreter's
+# recipe (its standard library) applies as if the program were the interpreter.
+EMBEDDED = ((re.compile(r"libpython(3\.[0-9]+)\.so(\..*)?"), "/usr/bin/python{0}"),
+            (re.compile(r"libperl\.so\.5(\..*)?"), "/usr/bin/perl"))
+
+
+def embedded_interpreters(root: Root, closures: Iterable[Closure]) -> list[tuple[str, str]]:
+    """(interpreter, real path) for each interpreter a library of the closures embeds, where
+    the root has that interpreter."""
+    out: dict[str, str] = {}
+    for closure in closures:
+        for lib in closure.libraries:
+            for pattern, program in EMBEDDED:
+                match = pattern.fullmatch(lib.elf.soname or lib.soname)
+                if match is None:
+                    continue
+                path = program.format(*match.groups())
+                try:
+                    found = root.lookup(path)
+                except SlimmerError:
+                    continue
+                if found is not None and found.is_file:
+                    out.setdefault(path, found.real)
+    return list(out.items())
 
 
 def recipes_for(programs: Iterable[tuple[str, str]], explicit: tuple[Recipe, ...],

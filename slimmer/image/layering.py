@@ -9,7 +9,8 @@ the same files in the same group, and the same group of files is the same layer,
                 libc.so.6, libc-*.so, libc.musl-*.so.1 in a library directory), the symlinks
                 /lib, /lib64, /lib32, /libx32 (-> usr/lib...: on the way to the loader on a
                 merged-/usr root), the directories every image gets (/tmp, /root,
-                /home/nonroot) and libc6's dpkg status
+                /home/nonroot), libc6's dpkg status and the distribution's identity
+                (/etc/os-release, /usr/lib/os-release, base-files' dpkg status)
   2. shared     one layer for each of a fixed list of libraries that many programs use
                 (FAMILIES: libgcc_s, zlib, openssl (libssl + libcrypto), libstdc++, zstd, xz,
                 bzip2, libffi, expat, pcre2, sqlite), in that order, each holding the files of
@@ -69,7 +70,8 @@ _TOP_LIB = re.compile(r"lib(?:64|32|x32)?")
 _LOADER_LIBC = re.compile(r"ld-linux[^/]*\.so[^/]*|ld64\.so\.[0-9]+|ld-musl-[^/]*\.so\.1|"
                           r"libc\.so\.6|libc-[0-9.]+\.so|libc\.musl-[^/]*\.so\.1")
 BASE_DIRS = frozenset({"/tmp", "/root", "/home/nonroot"})  # baseline.add_to's
-BASE_FILES = frozenset({"/var/lib/dpkg/status.d/libc6"})
+BASE_FILES = frozenset({"/var/lib/dpkg/status.d/libc6", "/etc/os-release", "/usr/lib/os-release",
+                        "/var/lib/dpkg/status.d/base-files"})  # and the distribution's identity
 DATA_TOPS = ("/usr/share/", "/usr/local/share/", "/etc/ssl/")
 
 

@@ -21,10 +21,12 @@ _PATH = re.compile(rb"\x00(/[\x21-\x7e]{1,1023})(?=\x00)")
 _PATH_TEXT = re.compile(rb"/[\x21-\x7e]{1,1023}")  # the same, as a whole string
 _SONAME = re.compile(rb"lib[A-Za-z0-9_+.-]*\.so(?:\.[0-9]+)*(?=\x00)")
 _SONAME_TEXT = re.compile(rb"lib[A-Za-z0-9_+.-]*\.so(?:\.[0-9]+)*")
+_LOCALE = re.compile(rb"\x00(C\.UTF-8|C\.utf8)(?=\x00)")  # what setlocale is asked for
 
 class Literals(NamedTuple):
     paths: tuple[str, ...]  # absolute paths, in file order, each once
     libraries: tuple[str, ...]  # bare names of shared objects (libX.so[.N]); paths are above
+    locales: tuple[str, ...] = ()  # C.UTF-8 / C.utf8 as whole strings: a program that asks
 
 
 def literals(data: bytes | mmap.mmap) -> Literals:
@@ -32,6 +34,7 @@ def literals(data: bytes | mmap.mmap) -> Literals:
     file that is not ELF or has no section headers (stripped of them)."""
     paths: dict[str, None] = {}
     libraries: dict[str, None] = {}
+    locales: dict[str, None] = {}
     for start, end in read_only_sections(data):
         # matched in place (a copy of a 30 MB section would double the peak); the section's
         # first string, which no NUL of the section precedes, is looked at alone
@@ -41,26 +44,31 @@ def literals(data: bytes | mmap.mmap) -> Literals:
                 _add_path(paths, head[0])
             if _SONAME_TEXT.fullmatch(head[0]):
                 libraries.setdefault(head[0].decode("ascii"), None)
-        found_paths, found_libraries = (fast_strings or strings_python)(data, start, end)
+        found_paths, found_libraries, found_locales = (fast_strings or strings_python)(
+            data, start, end)
         for found in found_paths:
             _add_path(paths, found)
         for found in found_libraries:
             libraries.setdefault(found.decode("ascii"), None)
-    return Literals(tuple(paths), tuple(libraries))
+        for found in found_locales:
+            locales.setdefault(found.decode("ascii"), None)
+    return Literals(tuple(paths), tuple(libraries), tuple(locales))
 
 
 def strings_python(data: bytes | mmap.mmap, start: int,
-                   end: int) -> tuple[list[bytes], list[bytes]]:
-    """The whole strings of data[start:end] that follow a NUL: absolute paths and library
-    names, in order, repeats kept (slimmer/_elfscan.c's `strings` does the same in C)."""
+                   end: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """The whole strings of data[start:end] that follow a NUL: absolute paths, library names
+    and C.UTF-8 locale names, in order, repeats kept (slimmer/_elfscan.c's `strings` does the
+    same in C)."""
     paths = [match.group(1) for match in _PATH.finditer(data, start, end)]
     libraries = [match.group() for match in _SONAME.finditer(data, start, end)
                  if match.start() > start and data[match.start() - 1] == 0]
-    return paths, libraries
+    locales = [match.group(1) for match in _LOCALE.finditer(data, start, end)]
+    return paths, libraries, locales
 
 
 def _load_fast_strings() -> Callable[[bytes | mmap.mmap, int, int],
-                                     tuple[list[bytes], list[bytes]]] | None:
+                                     tuple[list[bytes], list[bytes], list[bytes]]] | None:
     """The C scan (ten times faster over ffmpeg's 70 MB of .rodata); None when not built."""
     try:
         from slimmer._elfscan import strings
