@@ -182,14 +182,14 @@ def test_pygmentize_colours_python_with_no_flag(docker: Docker, tmp_path: Path) 
 @pytest.mark.e2e
 def test_yq_reads_yaml_with_its_dependencies_modules(docker: Docker, tmp_path: Path) -> None:
     """Debian's yq: its own modules and python3-yaml's (the C extension with libyaml) and
-    python3-xmltodict's; it runs jq by name, which no evidence finds (--add)."""
+    python3-xmltodict's; and jq, which it runs by name (its package depends on jq): no flag."""
     yq = need_file(YQ, "yq")
-    jq = need_tool("jq")
+    need_tool("jq")
     data = b"a:\n  - 1\n  - two\nb: {c: null}\n"
     host = subprocess.run([yq, "-c", "."], input=data, capture_output=True, check=True)
     assert host.stdout == b'{"a":[1,"two"],"b":{"c":null}}\n'
     out = tmp_path / "yq.tar"
-    done = slimmer("pack", yq, "-o", str(out), "--add", f"{jq}:/usr/bin/jq")
+    done = slimmer("pack", yq, "-o", str(out))
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr, done.stderr
     with docker.loaded(out) as tag:
@@ -203,3 +203,29 @@ def test_yq_reads_yaml_with_its_dependencies_modules(docker: Docker, tmp_path: P
     assert (xml.returncode, xml.stdout) == (0, b"{'r': {'i': '1'}}\n"), xml.stderr
     why = slimmer("why", str(out), "/usr/lib/python3/dist-packages/yaml/__init__.py").stdout
     assert "module of python3-yaml, which script /usr/bin/yq needs (yq depends on it)" in why
+    why = slimmer("why", str(out), "/usr/bin/jq").stdout
+    assert "program jq of jq, named by script /usr/bin/yq or its modules" in why
+
+
+def test_a_program_of_a_dependency_the_script_names_comes_too(tmp_path: Path) -> None:
+    """yq depends on jq and runs it by name (`subprocess.Popen(["jq", ...])`): the programs
+    of the packages a script's package depends on come when its text names them quoted."""
+    root = _root(tmp_path)
+    (root / "usr/bin/tool").write_text(
+        '#!/usr/bin/python3\nimport subprocess, tool\nsubprocess.run(["helperprog", "-x"])\n')
+    for name in ("helperprog", "otherprog"):
+        (root / "usr/bin" / name).write_bytes(tiny_static_elf(b"helper\n"))
+        (root / "usr/bin" / name).chmod(0o755)
+    (root / "var/lib/dpkg/info/helper.list").write_text(
+        "/.\n/usr/bin/helperprog\n/usr/bin/otherprog\n")
+    status = (root / "var/lib/dpkg/status").read_text()
+    status = status.replace("Depends: python3, python3-dep, clib",
+                            "Depends: python3, python3-dep, clib, helper")
+    status += "\nPackage: helper\nStatus: install ok installed\nArchitecture: all\nVersion: 1\n"
+    (root / "var/lib/dpkg/status").write_text(status)
+    tree = _assemble(root, "/usr/bin/tool").tree
+    assert tree.reasons["/usr/bin/helperprog"] == (
+        "program helperprog of helper, named by script /usr/bin/tool or its modules")
+    assert "/usr/bin/otherprog" not in tree  # not named
+    quiet = _assemble(root, "/usr/bin/tool", without=frozenset({"script-packages"})).tree
+    assert "/usr/bin/helperprog" not in quiet

@@ -99,9 +99,55 @@ def modules(root: Root, db: PackageDb, scripts: dict[str, list[str]], triplet: s
         if interpreter is None or real is None:
             continue
         owners = db.owners_of(real) or db.owners_of(db.real(real))
-        for path, reason in _walk(root, db, interpreter, owners, show(script)):
+        walked = _walk(root, db, interpreter, owners, show(script))
+        for path, reason in walked:
+            out.setdefault(path, reason)
+        own = [real] + [path for path, reason in walked if "the package of script" in reason]
+        for path, reason in _named_programs(root, db, interpreter, owners, own, show(script)):
             out.setdefault(path, reason)
     return list(out.items())
+
+
+PATH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+TEXT_LIMIT = 256 << 10  # of each file read for names: a module is a few KB
+TEXT_TOTAL = 8 << 20  # of all of a package's files read for names
+
+
+def _named_programs(root: Root, db: PackageDb, interpreter: Interpreter, owners: Iterable[str],
+                    texts: list[str], script: str) -> list[tuple[str, str]]:
+    """The programs of the packages the script's packages depend on (directly) that the
+    script or its own modules name as a quoted string: yq depends on jq and runs
+    `subprocess.Popen(["jq", ...])`. Run by name, they are not found otherwise."""
+    programs: dict[str, tuple[str, str]] = {}  # name -> (path, package)
+    for owner in owners:
+        for dep in db.depends(owner):
+            if interpreter.is_own(dep) or dep in NOT_DATA:
+                continue
+            for path in db.files(dep):
+                directory, _, name = path.rpartition("/")
+                if directory in PATH_DIRS and name and _is_leaf(root, path):
+                    programs.setdefault(name, (path, dep))
+    if not programs:
+        return []
+    corpus, total = [], 0
+    for path in dict.fromkeys(texts):
+        if total >= TEXT_TOTAL:
+            break
+        try:
+            data = root.read_bytes(path, TEXT_LIMIT)
+        except SlimmerError:
+            continue
+        if data is not None and b"\0" not in data[:4096]:  # text, not a compiled module
+            corpus.append(data)
+            total += len(data)
+    text = b"\n".join(corpus)
+    out = []
+    for name, (path, package) in sorted(programs.items()):
+        quoted = re.escape(name.encode())
+        if re.search(rb"[\"']" + quoted + rb"[\"']", text):
+            out.append((path, f"program {name} of {package}, named by script {script} or "
+                              "its modules"))
+    return out
 
 
 def _walk(root: Root, db: PackageDb, interpreter: Interpreter, owners: Iterable[str],
