@@ -196,8 +196,11 @@ def test_a_source_that_changes_size_is_one_error(tmp_path: Path, change: bytes) 
         write_tar(layer_entries(tree), io.BytesIO(), 0)
 
 
-def test_an_unreadable_source_is_one_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("what", "problem"), [("gone", "No such file or directory"),
+                                               ("dir", "Is a directory")])
+def test_an_unreadable_source_is_one_error(tmp_path: Path, what: str, problem: str) -> None:
+    (tmp_path / "dir").mkdir()
     tree = FileTree()
-    tree.add("/gone", File(0o644, 3, source=str(tmp_path / "gone")), "test")
-    with pytest.raises(FileProblem, match="gone: cannot read"):
+    tree.add("/f", File(0o644, 3, source=str(tmp_path / what)), "test")
+    with pytest.raises(FileProblem, match=f"{tmp_path / what}: cannot read \\({problem}\\)"):
         write_tar(layer_entries(tree), io.BytesIO(), 0)

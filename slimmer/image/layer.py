@@ -239,12 +239,16 @@ class _Staging:
         self._buffer[self._used:self._used + n] = data
         self._used += n
 
-    def read(self, fd: int, most: int) -> int:
-        """Read up to `most` bytes of `fd` into the buffer: how many (0 at the end)."""
+    def read(self, fd: int, most: int, source: str) -> int:
+        """Read up to `most` bytes of `fd` (the file `source`) into the buffer: how many (0 at
+        the end)."""
         if self._used == self._size:
             self.flush()
         end = min(self._size, self._used + most)
-        got = os.readv(fd, (self._view[self._used:end],))
+        try:
+            got = os.readv(fd, (self._view[self._used:end],))
+        except OSError as exc:
+            raise FileProblem(f"{source}: cannot read ({exc.strerror})") from None
         self._used += got
         return got
 
@@ -297,12 +301,12 @@ def _copy_content(entry: File, out: _Staging, advance: Callable[[int], None]) ->
             raise FileProblem(f"{entry.source}: cannot read ({exc.strerror})") from None
         try:
             while written < entry.size:
-                got = out.read(fd, entry.size - written)
+                got = out.read(fd, entry.size - written, entry.source)
                 if not got:
                     break
                 written += got
                 advance(got)
-            if written != entry.size or os.read(fd, 1):
+            if written != entry.size or out.read(fd, 1, entry.source):
                 raise ChangedWhilePacking(f"{entry.source}: file changed while packing")
         finally:
             os.close(fd)
