@@ -5,8 +5,9 @@ epoch); entries come in FileTree order, a file's extended attributes as PAX SCHI
 and files that are one file (the same node) as one regular entry then hard links to it; gzip and
 zstd settings are pinned so that the same tree gives the same bytes (docs/reproducibility.md),
 whatever the number of threads compressing (compress.py).
-Nothing holds the layer in memory: content is copied in 1 MiB chunks while both digests are
-computed on the way.
+Nothing holds the layer in memory: the stream goes through one reused 1 MiB buffer (content read
+straight into it), and both digests are computed on the way; the usual headers are built here,
+tarfile builds those that need PAX records (the same bytes: docs/architecture.md).
 """
 
 from __future__ import annotations
