@@ -168,7 +168,7 @@ class _Hasher:
     def __init__(self) -> None:
         self.digest = hashlib.sha256()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
 
 

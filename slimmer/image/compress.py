@@ -128,7 +128,7 @@ class ParallelGzip:
         self._size = 0
         self._header = _GZIP_HEADER
 
-    def compress(self, data: bytes) -> bytes:
+    def compress(self, data: bytes | memoryview) -> bytes:
         if type(data) is not bytes:  # the workers read it later: it must not change
             data = bytes(data)
         size, start = self._block, 0

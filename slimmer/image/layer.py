@@ -5,8 +5,9 @@ epoch); entries come in FileTree order, a file's extended attributes as PAX SCHI
 and files that are one file (the same node) as one regular entry then hard links to it; gzip and
 zstd settings are pinned so that the same tree gives the same bytes (docs/reproducibility.md),
 whatever the number of threads compressing (compress.py).
-Nothing holds the layer in memory: content is copied in 1 MiB chunks while both digests are
-computed on the way.
+Nothing holds the layer in memory: the stream goes through one reused 1 MiB buffer (content read
+straight into it), and both digests are computed on the way; the usual headers are built here,
+tarfile builds those that need PAX records (the same bytes: docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -70,44 +71,42 @@ def _copier(file: IO[bytes]) -> Callable[[Sink], None]:
 
 
 class _Compressor(Protocol):
-    def compress(self, data: bytes) -> bytes: ...
+    def compress(self, data: bytes | memoryview) -> bytes: ...
     def flush(self) -> bytes: ...
 
 
-class _Plain:
-    def compress(self, data: bytes) -> bytes:
-        return data
-
-    def flush(self) -> bytes:
-        return b""
-
-
-def _compressor(kind: str, workers: int) -> _Compressor:
-    """gzip and zstd on `workers` threads, the same bytes for any number (compress.py)."""
+def _compressor(kind: str, workers: int) -> _Compressor | None:
+    """gzip and zstd on `workers` threads, the same bytes for any number (compress.py); None
+    for an uncompressed layer."""
     if kind == "gzip":
         return ParallelGzip(workers)
     if kind == "zstd":
         return zstd_compressor(workers)
     if kind == "none":
-        return _Plain()
+        return None
     raise SlimmerError(f"unknown compression {kind!r} (gzip, zstd or none)")
 
 
 class BlobWriter:
     """A file-like sink: bytes in are hashed (uncompressed), compressed, hashed again and written
-    to a file without a name in `directory` (None: the temporary directory)."""
+    to a file without a name in `directory` (None: the temporary directory). Uncompressed, the
+    blob is the tar: hashed once."""
 
     def __init__(self, directory: str | None, compression: str, workers: int = 1) -> None:
         self.compression = compression
         self._compressor = _compressor(compression, workers)
         self._raw = hashlib.sha256()
-        self._out = hashlib.sha256()
+        self._out = hashlib.sha256() if self._compressor is not None else self._raw
         self._size = 0
         self._file = scratch_file(directory)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._raw.update(data)
-        self._emit(self._compressor.compress(data))
+        if self._compressor is None:
+            self._file.write(data)
+            self._size += len(data)
+        else:
+            self._emit(self._compressor.compress(data))
 
     def _emit(self, data: bytes) -> None:
         if data:
@@ -116,7 +115,8 @@ class BlobWriter:
             self._size += len(data)
 
     def finish(self) -> Layer:
-        self._emit(self._compressor.flush())
+        if self._compressor is not None:
+            self._emit(self._compressor.flush())
         self._file.flush()
         desc = Descriptor(MEDIA_TYPES[self.compression], Digest("sha256", self._out.hexdigest()),
                           self._size)
@@ -133,6 +133,54 @@ class BlobWriter:
 def tar_header(name: str, entry: Entry, mtime: int, link: str | None = None) -> bytes:
     """One tar header with every field set here (PAX only where a name or an extended attribute
     needs it). `link`: write a File as a hard link to that (earlier) name."""
+    target, size, uid, gid = "", 0, 0, 0
+    if isinstance(entry, Dir):
+        kind, mode, uid, gid = tarfile.DIRTYPE, entry.mode, entry.uid, entry.gid
+        if not name.endswith("/"):
+            name += "/"  # as tarfile does for a directory
+    elif isinstance(entry, Symlink):
+        kind, mode, target = tarfile.SYMTYPE, 0o777, entry.target
+    elif entry.xattrs and link is None:
+        return _tarfile_header(name, entry, mtime, link)
+    else:
+        kind, mode, uid, gid = tarfile.REGTYPE, entry.mode, entry.uid, entry.gid
+        if link is None:
+            size = entry.size
+        else:
+            kind, target = tarfile.LNKTYPE, link
+    if (len(name) > _NAME or not name.isascii() or len(target) > _NAME or not target.isascii()
+            or not (0 <= uid < _ID_END and 0 <= gid < _ID_END and 0 <= size < _NUM_END
+                    and 0 <= mtime < _NUM_END) or type(mtime) is not int):
+        return _tarfile_header(name, entry, mtime, link)
+    return _ustar(name.encode("ascii"), mode, uid, gid, size, mtime, kind, target.encode("ascii"))
+
+
+# What tarfile's PAX_FORMAT writes as a plain ustar header (no extended header before it):
+# ASCII names and link targets of at most 100 characters, ids below 8**7, sizes and times
+# below 8**11 (octal fields with a NUL).
+_NAME = 100
+_ID_END = 8 ** 7
+_NUM_END = 8 ** 11
+# After the checksum: type, link target, magic "ustar\0" "00", empty user and group names,
+# empty device numbers, empty prefix; then zeros up to 512.
+_MAGIC = tarfile.POSIX_MAGIC
+_TAIL = bytes(32 + 32 + 8 + 8 + 155 + 12)
+_MAGIC_SUM = sum(_MAGIC) + 8 * 32  # the magic, and the checksum field counted as spaces
+
+
+def _ustar(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, kind: bytes,
+           target: bytes) -> bytes:
+    """The ustar header tarfile.TarInfo.tobuf(PAX_FORMAT) gives for these fields when they
+    need no PAX record, built directly (tarfile's path costs ten times as much)."""
+    head = name + bytes(100 - len(name)) + b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+        mode & 0o7777, uid, gid, size, mtime)
+    link = kind + target + bytes(100 - len(target))
+    checksum = sum(head) + sum(link) + _MAGIC_SUM
+    return b"".join((head, b"%06o\0 " % checksum, link, _MAGIC, _TAIL))
+
+
+def _tarfile_header(name: str, entry: Entry, mtime: int, link: str | None) -> bytes:
+    """tarfile's header for what _ustar does not cover (PAX records, numbers out of range)."""
     info = tarfile.TarInfo(name)
     info.mtime = mtime
     info.uid = info.gid = 0
@@ -164,7 +212,54 @@ def _xattr_records(xattrs: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
             for key, value in sorted(xattrs)}
 
 
-def write_tar(entries: list[tuple[str, Entry]], sink: Sink, mtime: int,
+class TarSink(Protocol):
+    """Where write_tar puts the stream. `write` gets views of a buffer that is filled again
+    once it returns: it must use (or copy) the bytes before returning."""
+
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+class _Staging:
+    """The tar stream gathered in one buffer, reused: file content is read straight into it
+    (no new bytes object per read) and the sink gets CHUNK-sized writes, not one per header."""
+
+    def __init__(self, sink: TarSink, size: int = CHUNK) -> None:
+        self._sink = sink
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+        self._size = size
+        self._used = 0
+
+    def put(self, data: bytes) -> None:
+        n = len(data)
+        if self._used + n > self._size:
+            self.flush()
+            if n >= self._size:
+                self._sink.write(data)
+                return
+        self._buffer[self._used:self._used + n] = data
+        self._used += n
+
+    def read(self, fd: int, most: int, source: str) -> int:
+        """Read up to `most` bytes of `fd` (the file `source`) into the buffer: how many (0 at
+        the end)."""
+        if self._used == self._size:
+            self.flush()
+        end = min(self._size, self._used + most)
+        try:
+            got = os.readv(fd, (self._view[self._used:end],))
+        except OSError as exc:
+            raise FileProblem(f"{source}: cannot read ({exc.strerror})") from None
+        self._used += got
+        return got
+
+    def flush(self) -> None:
+        if self._used:
+            self._sink.write(self._view[:self._used])
+            self._used = 0
+
+
+def write_tar(entries: list[tuple[str, Entry]], sink: TarSink, mtime: int,
               progress: Progress | None = None) -> None:
     """Write entries (name without leading slash, entry) as a tar stream to `sink`. A File
     whose node an earlier File had is written as a hard link to the earlier one's name."""
@@ -182,40 +277,42 @@ def write_tar(entries: list[tuple[str, Entry]], sink: Sink, mtime: int,
         if progress is not None:
             progress(done, total)
 
+    out = _Staging(sink)
     for name, entry in entries:
         first = firsts.get(entry.node) if isinstance(entry, File) and entry.node else None
         link = first if first is not None and first != name else None
-        sink.write(tar_header(name, entry, mtime, link))
+        out.put(tar_header(name, entry, mtime, link))
         if isinstance(entry, File) and link is None:
-            _copy_content(entry, sink, advance)
-    sink.write(b"\0" * 1024)
+            _copy_content(entry, out, advance)
+    out.put(bytes(1024))
+    out.flush()
 
 
-def _copy_content(entry: File, sink: Sink,
-                  advance: Callable[[int], None]) -> None:
+def _copy_content(entry: File, out: _Staging, advance: Callable[[int], None]) -> None:
     if entry.data is not None:
-        sink.write(entry.data)
+        out.put(entry.data)
         written = len(entry.data)
         advance(written)  # counted in the total too
     else:
         assert entry.source is not None
         written = 0
         try:
-            fh = open(entry.source, "rb")  # noqa: SIM115 - closed by the with below
+            fd = os.open(entry.source, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
             raise FileProblem(f"{entry.source}: cannot read ({exc.strerror})") from None
-        with fh:
+        try:
             while written < entry.size:
-                chunk = fh.read(min(CHUNK, entry.size - written))
-                if not chunk:
+                got = out.read(fd, entry.size - written, entry.source)
+                if not got:
                     break
-                sink.write(chunk)
-                written += len(chunk)
-                advance(len(chunk))
-            if written != entry.size or fh.read(1):
+                written += got
+                advance(got)
+            if written != entry.size or out.read(fd, 1, entry.source):
                 raise ChangedWhilePacking(f"{entry.source}: file changed while packing")
+        finally:
+            os.close(fd)
     if written % 512:
-        sink.write(b"\0" * (512 - written % 512))
+        out.put(bytes(512 - written % 512))
 
 
 def layer_entries(tree: FileTree) -> list[tuple[str, Entry]]:
