@@ -45,7 +45,7 @@ from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.resolve import Closure, Resolver
 from slimmer.loader.root import Root
 from slimmer.loader.script_literals import script_paths, searched
-from slimmer.loader.strings import MAX_FILE, literals
+from slimmer.loader.strings import MAX_FILE, literals_in
 from slimmer.notices import Notice
 from slimmer.paths import normalize
 
@@ -241,8 +241,8 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
         entry = scope.root.lookup(obj.real)
         if entry is None or entry.size > MAX_FILE:
             continue
-        with scope.root.mapped_real(obj.real) as data:
-            lits = literals(data)
+        with scope.root.reader_real(obj.real) as (read, size):
+            lits = literals_in(read, size)
         kept_dir = False
         if "compiled-paths" in scope.features and not obj.soname.startswith(GPU_LOADERS):
             own = _eligible(scope, obj.real, dependencies)

@@ -8,12 +8,11 @@ not to be symlinks are handed to the host, so the host never follows a link on o
 
 from __future__ import annotations
 
-import mmap
 import os
 import stat
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -88,10 +87,12 @@ class Root(ABC):
     def listdir_real(self, real: str) -> list[str]: ...
 
     @contextmanager
-    def mapped_real(self, real: str) -> Iterator[bytes | mmap.mmap]:
-        """The content of a regular file for reading through once: mapped where the root can
-        (a scan of 250 MB of libraries then copies nothing), else read."""
-        yield self.read_real(real)
+    def reader_real(self, real: str) -> Iterator[tuple[Callable[[int, int], bytes], int]]:
+        """(read(offset, length), size) of a regular file, to read parts of it: the sections
+        a scan needs, not the whole file (a host root reads them with pread; a file truncated
+        meanwhile gives fewer bytes, never a crash as a mapping would)."""
+        data = self.read_real(real)
+        yield (lambda offset, length: data[offset:offset + length]), len(data)
 
     @abstractmethod
     def elf_real(self, real: str, shown: str) -> ElfInfo:
@@ -297,13 +298,12 @@ class SysRoot(Root):
         return os.listdir(self.host_path(real))
 
     @contextmanager
-    def mapped_real(self, real: str) -> Iterator[bytes | mmap.mmap]:
-        with open(self.host_path(real), "rb") as fh:
-            if os.fstat(fh.fileno()).st_size == 0:
-                yield b""
-                return
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                yield mapped
+    def reader_real(self, real: str) -> Iterator[tuple[Callable[[int, int], bytes], int]]:
+        fd = os.open(self.host_path(real), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield (lambda offset, length: os.pread(fd, length, offset)), os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
     def elf_real(self, real: str, shown: str) -> ElfInfo:
         return read_elf(self.host_path(real), shown)

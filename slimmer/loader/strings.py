@@ -29,23 +29,33 @@ class Literals(NamedTuple):
     locales: tuple[str, ...] = ()  # C.UTF-8 / C.utf8 as whole strings: a program that asks
 
 
-def literals(data: bytes | mmap.mmap) -> Literals:
+Reader = Callable[[int, int], bytes]  # (offset, length) -> the bytes there (fewer at the end)
+
+
+def literals(data: bytes) -> Literals:
+    """The path and library literals of an ELF file held in memory (see literals_in)."""
+    return literals_in(lambda offset, length: data[offset:offset + length], len(data))
+
+
+def literals_in(read: Reader, size: int) -> Literals:
     """The path and library literals of an ELF file's read-only data sections; nothing for a
-    file that is not ELF or has no section headers (stripped of them)."""
+    file that is not ELF or has no section headers (stripped of them). Only the headers and
+    those sections are read, each once (not the file: ffmpeg's closure is 250 MB, its
+    read-only data 70 MB); a file that shrinks meanwhile gives shorter sections, not an error."""
     paths: dict[str, None] = {}
     libraries: dict[str, None] = {}
     locales: dict[str, None] = {}
-    for start, end in read_only_sections(data):
-        # matched in place (a copy of a 30 MB section would double the peak); the section's
-        # first string, which no NUL of the section precedes, is looked at alone
-        head = data[start:min(end, start + 1024)].split(b"\x00", 1)
+    for offset, length in _sections(read, size):
+        data = read(offset, length)
+        # the section's first string, which no NUL of the section precedes, is looked at alone
+        head = data[:1024].split(b"\x00", 1)
         if len(head) == 2 and head[0]:
             if _PATH_TEXT.fullmatch(head[0]):
                 _add_path(paths, head[0])
             if _SONAME_TEXT.fullmatch(head[0]):
                 libraries.setdefault(head[0].decode("ascii"), None)
         found_paths, found_libraries, found_locales = (fast_strings or strings_python)(
-            data, start, end)
+            data, 0, len(data))
         for found in found_paths:
             _add_path(paths, found)
         for found in found_libraries:
@@ -89,33 +99,46 @@ def _add_path(paths: dict[str, None], found: bytes) -> None:
 
 def read_only_sections(data: bytes | mmap.mmap) -> list[tuple[int, int]]:
     """(start, end) file offsets of the .rodata-like sections; [] when they cannot be read."""
-    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+    return [(offset, offset + length) for offset, length in
+            _sections(lambda at, n: bytes(data[at:at + n]), len(data))]
+
+
+def _sections(read: Reader, size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the .rodata-like sections of a file of `size` bytes."""
+    ident = read(0, 64)
+    if len(ident) < 64 or ident[:4] != b"\x7fELF" or ident[4] not in (1, 2) \
+            or ident[5] not in (1, 2):
         return []
-    wide = data[4] == 2
-    order = "<" if data[5] == 1 else ">"
+    wide = ident[4] == 2
+    order = "<" if ident[5] == 1 else ">"
     if wide:
-        shoff, = struct.unpack_from(order + "Q", data, 0x28)
-        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, 0x3A)
-        fmt, size = order + "IIQQQQ", 64
+        shoff, = struct.unpack_from(order + "Q", ident, 0x28)
+        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", ident, 0x3A)
+        fmt, entry = order + "IIQQQQ", 64
     else:
-        shoff, = struct.unpack_from(order + "I", data, 0x20)
-        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, 0x2E)
-        fmt, size = order + "IIIIII", 40
-    if shoff == 0 or shentsize < size or shnum == 0 or shoff + shnum * shentsize > len(data):
+        shoff, = struct.unpack_from(order + "I", ident, 0x20)
+        shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", ident, 0x2E)
+        fmt, entry = order + "IIIIII", 40
+    if shoff == 0 or shentsize < entry or shnum == 0 or shoff + shnum * shentsize > size:
+        return []
+    table = read(shoff, shnum * shentsize)
+    if len(table) < shnum * shentsize:
         return []
     headers = []
     for i in range(shnum):
         name, kind, _flags, _addr, offset, length = struct.unpack_from(
-            fmt, data, shoff + i * shentsize)
+            fmt, table, i * shentsize)
         headers.append((name, kind, offset, length))
     if shstrndx >= shnum:
         return []
     _, _, names_at, names_len = headers[shstrndx]
-    names = data[names_at:names_at + names_len]
+    if names_at + names_len > size:
+        return []
+    names = read(names_at, min(names_len, 1 << 20))
     out = []
     for name, kind, offset, length in headers:
         end = names.find(b"\x00", name)
         label = names[name:end if end >= 0 else len(names)]
-        if label in SECTIONS and kind == 1 and offset + length <= len(data):  # SHT_PROGBITS
-            out.append((offset, offset + length))
+        if label in SECTIONS and kind == 1 and offset + length <= size:  # SHT_PROGBITS
+            out.append((offset, length))
     return out

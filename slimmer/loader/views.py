@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import mmap
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -119,9 +118,9 @@ class OverlayRoot(Root):
         return self._layer(real).read_real(real, limit)
 
     @contextmanager
-    def mapped_real(self, real: str) -> Iterator[bytes | mmap.mmap]:
-        with self._layer(real).mapped_real(real) as data:
-            yield data
+    def reader_real(self, real: str) -> Iterator[tuple[Callable[[int, int], bytes], int]]:
+        with self._layer(real).reader_real(real) as found:
+            yield found
 
     def listdir_real(self, real: str) -> list[str]:
         names = set(self.below.listdir_real(real)) if self.below.is_dir(real) else set()
