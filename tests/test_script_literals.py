@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from slimmer.assemble.assembly import Assembled, assemble
+from slimmer.assemble.assembly import assemble
 from slimmer.assemble.evidence import CAP
 from slimmer.assemble.options import BuildOptions
 from slimmer.assemble.spec import ImageSpec
@@ -18,6 +18,7 @@ from slimmer.loader.script_literals import MAX_TEXT, path_literals
 from slimmer.notices import CODES
 from tests.support.archives import tiny_static_elf
 from tests.support.cli import run as slimmer
+from tests.support.dpkgroot import assemble_in, write_database
 from tests.support.host import COWSAY, need_file
 
 # ---- the reader ----------------------------------------------------------------------------------
@@ -132,23 +133,11 @@ def _root(tmp_path: Path, dpkg: bool = True) -> Path:
     with open(root / "usr/share/cowtool/big/sparse.bin", "wb") as fh:
         fh.truncate(CAP + (1 << 20))  # larger than one piece of evidence may bring: no blocks
     if dpkg:
-        stanzas = []
-        for name, (depends, files) in PACKAGES.items():
-            stanzas.append(f"Package: {name}\nStatus: install ok installed\nArchitecture: all\n"
-                           f"Version: 1\nDepends: {depends}\n" if depends else
-                           f"Package: {name}\nStatus: install ok installed\nArchitecture: all\n"
-                           "Version: 1\n")
-            info = root / f"var/lib/dpkg/info/{name}.list"
-            info.parent.mkdir(parents=True, exist_ok=True)
-            info.write_text("/.\n" + "".join(f"{f}\n" for f in files))
-        (root / "var/lib/dpkg/status").write_text("\n".join(stanzas))
+        write_database(root, PACKAGES)
     return root
 
 
-def _assemble(root: Path, *programs: str, without: frozenset[str] = frozenset()) -> Assembled:
-    build = BuildOptions(programs=programs, root=str(root), builtin_recipes=False,
-                         without_features=without)
-    return assemble(ImageSpec(RunConfig()), build)
+_assemble = assemble_in
 
 
 def test_a_scripts_literals_bring_its_packages_data(tmp_path: Path) -> None:

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from slimmer.assemble.assembly import Assembled, assemble
-from slimmer.assemble.options import BuildOptions
+from slimmer.assemble.assembly import Assembled
 from slimmer.assemble.runtime import DEFAULT_ON
-from slimmer.assemble.spec import ImageSpec
-from slimmer.image.model import RunConfig
 from tests.support.archives import tiny_static_elf
 from tests.support.cli import run as slimmer
+from tests.support.dpkgroot import assemble_in, write_database
 from tests.support.engines import Docker
 from tests.support.host import PYGMENTIZE, YQ, need_file, need_tool
 
@@ -73,21 +71,11 @@ def _root(tmp_path: Path) -> Path:
         (root / script).parent.mkdir(parents=True, exist_ok=True)
         (root / script).write_text(text)
         (root / script).chmod(0o755)
-    stanzas = []
-    for name, (depends, files) in PACKAGES.items():
-        stanzas.append(f"Package: {name}\nStatus: install ok installed\nArchitecture: all\n"
-                       f"Version: 1\n" + (f"Depends: {depends}\n" if depends else ""))
-        info = root / f"var/lib/dpkg/info/{name}.list"
-        info.parent.mkdir(parents=True, exist_ok=True)
-        info.write_text("/.\n" + "".join(f"{f}\n" for f in files))
-    (root / "var/lib/dpkg/status").write_text("\n".join(stanzas))
+    write_database(root, PACKAGES)
     return root
 
 
-def _assemble(root: Path, *programs: str, without: frozenset[str] = frozenset()) -> Assembled:
-    build = BuildOptions(programs=programs, root=str(root), builtin_recipes=False,
-                         without_features=without)
-    return assemble(ImageSpec(RunConfig()), build)
+_assemble = assemble_in
 
 
 def _modules(done: Assembled) -> dict[str, str]:

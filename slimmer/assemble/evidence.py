@@ -220,10 +220,10 @@ def _data_packages(scope: Scope, objects: list[_Object], found: Found) -> None:
             queue.append(dep)
             reason = f"data package {dep}, a dependency of {parent}"
             found.paths += [(path, reason) for path in db.files(dep)
-                            if not filtered(path) and _is_leaf(scope.root, path)]
+                            if not filtered(path) and is_leaf(scope.root, path)]
 
 
-def _is_leaf(root: Root, path: str) -> bool:
+def is_leaf(root: Root, path: str) -> bool:
     """A listed file, or a symlink to one (the directories come with what they hold)."""
     try:
         found = root.lookup(path)

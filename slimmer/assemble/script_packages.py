@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from slimmer.assemble.evidence import NOT_DATA, filtered
+from slimmer.assemble.evidence import NOT_DATA, filtered, is_leaf
 from slimmer.errors import SlimmerError
 from slimmer.loader.dpkg import PackageDb
 from slimmer.loader.root import Root
@@ -125,7 +125,7 @@ def _named_programs(root: Root, db: PackageDb, interpreter: Interpreter, owners:
                 continue
             for path in db.files(dep):
                 directory, _, name = path.rpartition("/")
-                if directory in PATH_DIRS and name and _is_leaf(root, path):
+                if directory in PATH_DIRS and name and is_leaf(root, path):
                     programs.setdefault(name, (path, dep))
     if not programs:
         return []
@@ -160,7 +160,7 @@ def _walk(root: Root, db: PackageDb, interpreter: Interpreter, owners: Iterable[
     while queue:
         package, parent = queue.pop(0)
         files = [p for p in db.files(package)
-                 if interpreter.is_module(p) and not filtered(p) and _is_leaf(root, p)]
+                 if interpreter.is_module(p) and not filtered(p) and is_leaf(root, p)]
         if parent and not files:
             continue  # not a module of this interpreter: neither is what it depends on
         reason = (f"module of {package}, the package of script {script}" if not parent else
@@ -203,12 +203,3 @@ def _real(root: Root, path: str) -> str | None:
     except SlimmerError:
         return None
     return found.real if found is not None else None
-
-
-def _is_leaf(root: Root, path: str) -> bool:
-    """A listed file, or a symlink to one (the directories come with what they hold)."""
-    try:
-        found = root.lookup(path)
-    except SlimmerError:
-        return False
-    return found is not None and not found.is_dir
