@@ -33,6 +33,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.report import publish
+
 # slimmer / the tar pipeline, at most (issue 15)
 TARGETS = {"gzip": ("tar -cf - FILES | gzip -6", 0.6),
            "zstd": ("tar -cf - FILES | zstd -3 -T2", 1.5),
@@ -241,10 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   (before, os.getloadavg()[0]))
     if favoured:
         text += f"- {favoured}\n"
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(text, args.out)
     return 0
 
 

@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,9 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+
+from bench.report import publish
+from tests.support.dockerd import DockerdFailed, private_dockerd
 
 IMPORTS = "import email.message, http.client, json, decimal"
 LOCALE = "LANG=C.UTF-8"  # given to every container: the slim images set it (module docstring)
@@ -69,36 +71,13 @@ def fat_root() -> str:
 
 @contextmanager
 def private_docker() -> Iterator[dict[str, str]]:
-    """A Docker daemon of our own; yields the environment its client needs."""
-    directory = tempfile.mkdtemp(prefix="slimmer-bench-dk-", dir="/tmp")
-    env = {**os.environ, "DOCKER_HOST": f"unix://{directory}/docker.sock"}
-    env.pop("DOCKER_CONTEXT", None)
-    with open(f"{directory}/dockerd.log", "wb") as log:
-        proc = subprocess.Popen(
-            ["dockerd", "--data-root", f"{directory}/root", "--exec-root", f"{directory}/exec",
-             "-H", env["DOCKER_HOST"], "--pidfile", f"{directory}/docker.pid",
-             "--iptables=false", "--bridge=none"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 60
-            while subprocess.run([DOCKER, "version"], env=env,
-                                 capture_output=True).returncode != 0:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"dockerd did not start (log: {directory}/dockerd.log)")
-                time.sleep(0.3)
+    """A Docker daemon of our own (tests/support/dockerd.py, as the e2e tests start theirs);
+    yields the environment its client needs."""
+    try:
+        with private_dockerd("dockerd", DOCKER, "slimmer-bench-dk-") as (_directory, env):
             yield env
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    with open("/proc/self/mounts") as fh:
-        mounts = [line.split()[1] for line in fh]
-    for mount in sorted((m for m in mounts if m.startswith(directory + "/")), reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True)
-    shutil.rmtree(directory, ignore_errors=True)
+    except DockerdFailed as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def docker(env: dict[str, str], *args: str) -> str:
@@ -185,10 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = report(samples, args.runs, rounds)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as fh:
-            fh.write("\n" + text)
+    publish(text, args.out)
     return 0
 
 

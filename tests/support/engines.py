@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.dockerd import DockerdFailed, private_dockerd, unmount_below
 from tests.support.host import need_tool
 
 PODMAN_RUN = ["--runtime", "runc", "--ulimit", "nofile=20000:20000",
@@ -78,51 +77,15 @@ class Docker:
         return done.stdout
 
 
-def _wait_for(condition: float, probe: list[str], env: dict[str, str]) -> bool:
-    deadline = time.monotonic() + condition
-    while time.monotonic() < deadline:
-        if subprocess.run(probe, capture_output=True, env=env).returncode == 0:
-            return True
-        time.sleep(0.3)
-    return False
-
-
-def _unmount_below(directory: str) -> None:
-    with open("/proc/self/mounts") as fh:
-        mounts = [line.split()[1] for line in fh]
-    for mount in sorted((m for m in mounts if m.startswith(directory + "/")), reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True)
-
-
 @pytest.fixture(scope="session")
 def docker() -> Iterator[Docker]:
     dockerd = need_tool("dockerd")
     client = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else need_tool("docker")
-    directory = tempfile.mkdtemp(prefix="slimmer-dk-", dir="/tmp")  # socket paths are short
-    log = open(f"{directory}/dockerd.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [dockerd, "--data-root", f"{directory}/root", "--exec-root", f"{directory}/exec",
-         "-H", f"unix://{directory}/docker.sock", "--pidfile", f"{directory}/docker.pid",
-         "--iptables=false", "--bridge=none"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    engine = Docker(directory, client)
-    env = {**os.environ, "DOCKER_HOST": engine.host}
     try:
-        if not _wait_for(60, [client, "version"], env):
-            log.flush()
-            tail = Path(f"{directory}/dockerd.log").read_text(errors="replace")[-2000:]
-            pytest.fail(f"dockerd did not start:\n{tail}")
-        yield engine
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        _unmount_below(directory)
-        shutil.rmtree(directory, ignore_errors=True)
+        with private_dockerd(dockerd, client, "slimmer-dk-") as (directory, _env):
+            yield Docker(directory, client)
+    except DockerdFailed as exc:
+        pytest.fail(str(exc))
 
 
 @dataclass(frozen=True)
@@ -152,7 +115,7 @@ def podman() -> Iterator[Podman]:
     finally:
         subprocess.run(engine.cmd("rm", "-af"), capture_output=True)
         subprocess.run(engine.cmd("rmi", "-af"), capture_output=True)
-        _unmount_below(directory)
+        unmount_below(directory)
         shutil.rmtree(directory, ignore_errors=True)
 
 
