@@ -292,9 +292,7 @@ def _compiled_path(scope: Scope, named: str, own: frozenset[str], path: str,
         if entry is not None and entry.is_dir:
             found.directories.append((path, f"run-time directory {path} {named}"))
         return False
-    if (path in GENERIC or path in scope.system_dirs or "%" in path
-            or any(path == d or path.startswith(d + "/") for d in NEVER)
-            or any(f"/{name}" in path for name in RULED)):
+    if _too_general(scope, path):
         return False
     try:
         entry = root.lookup(path)
@@ -305,7 +303,7 @@ def _compiled_path(scope: Scope, named: str, own: frozenset[str], path: str,
             if _is_own(scope, own, name):
                 found.paths.append((name, f"{reason} (as a prefix of its name)"))
         return False
-    if entry.real in GENERIC or entry.real in scope.system_dirs or entry.real in scope.own_dirs:
+    if _too_general_real(scope, entry.real):
         return False
     if not _is_own(scope, own, path):
         return False
@@ -315,6 +313,20 @@ def _compiled_path(scope: Scope, named: str, own: frozenset[str], path: str,
             _beside(scope, own, path, entry.real, named, found)
         return False
     return _directory(scope, path, entry.real, reason, named, found, warn=True)
+
+
+def _too_general(scope: Scope, path: str) -> bool:
+    """A path never kept as evidence: a system or search directory, one too general to be a
+    program's, a pattern, or what the runtime rules decide on (zoneinfo, gconv...)."""
+    return (path in GENERIC or path in scope.system_dirs or "%" in path
+            or any(path == d or path.startswith(d + "/") for d in NEVER)
+            or path == ZONEINFO or path.startswith(ZONEINFO + "/")
+            or any(f"/{name}" in path for name in RULED))
+
+
+def _too_general_real(scope: Scope, real: str) -> bool:
+    """The same for where a path leads: never a system directory, nor the programs' own."""
+    return real in GENERIC or real in scope.system_dirs or real in scope.own_dirs
 
 
 def _directory(scope: Scope, path: str, real: str, reason: str, named: str, found: Found,
@@ -343,12 +355,8 @@ def _beside(scope: Scope, own: frozenset[str], path: str, real: str, named: str,
     currency.units beside it). Not without a package database (nothing says whose it is)."""
     directory = path.rpartition("/")[0]
     real_dir = real.rpartition("/")[0]
-    if (not scope.db or not directory or directory in GENERIC or real_dir in GENERIC
-            or directory in scope.system_dirs or real_dir in scope.system_dirs
-            or real_dir in scope.own_dirs
-            or any(directory == d or directory.startswith(d + "/") for d in NEVER)
-            or directory == ZONEINFO or directory.startswith(ZONEINFO + "/")
-            or any(f"/{name}" in directory for name in RULED)):
+    if (not scope.db or not directory or _too_general(scope, directory)
+            or _too_general_real(scope, real_dir)):
         return
     owners = _owners(scope, directory)
     if owners and all(p in own for p in owners):

@@ -119,19 +119,11 @@ class PackageDb:
         """The paths a package lists, as it lists them."""
         return self._lists.get(name, [])
 
-    def _real_dir(self, directory: str) -> str:
-        """A listed directory as the root has it (through /usr-merge links), "" for /."""
-        try:
-            found = self.root.lookup(directory or "/")
-        except SlimmerError:  # a symlink loop: the path as listed
-            return directory
-        return found.real.rstrip("/") if found is not None else directory
-
     def real(self, path: str) -> str:
         """`path` with its directory resolved in the root (the name itself not followed)."""
         directory, _, base = path.rpartition("/")
-        if directory not in self._dirs:
-            self._dirs[directory] = self._real_dir(directory)
+        if directory not in self._dirs:  # a missing one (or a loop): as listed
+            self._dirs[directory] = self._found_dir(directory) or directory
         return f"{self._dirs[directory]}/{base}"
 
     def _aliases(self, real: str) -> list[str]:
