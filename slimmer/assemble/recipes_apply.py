@@ -34,8 +34,9 @@ from slimmer.tree import Dir, FileTree, Symlink
 
 # Libraries that embed an interpreter (gdb, uwsgi and vim link libpython): the interpreter's
 # recipe (its standard library) applies as if the program were the interpreter.
-EMBEDDED = ((re.compile(r"libpython(3\.[0-9]+)\.so(\..*)?"), "/usr/bin/python{0}"),
-            (re.compile(r"libperl\.so\.5(\..*)?"), "/usr/bin/perl"))
+EMBEDDED = ((re.compile(r"libpython(?P<version>3\.[0-9]+)\.so(?:\..*)?"),
+             "/usr/bin/python{version}"),
+            (re.compile(r"libperl\.so\.5(?:\..*)?"), "/usr/bin/perl"))
 
 
 def embedded_interpreters(root: Root, closures: Iterable[Closure]) -> list[tuple[str, str]]:
@@ -48,7 +49,7 @@ def embedded_interpreters(root: Root, closures: Iterable[Closure]) -> list[tuple
                 match = pattern.fullmatch(lib.elf.soname or lib.soname)
                 if match is None:
                     continue
-                path = program.format(*match.groups())
+                path = program.format(**match.groupdict())
                 try:
                     found = root.lookup(path)
                 except SlimmerError:
