@@ -392,3 +392,28 @@ def test_a_library_embedding_python_brings_its_standard_library(tmp_path: Path,
     cc(plain / "usr/bin/python3.11", "int main(void) { return 0; }\n")
     write(plain / "usr/lib/python3.11/os.py")
     assert "/usr/lib/python3.11/os.py" not in pack_app(tmp_path, plain).tree
+
+
+def test_a_path_of_a_package_the_owner_recommends_is_the_programs(tmp_path: Path,
+                                                                   cc: Compile) -> None:
+    # fortune names /usr/share/games/fortunes, which fortunes-min ships: fortune-mod only
+    # Recommends it (apt installs recommendations); without it the image said "No fortunes"
+    def root_with(recommends: bool) -> Path:
+        root = host_libc_root(tmp_path / f"root-{recommends}", ("libc.so.6",))
+        cc(root / "usr/bin/app", 'const char *d = "/usr/share/games/sayings";\n'
+           "int main(void) { return d[0] == 'x'; }\n")
+        write(root / "usr/share/games/sayings/wise")
+        dpkg_database(root, {
+            "libc6": ("", "", (f"{GNU}/libc.so.6",)),
+            "teller": ("libc6", "", ("/usr/bin/app",)),
+            "sayings": ("", "", ("/usr/share/games/sayings", "/usr/share/games/sayings/wise"))})
+        if recommends:
+            status = root / "var/lib/dpkg/status"
+            status.write_text(status.read_text().replace("Depends: libc6\n",
+                                                         "Depends: libc6\nRecommends: sayings\n"))
+        return root
+
+    why = pack_app(tmp_path, root_with(True)).tree.reasons
+    assert why["/usr/share/games/sayings/wise"] == \
+        "path /usr/share/games/sayings compiled into /usr/bin/app"
+    assert "/usr/share/games/sayings/wise" not in pack_app(tmp_path, root_with(False)).tree

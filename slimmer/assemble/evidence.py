@@ -82,6 +82,7 @@ GENERIC = frozenset({
     "/usr/local/etc", "/usr/local/include", "/opt", "/srv", "/home", "/root", "/mnt", "/media",
     "/boot", "/usr/share/misc", "/usr/share/common-licenses", "/usr/src", "/usr/games",
     "/etc/alternatives", "/etc/default", "/etc/init.d", "/etc/profile.d", "/etc/security",
+    "/etc/xdg",  # the XDG configuration root every desktop package writes into
 })
 NEVER = ("/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/usr/share/doc", "/usr/share/man",
          "/usr/share/info", "/usr/include", "/usr/share/locale", "/usr/lib/locale",
@@ -258,13 +259,15 @@ def _scan(scope: Scope, objects: list[_Object], found: Found) -> None:
 
 
 def _eligible(scope: Scope, real: str, cache: dict[str, frozenset[str]]) -> frozenset[str]:
-    """The packages whose paths the file `real` may bring: its owner and all it depends on."""
+    """The packages whose paths the file `real` may bring: its owner, what the owner
+    recommends (installed: fortune names /usr/share/games/fortunes, which fortunes-min ships),
+    and all these depend on."""
     owners = _owners(scope, real)
     out: set[str] = set()
     for owner in owners:
         if owner not in cache:
-            seen = {owner}
-            queue = [owner]
+            seen = {owner, *scope.db.depends(owner, recommends=True)}
+            queue = list(seen)
             while queue:
                 for dep in scope.db.depends(queue.pop()):
                     if dep not in seen:

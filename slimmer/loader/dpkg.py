@@ -35,6 +35,7 @@ class Entry:
     stanza: str  # its entry of the status file, as written there
     depends: tuple[tuple[str, ...], ...]  # Pre-Depends then Depends: each a list of alternatives
     provides: tuple[str, ...]
+    recommends: tuple[tuple[str, ...], ...] = ()  # installed by default (apt): fortune's cookies
 
 
 class PackageDb:
@@ -70,7 +71,8 @@ class PackageDb:
             provides = tuple(alt[0] for alt in _alternatives(fields.get("Provides", "")))
             self.entries[name] = Entry(name, fields.get("Version", ""),
                                        fields.get("Architecture", ""), stanza.strip() + "\n",
-                                       depends, provides)
+                                       depends, provides,
+                                       tuple(_alternatives(fields.get("Recommends", ""))))
             for virtual in provides:
                 self.providers.setdefault(virtual, []).append(name)
         info = root.lookup(INFO)
@@ -173,12 +175,14 @@ class PackageDb:
         owners = self.owners_of(path)
         return owners[0] if owners else None
 
-    def depends(self, name: str) -> list[str]:
-        """The installed packages `name` depends on: for each dependency the first alternative
-        that is installed (as itself, else through a package that Provides it)."""
+    def depends(self, name: str, recommends: bool = False) -> list[str]:
+        """The installed packages `name` depends on (and recommends, when asked): for each
+        dependency the first alternative that is installed (as itself, else through a package
+        that Provides it)."""
         entry = self.entries.get(name)
         out: list[str] = []
-        for alternatives in entry.depends if entry is not None else ():
+        wanted = () if entry is None else entry.depends + (entry.recommends if recommends else ())
+        for alternatives in wanted:
             for choice in alternatives:
                 if choice in self.entries:
                     out.append(choice)
