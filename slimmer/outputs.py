@@ -9,7 +9,10 @@ What is at the output path decides how it is written:
   O_TMPFILE is not supported, a temporary file made by mkstemp (O_CREAT|O_EXCL|O_NOFOLLOW,
   random name) takes its place. The new file's mode is 0644 whatever the umask.
 - a character device or a FIFO: written to in place as a stream (never replaced nor unlinked),
-  as `cp` does: `-o /dev/null`, `-o /dev/stdout`, a named pipe with a reader.
+  as `cp` does: `-o /dev/null`, `-o /dev/stdout`, a named pipe with a reader. It is opened at
+  once (a FIFO waits for its reader), and gets the bytes when they are complete: they are
+  gathered in an unnamed file in the temporary directory first, so that an output is always a
+  file its writer may seek in (the archive writer fills in a member's header after its content).
 - a symbolic link: followed to the file it points to, which is then written as above in its own
   directory (as `cp` does). A dangling link is refused (as GNU cp does), and so is a link in a
   sticky world-writable directory (/tmp) owned by neither the user nor the directory's owner,
@@ -129,22 +132,44 @@ class Output:
         self.target = where
         self.size = 0
         self._temp: str | None = None  # a named temporary file (the mkstemp fallback)
+        self._stream: int | None = None  # the device or FIFO, written at commit
         if where.stream:
-            fd = _open_stream(where)
+            self._stream = _open_stream(where)
+            try:
+                self._file: IO[bytes] = scratch_file(None)
+            except OSError:
+                self._close_stream()
+                raise
         else:
             fd, self._temp = _unnamed_file(os.path.dirname(where.path))
-        self._file: IO[bytes] = os.fdopen(fd, "wb")
+            self._file = os.fdopen(fd, "w+b")
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self._file.write(data)
         self.size += len(data)
 
     def tell(self) -> int:
         return self.size
 
+    def fileno(self) -> int:
+        """The file being written (flush before reading or writing it by descriptor)."""
+        return self._file.fileno()
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def truncate(self, size: int) -> None:
+        """Drop what was written after the first `size` bytes; writing goes on from there."""
+        self._file.flush()
+        os.ftruncate(self._file.fileno(), size)
+        self._file.seek(size)
+        self.size = size
+
     def commit(self) -> None:
         self._file.flush()
-        if not self.target.stream:
+        if self._stream is not None:
+            _send(self._file.fileno(), self._stream)
+        else:
             fd = self._file.fileno()
             os.fchmod(fd, OUTPUT_MODE)
             directory = os.path.dirname(self.target.path)
@@ -153,10 +178,18 @@ class Output:
             os.replace(self._temp, self.target.path)
             self._temp = None
         self._file.close()
+        self._close_stream()
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._stream)
+            self._stream = None
 
     def discard(self) -> None:
         with contextlib.suppress(OSError):  # a full disk fails the flush again: closed anyway
             self._file.close()
+        self._close_stream()
         if self._temp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
@@ -187,6 +220,16 @@ def write_file(given: str, data: bytes) -> int:
     with writing(given) as out:
         out.write(data)
     return out.size
+
+
+def _send(source: int, stream: int) -> None:
+    """All of the file `source` into the device or FIFO `stream`."""
+    offset = 0
+    while chunk := os.pread(source, CHUNK, offset):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(stream, view):]
+        offset += len(chunk)
 
 
 def _open_stream(where: Target) -> int:

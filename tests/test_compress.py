@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ import zstandard
 
 from slimmer.image.compress import (
     BLOCK,
+    FRAME,
     WINDOW,
     ParallelGzip,
+    ParallelZstd,
     crc32_combine,
     settings,
-    zstd_compressor,
+    zstd_frames,
 )
 from tests.support.cli import command, run_process
 from tests.support.host import need_tool
@@ -104,16 +107,79 @@ def test_crc32_combine_against_zlib() -> None:
         assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
-def test_zstd_same_bytes_with_one_and_two_threads() -> None:
-    data = sample(11 << 20, seed=5)  # more than two jobs
-    outputs = set()
-    for workers, write in ((1, 1 << 20), (2, 1 << 20), (2, 12345), (4, 1 << 16)):
-        packer = zstd_compressor(workers)
-        parts = [packer.compress(data[i:i + write]) for i in range(0, len(data), write)]
-        outputs.add(b"".join(parts) + packer.flush())
+def zstd_of(data: bytes, workers: int, write: int, cuts: dict[int, object],
+            premade: Callable[[object, int], bytes | None] | None = None) -> bytes:
+    """`data` through ParallelZstd in writes of `write` bytes, cut at the offsets of `cuts`
+    (naming the key given there)."""
+    packer = ParallelZstd(workers, premade)
+    out, at = [], 0
+    edges = sorted({*cuts, *range(0, len(data), write), len(data)})
+    for start, end in zip(edges, edges[1:], strict=False):
+        if start in cuts:
+            out.append(packer.cut(cuts[start]))
+        out.append(packer.compress(data[start:end]))
+        at = end
+    assert at == len(data)
+    return b"".join(out) + packer.flush()
+
+
+def frames_of(stream: bytes) -> list[bytes]:
+    """The input of each frame of a zstd stream."""
+    found, reader = [], zstandard.ZstdDecompressor()
+    while stream:
+        size = zstandard.frame_header_size(stream[:18])
+        assert size > 0
+        obj = reader.decompressobj()
+        found.append(obj.decompress(stream))
+        stream = obj.unused_data
+    return found
+
+
+ZSTD_CUTS = {0: None, 100_000: "key", 100_000 + FRAME + 7: None, 9 << 20: "other"}
+
+
+def test_zstd_same_bytes_with_any_threads_and_writes() -> None:
+    data = sample(11 << 20, seed=5)  # frames cut by FRAME and by the cuts
+    outputs = {zstd_of(data, workers, write, ZSTD_CUTS)
+               for workers, write in ((1, 1 << 20), (2, 1 << 20), (2, 12345), (4, 1 << 16))}
     assert len(outputs) == 1
     out = outputs.pop()
-    assert zstandard.ZstdDecompressor().decompressobj().decompress(out) == data
+    assert zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(
+        out) == data
+    # A frame ends at each cut and after FRAME bytes: each is the input's own frame.
+    pieces = frames_of(out)
+    assert [len(p) for p in pieces] == [100_000, FRAME, 7, FRAME, (9 << 20) - 100_000
+                                        - 2 * FRAME - 7, (11 << 20) - (9 << 20)]
+    assert b"".join(pieces) == data
+    assert out == b"".join(zstd_frames().compress(p) for p in pieces)
+
+
+def test_zstd_takes_premade_frames_where_its_key_was_cut() -> None:
+    """A premade frame replaces the one the workers would make (here a level-19 frame, which
+    tells them apart) only for the key and number asked; others are compressed."""
+    data = sample(6 << 20, seed=9)
+    start = 100_000
+    asked: list[tuple[object, int]] = []
+
+    def premade(key: object, number: int) -> bytes | None:
+        asked.append((key, number))
+        if key == "key" and number == 1:
+            piece = data[start + FRAME:start + FRAME + 7]
+            return zstandard.ZstdCompressor(level=19).compress(piece)
+        return None
+
+    cuts = {0: None, start: "key", start + FRAME + 7: None}
+    plain = zstd_of(data, 2, 1 << 20, cuts)
+    mixed = zstd_of(data, 2, 1 << 20, cuts, premade)
+    assert asked == [("key", 0), ("key", 1)]
+    assert mixed != plain
+    assert frames_of(mixed) == frames_of(plain)
+    assert zstd_of(data, 1, 77777, cuts, lambda key, number: None) == plain
+
+
+def test_zstd_of_nothing_is_one_empty_frame() -> None:
+    packer = ParallelZstd(2)
+    assert frames_of(packer.flush()) == [b""]
 
 
 def test_settings_name_what_decides_the_bytes() -> None:
@@ -161,3 +227,32 @@ def test_pack_workers_in_process_give_the_same_image(tmp_path: Path) -> None:
         results.append(_digest(out))
     assert len(set(results)) == 1
     assert run_process("verify", str(tmp_path / "w1.tar")).returncode == 0
+
+
+def test_pack_zstd_same_image_with_frames_made_early(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two workers, a child compresses the large files' frames during the assembly
+    (image/precompress.py); here it is let finish them all, so that the layer is all premade
+    frames but the small files': the image is the one a single worker makes (no child)."""
+    from slimmer.assemble.options import from_keywords
+    from slimmer.assemble.pack import pack
+    from slimmer.image import precompress
+
+    made: list[int] = []
+    stop = precompress.Precompressor.stop
+
+    def stop_when_done(self: precompress.Precompressor, wait: bool = False) -> None:
+        stop(self, wait=True)
+        made.append(self.made)
+
+    monkeypatch.setattr(precompress.Precompressor, "stop", stop_when_done)
+    program = "/usr/bin/python3"  # libpython and libcrypto: frames of their own
+    digests = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.tar"
+        pack(*from_keywords(programs=(program,), output=str(out), workers=workers,
+                            compression="zstd"))
+        digests.append(_digest(out))
+    assert made and made[0] >= 2  # only the two-worker pack started a child
+    assert digests[0] == digests[1]
+    assert run_process("verify", str(tmp_path / "w2.tar")).returncode == 0

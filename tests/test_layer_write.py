@@ -173,6 +173,7 @@ def test_layer_digests_are_of_the_stream(tmp_path: Path, compression: str) -> No
     plain = _plain_tar(layer_entries(tree), MTIME)
     layer = write_layer(tree, str(tmp_path), compression, MTIME, workers=2)
     try:
+        assert layer.file is not None
         blob = os.pread(layer.file.fileno(), layer.blob.descriptor.size + 1, 0)
     finally:
         layer.close()
@@ -182,7 +183,7 @@ def test_layer_digests_are_of_the_stream(tmp_path: Path, compression: str) -> No
     if compression == "gzip":
         blob = gzip.decompress(blob)
     elif compression == "zstd":
-        blob = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+        blob = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(blob)
     assert blob == plain
 
 
@@ -204,3 +205,53 @@ def test_an_unreadable_source_is_one_error(tmp_path: Path, what: str, problem: s
     tree.add("/f", File(0o644, 3, source=str(tmp_path / what)), "test")
     with pytest.raises(FileProblem, match=f"{tmp_path / what}: cannot read \\({problem}\\)"):
         write_tar(layer_entries(tree), io.BytesIO(), 0)
+
+
+# ---- a layer written straight into the archive (write.Archive) ----------------------------
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_layers_written_into_the_archive_are_members_once(tmp_path: Path,
+                                                          compression: str) -> None:
+    """Each layer becomes the member its digest names, where its placeholder was; the same
+    layer twice is one member; a blob's copy reads the member's bytes back; then the other
+    blobs and the documents. The archive is the same whether a layer was written in place or
+    copied from a scratch file."""
+    from slimmer.image.model import OCI_CONFIG, Blob
+    from slimmer.image.write import Archive
+    from slimmer.outputs import writing
+
+    tree = _tree(tmp_path)
+    other = FileTree()
+    other.add("/other", File(0o600, 3, data=b"abc"), "test")
+    config = Blob.of(OCI_CONFIG, b"{}")
+
+    def build(path: Path, in_place: bool) -> list[bytes]:
+        copies = []
+        with writing(str(path)) as out:
+            archive = Archive(out, MTIME)
+            for part in (tree, other, tree):
+                layer = write_layer(part, archive if in_place else str(tmp_path),
+                                    compression, MTIME, workers=2)
+                archive.add(layer.blob)
+                sink = io.BytesIO()
+                assert layer.blob.copy is not None
+                layer.blob.copy(sink)
+                copies.append(sink.getvalue())
+                layer.close()
+            archive.add(config)
+            archive.finish(b"index", b"manifest", None)
+        return copies
+
+    build(tmp_path / "placed.tar", True)
+    copies = build(tmp_path / "copied.tar", False)
+    assert (tmp_path / "placed.tar").read_bytes() == (tmp_path / "copied.tar").read_bytes()
+    with tarfile.open(tmp_path / "placed.tar") as archive:
+        names = archive.getnames()
+        digests = [f"blobs/sha256/{hashlib.sha256(c).hexdigest()}" for c in copies]
+        assert names == ["blobs", "blobs/sha256", digests[0], digests[1],
+                         str(config.descriptor.digest.member), "index.json", "manifest.json",
+                         "oci-layout"]
+        for name, copy in zip(digests, copies, strict=True):
+            member = archive.extractfile(name)
+            assert member is not None and member.read() == copy

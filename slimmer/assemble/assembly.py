@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from slimmer.assemble import apps, baseline, evidence, runtime, script_data, script_packages, spec
@@ -66,9 +67,12 @@ class Assembled:
 
 
 def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
-             base: RunConfig | None = None) -> Assembled:
+             base: RunConfig | None = None,
+             early: Callable[[FileTree], object] | None = None) -> Assembled:
     """Everything `pack` does but writing. The files come from `root` when given (an image
-    being slimmed, whose config is `base`), else from the directory build.root."""
+    being slimmed, whose config is `base`), else from the directory build.root. `early` is
+    shown the tree once the closures, recipes and kept paths are in (the bulk of the bytes;
+    the layer writer starts compressing them: image/precompress.py)."""
     job = Assembly(image, build, root, base)  # --add files placed first, the resolver
     job.resolve_programs()  # closures; a script's interpreters in its place
     job.find_commands()  # what scripts and the command line run, the application, virtualenvs
@@ -84,6 +88,8 @@ def assemble(image: ImageSpec, build: BuildOptions, root: Root | None = None,
     job.apply_recipes(job.recipes[len(build.recipes):])  # the built-in ones that match
     job.add_accounts()
     job.add_recipe_dirs()
+    if early is not None:
+        early(job.tree)
     job.add_evidence()
     job.add_runtime_needs()
     job.add_closures_of_added_files()

@@ -28,11 +28,13 @@ from slimmer.assemble.spec import ImageSpec
 from slimmer.errors import FileProblem
 from slimmer.fileio import read_small_file
 from slimmer.image.cache import LayerCache, make_layer
+from slimmer.image.compress import Premade
 from slimmer.image.layer import Layer
 from slimmer.image.layering import split
 from slimmer.image.model import RunConfig, canonical_json, rfc3339
+from slimmer.image.precompress import Precompressor, candidates
 from slimmer.image.reference import Reference, parse_reference
-from slimmer.image.write import ImageResult, write_image
+from slimmer.image.write import Archive, ImageResult, finish_image
 from slimmer.loader.root import Root
 from slimmer.notices import Notice
 from slimmer.progress import Progress
@@ -68,42 +70,83 @@ def pack(image: ImageSpec, build: BuildOptions, output: OutputOptions,
             build = replace(build, probed=probed_in_lock(lock, build.locked))
     if progress is not None:
         progress("resolving", 0, 0)
-    built = assemble(image, build, root, base)
-    tree = built.tree
-    outputs.refuse_overlap(written_files, [("file read into the image", e.source)
-                                           for _, e in tree.items()
-                                           if isinstance(e, File) and e.source is not None])
-    bytecode = fix_bytecode(tree, build.epoch, original)
-    wants_inputs = build.lock or build.locked or build.sbom
-    items = inputs(tree, built.dpkg) if wants_inputs else []
-    if build.locked and lock is not None:
-        check_lock(lock, items, build.locked)
-    written = _write(built, ref, image, build, output.path, progress, base is not None)
+    early = _Early(build, _scratch(output.path))
+    try:
+        built = assemble(image, build, root, base, early.start)
+        tree = built.tree
+        outputs.refuse_overlap(written_files, [("file read into the image", e.source)
+                                               for _, e in tree.items()
+                                               if isinstance(e, File) and e.source is not None])
+        bytecode = fix_bytecode(tree, build.epoch, original)
+        wants_inputs = build.lock or build.locked or build.sbom
+        items = inputs(tree, built.dpkg) if wants_inputs else []
+        if build.locked and lock is not None:
+            check_lock(lock, items, build.locked)
+        written = _write(built, ref, image, build, output.path, progress, base is not None,
+                         early.stop())
+    finally:
+        early.close()
     _write_provenance(items, ref, build)
     return PackResult(written, len(tree), tree.content_size(), tree, built.warnings, bytecode)
 
 
-def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptions, path: str,
-           progress: Progress | None, slimmed: bool) -> ImageResult:
-    """The layers (in scratch files beside the output; one, or as layering.split makes them
-    with --layers) and the archive."""
+class _Early:
+    """The zstd frames of the large files, made while the assembly goes on
+    (image/precompress.py): started when the assembly shows its tree, stopped before the
+    layer is written."""
+
+    def __init__(self, build: BuildOptions, scratch: str | None) -> None:
+        self._build = build
+        self._scratch = scratch
+        self._child: Precompressor | None = None
+
+    def start(self, tree: FileTree) -> None:
+        # One core: the child would take it from the assembly.
+        if self._build.compression == "zstd" and self._build.workers > 1:
+            self._child = Precompressor.start(candidates(tree, self._build.epoch),
+                                              self._scratch)
+
+    def stop(self) -> Premade | None:
+        if self._child is None:
+            return None
+        self._child.stop()
+        return self._child.premade
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.close()
+
+
+def _scratch(path: str) -> str | None:
+    """Where scratch files go: beside the output (None, the temporary directory, for a device
+    or FIFO)."""
     target = outputs.target(path)
-    scratch = None if target.stream else os.path.dirname(target.path)  # not /dev
+    return None if target.stream else os.path.dirname(target.path)
+
+
+def _write(built: Assembled, ref: Reference, image: ImageSpec, build: BuildOptions, path: str,
+           progress: Progress | None, slimmed: bool, premade: Premade | None) -> ImageResult:
+    """The archive, its layers written straight into it (one, or as layering.split makes them
+    with --layers), or copied from the layer cache."""
     parts = split(built.tree, build.layers)
     layers: list[Layer] = []
     try:
-        total, done = built.tree.content_size(), 0
-        cache = LayerCache(build.cache_dir) if build.cache_dir else None
-        for part in parts:
-            shown = None if progress is None else _offset(progress, done, total)
-            layers.append(make_layer(part.tree, scratch, build.compression, build.epoch,
-                                     shown, build.workers, cache))
-            done += part.tree.content_size()
-        return write_image(path, layers, built.platform, built.config, ref, build.epoch,
-                           f"slimmer {VERSION}", image.annotations,
-                           contents_json(built.tree, "slim" if slimmed else "pack",
-                                         built.warnings),
-                           [p.name for p in parts] if len(parts) > 1 else ())
+        with outputs.writing(path) as out:
+            archive = Archive(out, build.epoch)
+            total, done = built.tree.content_size(), 0
+            cache = LayerCache(build.cache_dir) if build.cache_dir else None
+            for part in parts:
+                shown = None if progress is None else _offset(progress, done, total)
+                layer = make_layer(part.tree, archive, build.compression, build.epoch, shown,
+                                   build.workers, cache, premade)
+                layers.append(layer)
+                archive.add(layer.blob)  # one from the cache: in its place, as if written
+                done += part.tree.content_size()
+            return finish_image(archive, layers, built.platform, built.config, ref,
+                                build.epoch, f"slimmer {VERSION}", image.annotations,
+                                contents_json(built.tree, "slim" if slimmed else "pack",
+                                              built.warnings),
+                                [p.name for p in parts] if len(parts) > 1 else ())
     except OSError as exc:
         raise FileProblem(f"{path}: cannot write the image ({exc.strerror})") from exc
     finally:

@@ -33,8 +33,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
-from slimmer.image.compress import settings
-from slimmer.image.layer import MEDIA_TYPES, Layer, layer_entries, write_layer, write_tar
+from slimmer.image.compress import Premade, settings
+from slimmer.image.layer import (
+    MEDIA_TYPES,
+    Layer,
+    LayerTarget,
+    layer_entries,
+    write_layer,
+    write_tar,
+)
 from slimmer.image.model import Descriptor, Digest
 from slimmer.outputs import OutputProblem, writing
 from slimmer.tree import FileTree
@@ -180,9 +187,9 @@ def tar_digest(tree: FileTree, mtime: int, progress: Callable[[int, int], None] 
     return Digest("sha256", hasher.digest.hexdigest())
 
 
-def make_layer(tree: FileTree, directory: str | None, compression: str, mtime: int,
+def make_layer(tree: FileTree, into: LayerTarget | str | None, compression: str, mtime: int,
                progress: Stage | None = None, workers: int = 1,
-               cache: LayerCache | None = None) -> Layer:
+               cache: LayerCache | None = None, premade: Premade | None = None) -> Layer:
     """The layer of `tree` (layer.write_layer), taken from `cache` when it holds it, stored in
     it otherwise. Uncompressed layers are not cached: there is nothing to save."""
 
@@ -192,13 +199,15 @@ def make_layer(tree: FileTree, directory: str | None, compression: str, mtime: i
         return lambda done, total: progress(what, done, total)
 
     if cache is None or compression == "none":
-        return write_layer(tree, directory, compression, mtime, stage("compressing"), workers)
+        return write_layer(tree, into, compression, mtime, stage("compressing"), workers,
+                           premade)
     media_type = MEDIA_TYPES[compression]
     found = cache.lookup(cache_key(tar_digest(tree, mtime, stage("reading")), compression),
                          media_type)
     if found is not None:
         return found
-    layer = write_layer(tree, directory, compression, mtime, stage("compressing"), workers)
+    layer = write_layer(tree, into, compression, mtime, stage("compressing"), workers,
+                        premade)
     # Keyed by what was written: a file changed between the passes gives another key.
     cache.store(cache_key(layer.diff_id, compression), layer)
     return layer

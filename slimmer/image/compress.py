@@ -11,10 +11,15 @@ only on the block and its predecessor's tail, so a block is the same whichever t
 it and whenever: zlib releases the GIL, and threads give real parallelism. At most 2 blocks per
 worker are in flight, so memory does not grow with the layer.
 
-zstd uses zstd's own worker threads (python-zstandard's `threads`): in multi-threaded mode zstd
-cuts the input into jobs of a size fixed by the compression parameters (JOB_SIZE here), not by the
-number of threads, so 1 and N threads give the same bytes; 0 threads (the single-threaded mode)
-would give others, so at least one worker thread is always used.
+zstd, the same way: the stream is a sequence of independent zstd frames (RFC 8878 allows any
+number, and every engine's reader reads on across them), each compressed on its own at level 3 on
+one thread, with its content size and checksum. A frame ends after FRAME bytes of input, or
+earlier where the writer cuts the stream (`cut`): the layer writer cuts before and after every
+file of at least BIG bytes, so that the frames of such a file depend only on its tar header and
+its content, whatever comes before it. Those frames can then be compressed before the layer is
+written (precompress.py compresses them while the files are still being chosen) and dropped into
+the stream (`premade`). Frames are compressed on `workers` threads (zstd releases the GIL) and
+written in order: the bytes never depend on the number of threads or on what was premade.
 
 The settings that decide the bytes are in `settings()`: the layer cache keys its entries by them.
 """
@@ -22,8 +27,10 @@ The settings that decide the bytes are in `settings()`: the layer cache keys its
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import zstandard
@@ -32,8 +39,9 @@ GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 BLOCK = 128 << 10  # gzip input block: pigz's default
 WINDOW = 32 << 10  # deflate's window: the dictionary a block gets from its predecessor
-JOB_SIZE = 4 << 20  # zstd's job size: half its default at level 3 (8 MiB), half the memory
-FORMAT = 1  # bumped whenever the bytes for the same input and settings change
+FRAME = 4 << 20  # zstd: the most input a frame holds
+BIG = 1 << 20  # zstd: a file this large begins frames of its own (the layer writer's cuts)
+FORMAT = 2  # bumped whenever the bytes for the same input and settings change
 
 _GZIP_HEADER = b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + b"\x00\xff"
 _POLY = 0xEDB88320  # CRC-32, reflected
@@ -46,7 +54,7 @@ def settings(kind: str, block: int = BLOCK) -> dict[str, object]:
                 "zlib": zlib.ZLIB_RUNTIME_VERSION}
     if kind == "zstd":
         return {"format": FORMAT, "compression": "zstd", "level": ZSTD_LEVEL,
-                "job_size": JOB_SIZE, "zstd": zstandard.ZSTD_VERSION}
+                "frame": FRAME, "big": BIG, "zstd": zstandard.ZSTD_VERSION}
     return {"format": FORMAT, "compression": kind}
 
 
@@ -162,6 +170,10 @@ class ParallelGzip:
             out.append(data)
         return b"".join(out)
 
+    def cut(self, key: object = None) -> bytes:
+        """gzip's blocks do not follow the writer's cuts: nothing changes."""
+        return b""
+
     def flush(self) -> bytes:
         try:
             if self._buffer:
@@ -179,10 +191,109 @@ class ParallelGzip:
         self._pool.shutdown(wait=True)
 
 
-def zstd_compressor(workers: int = 1) -> zstandard.ZstdCompressionObj:
-    """A zstd stream in multi-threaded mode (at least one worker thread): the same bytes for
-    any number of workers, a checksum, no content size."""
-    params = zstandard.ZstdCompressionParameters.from_level(
-        ZSTD_LEVEL, threads=max(1, workers), job_size=JOB_SIZE, write_checksum=True,
-        write_content_size=False)
-    return zstandard.ZstdCompressor(compression_params=params).compressobj()
+# ---- zstd on every core ---------------------------------------------------------------------
+
+
+def zstd_frames() -> zstandard.ZstdCompressor:
+    """What compresses one frame (`.compress(data)`): level 3, one thread, the content size and
+    a checksum in the frame. One per thread: a compressor is not shared."""
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
+                                    write_content_size=True)
+
+
+Premade = Callable[[object, int], "bytes | None"]  # (key, frame number) -> the frame, if made
+
+
+class ParallelZstd:
+    """compress(data) -> the bytes ready so far, cut(key) -> the same after ending the current
+    frame, flush() -> the rest: independent frames (see the module's docstring) whose bytes
+    depend only on the input and where it was cut. `premade(key, n)` may give frame n after the
+    cut that named `key`: its input is then counted, not compressed. `close` (or flush) stops
+    the workers."""
+
+    def __init__(self, workers: int = 1, premade: Premade | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="slimmer-zstd")
+        self._local = threading.local()
+        # Frames in flight: room for the writer to pass premade frames while the workers work
+        # (at most 16 MiB of input per worker).
+        self._limit = 4 * max(1, workers)
+        self._pending: deque[tuple[Future[bytes], bool]] = deque()  # (frame, worked on)
+        self._working = 0  # frames of `pending` given to the workers (premade ones are not)
+        self._buffer = bytearray()
+        self._used = 0  # input in the current frame (buffered, or premade and only counted)
+        self._premade = premade
+        self._key: object = None  # what the last cut named
+        self._number = 0  # of the current frame since that cut
+        self._ready: bytes | None = None  # the current frame, premade
+        self._frames = 0  # frames ended so far
+
+    def compress(self, data: bytes | memoryview) -> bytes:
+        view, start = memoryview(data), 0
+        while start < len(view):
+            if self._used == 0:
+                self._begin()
+            take = min(len(view) - start, FRAME - self._used)
+            if self._ready is None:
+                self._buffer += view[start:start + take]
+            self._used += take
+            start += take
+            if self._used == FRAME:
+                self._end()
+                self._number += 1
+        return self._collect(wait=False)
+
+    def cut(self, key: object = None) -> bytes:
+        """End the current frame (if it holds anything); the frames from here on are `key`'s."""
+        if self._used:
+            self._end()
+        self._key, self._number = key, 0
+        return self._collect(wait=False)
+
+    def _begin(self) -> None:
+        made = None
+        if self._key is not None and self._premade is not None:
+            made = self._premade(self._key, self._number)
+        self._ready = made
+
+    def _end(self) -> None:
+        if self._ready is not None:
+            done: Future[bytes] = Future()
+            done.set_result(self._ready)
+            self._pending.append((done, False))
+            self._ready = None
+        else:
+            # The buffer itself goes to the worker (no copy); the next frame gets a new one.
+            self._pending.append((self._pool.submit(self._frame, self._buffer), True))
+            self._working += 1
+            self._buffer = bytearray()
+        self._used = 0
+        self._frames += 1
+
+    def _frame(self, data: bytearray) -> bytes:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = zstd_frames()
+        return compressor.compress(data)
+
+    def _collect(self, wait: bool) -> bytes:
+        out = []
+        pending = self._pending
+        while pending and (wait or self._working > self._limit or pending[0][0].done()):
+            future, worked = pending.popleft()
+            out.append(future.result())
+            self._working -= worked
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        try:
+            if self._used or not self._frames:  # an empty input is one empty frame
+                self._end()
+            return self._collect(wait=True)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the workers (waiting for the frames in flight, whose results are dropped)."""
+        for future, _ in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)

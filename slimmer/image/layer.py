@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 from slimmer.errors import FileProblem, SlimmerError
-from slimmer.image.compress import ParallelGzip, zstd_compressor
+from slimmer.image.compress import BIG, ParallelGzip, ParallelZstd, Premade
 from slimmer.image.model import Blob, Descriptor, Digest
 from slimmer.outputs import Sink, scratch_file
 from slimmer.tree import Dir, Entry, File, FileTree, Symlink
@@ -43,45 +43,85 @@ class ChangedWhilePacking(SlimmerError):
 
 @dataclass(frozen=True, slots=True)
 class Layer:
-    """A layer written into a file without a name (outputs.scratch_file): nothing is left
-    behind, whatever ends the process. Its blob copies the file into the archive; `close`
-    when done."""
+    """A layer written, and where: in a file without a name (ScratchTarget: nothing is left
+    behind, whatever ends the process), whose blob copies the file into the archive, or in the
+    archive itself (write.Archive), whose blob reads it back from there. `close` when done."""
 
     blob: Blob
     diff_id: Digest  # sha256 of the uncompressed tar (equal to the blob's when uncompressed)
-    file: IO[bytes]
+    file: IO[bytes] | None = None  # the scratch file, if it is in one
 
     @classmethod
     def of_file(cls, descriptor: Descriptor, diff_id: Digest, file: IO[bytes]) -> Layer:
         """The layer whose blob is all of `file` (described by `descriptor`)."""
-        return cls(Blob(descriptor, copy=_copier(file)), diff_id, file)
+        return cls(Blob(descriptor, copy=region_copier(file.fileno(), 0, descriptor.size)),
+                   diff_id, file)
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
-def _copier(file: IO[bytes]) -> Callable[[Sink], None]:
+def region_copier(fd: int, offset: int, size: int) -> Callable[[Sink], None]:
+    """What copies `size` bytes of the file `fd` from `offset` into a sink (a blob's `copy`)."""
     def copy(out: Sink) -> None:
-        offset, fd = 0, file.fileno()
-        while chunk := os.pread(fd, CHUNK, offset):
+        at, end = offset, offset + size
+        while at < end and (chunk := os.pread(fd, min(CHUNK, end - at), at)):
             out.write(chunk)
-            offset += len(chunk)
+            at += len(chunk)
 
     return copy
 
 
+class Writable(Protocol):
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+class LayerTarget(Protocol):
+    """Where write_layer puts a layer's blob: `begin` gives what to write it to, `end` makes the
+    Layer of what was written (its descriptor and diff_id), `abandon` drops it."""
+
+    def begin(self) -> Writable: ...
+    def end(self, descriptor: Descriptor, diff_id: Digest) -> Layer: ...
+    def abandon(self) -> None: ...
+
+
+class ScratchTarget:
+    """A layer in a file without a name in `directory` (None: the temporary directory)."""
+
+    def __init__(self, directory: str | None) -> None:
+        self._directory = directory
+        self._file: IO[bytes] | None = None
+
+    def begin(self) -> Writable:
+        self._file = scratch_file(self._directory)
+        return self._file
+
+    def end(self, descriptor: Descriptor, diff_id: Digest) -> Layer:
+        assert self._file is not None
+        self._file.flush()
+        return Layer.of_file(descriptor, diff_id, self._file)
+
+    def abandon(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):  # a full disk fails the flush again
+                self._file.close()
+
+
 class _Compressor(Protocol):
     def compress(self, data: bytes | memoryview) -> bytes: ...
+    def cut(self, key: object = None) -> bytes: ...
     def flush(self) -> bytes: ...
+    def close(self) -> None: ...
 
 
-def _compressor(kind: str, workers: int) -> _Compressor | None:
+def _compressor(kind: str, workers: int, premade: Premade | None) -> _Compressor | None:
     """gzip and zstd on `workers` threads, the same bytes for any number (compress.py); None
-    for an uncompressed layer."""
+    for an uncompressed layer. `premade`: zstd frames already made (precompress.py)."""
     if kind == "gzip":
         return ParallelGzip(workers)
     if kind == "zstd":
-        return zstd_compressor(workers)
+        return ParallelZstd(workers, premade)
     if kind == "none":
         return None
     raise SlimmerError(f"unknown compression {kind!r} (gzip, zstd or none)")
@@ -89,16 +129,16 @@ def _compressor(kind: str, workers: int) -> _Compressor | None:
 
 class BlobWriter:
     """A file-like sink: bytes in are hashed (uncompressed), compressed, hashed again and written
-    to a file without a name in `directory` (None: the temporary directory). Uncompressed, the
-    blob is the tar: hashed once."""
+    to `out`. Uncompressed, the blob is the tar: hashed once."""
 
-    def __init__(self, directory: str | None, compression: str, workers: int = 1) -> None:
+    def __init__(self, out: Writable, compression: str, workers: int = 1,
+                 premade: Premade | None = None) -> None:
         self.compression = compression
-        self._compressor = _compressor(compression, workers)
+        self._compressor = _compressor(compression, workers, premade)
         self._raw = hashlib.sha256()
         self._out = hashlib.sha256() if self._compressor is not None else self._raw
         self._size = 0
-        self._file = scratch_file(directory)
+        self._file = out
 
     def write(self, data: bytes | memoryview) -> None:
         self._raw.update(data)
@@ -108,26 +148,28 @@ class BlobWriter:
         else:
             self._emit(self._compressor.compress(data))
 
+    def cut(self, key: object = None) -> None:
+        """The writer's frame boundary (compress.py): zstd ends a frame here."""
+        if self._compressor is not None:
+            self._emit(self._compressor.cut(key))
+
     def _emit(self, data: bytes) -> None:
         if data:
             self._out.update(data)
             self._file.write(data)
             self._size += len(data)
 
-    def finish(self) -> Layer:
+    def finish(self) -> tuple[Descriptor, Digest]:
+        """The blob's descriptor, and the diff_id."""
         if self._compressor is not None:
             self._emit(self._compressor.flush())
-        self._file.flush()
         desc = Descriptor(MEDIA_TYPES[self.compression], Digest("sha256", self._out.hexdigest()),
                           self._size)
-        return Layer(Blob(desc, copy=_copier(self._file)),
-                     Digest("sha256", self._raw.hexdigest()), self._file)
+        return desc, Digest("sha256", self._raw.hexdigest())
 
     def discard(self) -> None:
-        if isinstance(self._compressor, ParallelGzip):
+        if self._compressor is not None:
             self._compressor.close()
-        with contextlib.suppress(OSError):  # a full disk fails the flush again: closed anyway
-            self._file.close()
 
 
 def tar_header(name: str, entry: Entry, mtime: int, link: str | None = None) -> bytes:
@@ -214,9 +256,25 @@ def _xattr_records(xattrs: tuple[tuple[str, bytes], ...]) -> dict[str, str]:
 
 class TarSink(Protocol):
     """Where write_tar puts the stream. `write` gets views of a buffer that is filled again
-    once it returns: it must use (or copy) the bytes before returning."""
+    once it returns: it must use (or copy) the bytes before returning. A sink with a `cut(key)`
+    method is told where a file of at least compress.BIG bytes begins (key: frame_key) and ends
+    (None)."""
 
     def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+FrameKey = tuple[bytes, str, tuple[int, ...]]  # (tar header, source, file_identity)
+
+
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What tells that a file is as it was when it was read (its content rewritten, or another
+    file put in its place, changes one of them): device, inode, size, mtime and ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def tar_name(path: str, entry: Entry) -> str:
+    """A tree path's name in the layer: no leading slash, a directory with a trailing one."""
+    return path.lstrip("/") + ("/" if isinstance(entry, Dir) else "")
 
 
 class _Staging:
@@ -225,6 +283,7 @@ class _Staging:
 
     def __init__(self, sink: TarSink, size: int = CHUNK) -> None:
         self._sink = sink
+        self._cut: Callable[[FrameKey | None], object] | None = getattr(sink, "cut", None)
         self._buffer = bytearray(size)
         self._view = memoryview(self._buffer)
         self._size = size
@@ -258,6 +317,12 @@ class _Staging:
             self._sink.write(self._view[:self._used])
             self._used = 0
 
+    def cut(self, key: FrameKey | None) -> None:
+        """Tell the sink (if it cares) that a large file begins here (`key`) or ends (None)."""
+        if self._cut is not None:
+            self.flush()
+            self._cut(key)
+
 
 def write_tar(entries: list[tuple[str, Entry]], sink: TarSink, mtime: int,
               progress: Progress | None = None) -> None:
@@ -281,54 +346,71 @@ def write_tar(entries: list[tuple[str, Entry]], sink: TarSink, mtime: int,
     for name, entry in entries:
         first = firsts.get(entry.node) if isinstance(entry, File) and entry.node else None
         link = first if first is not None and first != name else None
-        out.put(tar_header(name, entry, mtime, link))
-        if isinstance(entry, File) and link is None:
-            _copy_content(entry, out, advance)
+        header = tar_header(name, entry, mtime, link)
+        if not isinstance(entry, File) or link is not None:
+            out.put(header)
+        elif entry.data is not None:
+            out.put(header)
+            out.put(entry.data)
+            advance(len(entry.data))  # counted in the total too
+            _pad(out, len(entry.data))
+        else:
+            _copy_file(entry, header, out, advance)
     out.put(bytes(1024))
     out.flush()
 
 
-def _copy_content(entry: File, out: _Staging, advance: Callable[[int], None]) -> None:
-    if entry.data is not None:
-        out.put(entry.data)
-        written = len(entry.data)
-        advance(written)  # counted in the total too
-    else:
-        assert entry.source is not None
+def _copy_file(entry: File, header: bytes, out: _Staging, advance: Callable[[int], None]
+               ) -> None:
+    """A file's header and content; a large one between two cuts (TarSink)."""
+    assert entry.source is not None
+    try:
+        fd = os.open(entry.source, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileProblem(f"{entry.source}: cannot read ({exc.strerror})") from None
+    try:
+        big = entry.size >= BIG
+        if big:
+            out.cut((header, entry.source, file_identity(os.fstat(fd))))
+        out.put(header)
         written = 0
-        try:
-            fd = os.open(entry.source, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise FileProblem(f"{entry.source}: cannot read ({exc.strerror})") from None
-        try:
-            while written < entry.size:
-                got = out.read(fd, entry.size - written, entry.source)
-                if not got:
-                    break
-                written += got
-                advance(got)
-            if written != entry.size or out.read(fd, 1, entry.source):
-                raise ChangedWhilePacking(f"{entry.source}: file changed while packing")
-        finally:
-            os.close(fd)
+        while written < entry.size:
+            got = out.read(fd, entry.size - written, entry.source)
+            if not got:
+                break
+            written += got
+            advance(got)
+        if written != entry.size or out.read(fd, 1, entry.source):
+            raise ChangedWhilePacking(f"{entry.source}: file changed while packing")
+        _pad(out, written)
+        if big:
+            out.cut(None)
+    finally:
+        os.close(fd)
+
+
+def _pad(out: _Staging, written: int) -> None:
     if written % 512:
         out.put(bytes(512 - written % 512))
 
 
 def layer_entries(tree: FileTree) -> list[tuple[str, Entry]]:
     """Tar names for a tree: no leading slash, directories with a trailing one."""
-    return [(path.lstrip("/") + ("/" if isinstance(e, Dir) else ""), e)
-            for path, e in tree.items()]
+    return [(tar_name(path, e), e) for path, e in tree.items()]
 
 
-def write_layer(tree: FileTree, directory: str | None, compression: str, mtime: int,
-                progress: Progress | None = None, workers: int = 1) -> Layer:
-    """Write the tree as one layer blob into a file without a name in `directory`,
-    compressed on `workers` threads (the bytes do not depend on their number)."""
-    writer = BlobWriter(directory, compression, workers)
+def write_layer(tree: FileTree, into: LayerTarget | str | None, compression: str, mtime: int,
+                progress: Progress | None = None, workers: int = 1,
+                premade: Premade | None = None) -> Layer:
+    """Write the tree as one layer blob `into` a target (a directory: a file without a name
+    there, ScratchTarget), compressed on `workers` threads (the bytes do not depend on their
+    number, nor on which zstd frames were `premade`)."""
+    target = ScratchTarget(into) if into is None or isinstance(into, str) else into
+    writer = BlobWriter(target.begin(), compression, workers, premade)
     try:
         write_tar(layer_entries(tree), writer, mtime, progress)
-        return writer.finish()
+        return target.end(*writer.finish())
     except BaseException:
         writer.discard()
+        target.abandon()
         raise

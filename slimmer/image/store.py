@@ -90,7 +90,8 @@ def decompressed(raw: IO[bytes]) -> IO[bytes]:
     if head[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
     if head == b"\x28\xb5\x2f\xfd":
-        return zstandard.ZstdDecompressor().stream_reader(buffered)
+        # A zstd layer may be several frames (slimmer writes them so: compress.py).
+        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
     return buffered
 
 

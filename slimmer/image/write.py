@@ -1,23 +1,26 @@
 """The one writer of image archives: config, manifest and index as canonical JSON, and the one
 archive that is both an OCI image layout and a `docker save` archive (docs/oci-output.md has
-what each engine needs). `pack` and `slim` write through `write_image`, `index` through
-`write_layout`; blobs come as model.Blob records, their member names from model.Digest.
-Reading is slimmer/image/store.py's."""
+what each engine needs). Everything goes through `Archive`: `pack` and `slim` write their layers
+straight into it and complete it with `finish_image`, `index` writes through `write_layout`;
+blobs come as model.Blob records, their member names from model.Digest. Reading is
+slimmer/image/store.py's."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from slimmer.errors import SlimmerError
-from slimmer.image.layer import Layer, tar_header
+from slimmer.image.layer import Layer, region_copier, tar_header
 from slimmer.image.model import (  # the one home of media types, digests, blob records, configs
     CONTENTS,
     OCI_CONFIG,
     OCI_INDEX,
     OCI_MANIFEST,
     Blob,
+    Descriptor,
     Digest,
     Platform,
     RunConfig,
@@ -123,10 +126,22 @@ def write_image(output: str, layers: Sequence[Layer], platform: Platform, cfg: R
                 annotations: Mapping[str, str] | None = None, contents: bytes | None = None,
                 names: Sequence[str] = ()) -> ImageResult:
     """Write the combined OCI + docker archive of `layers` (base first) to `output` (as
-    outputs.writing writes). `names`: what each layer holds, one history entry each (none:
-    the one entry of a one-layer image). `contents` (the reasons, for `slimmer why` and
-    `inspect`) goes in as slimmer.json: an extra file of the layout, which every loader
-    passes over, so that it changes no digest of the image."""
+    outputs.writing writes); see `finish_image`."""
+    with writing(output) as out:
+        return finish_image(Archive(out, created), layers, platform, cfg, ref, created,
+                            created_by, annotations, contents, names)
+
+
+def finish_image(archive: Archive, layers: Sequence[Layer], platform: Platform,
+                 cfg: RunConfig, ref: Reference, created: int, created_by: str,
+                 annotations: Mapping[str, str] | None = None, contents: bytes | None = None,
+                 names: Sequence[str] = ()) -> ImageResult:
+    """Complete the archive of `layers` (base first; those written into `archive` already are
+    not copied again): config, manifest, index.json, manifest.json. `names`: what each layer
+    holds, one history entry each (none: the one entry of a one-layer image). `contents` (the
+    reasons, for `slimmer why` and `inspect`) goes in as slimmer.json: an extra file of the
+    layout, which every loader passes over, so that it changes no digest of the image.
+    archive_size: the archive's, complete (the caller commits it)."""
     config = Blob.of(OCI_CONFIG, config_json(platform, cfg, [str(la.diff_id) for la in layers],
                                              created, created_by, names))
     descriptors = [layer.blob.descriptor for layer in layers]
@@ -144,13 +159,14 @@ def write_image(output: str, layers: Sequence[Layer], platform: Platform, cfg: R
     docker_manifest = canonical_json([docker_entry(config.descriptor.digest,
                                                    [d.digest for d in descriptors],
                                                    [ref.short])])
-    size = write_layout(output, [config, manifest, *(layer.blob for layer in layers)], index,
-                        docker_manifest, created, contents)
+    for blob in (*(layer.blob for layer in layers), config, manifest):
+        archive.add(blob)
+    archive.finish(index, docker_manifest, contents)
     written = tuple(WrittenLayer(str(d.digest), str(la.diff_id), d.size, name)
                     for d, la, name in zip(descriptors, layers,
                                            names or [""] * len(layers), strict=True))
-    return ImageResult(output, ref, str(manifest.descriptor.digest),
-                       str(config.descriptor.digest), written, size)
+    return ImageResult(archive.path, ref, str(manifest.descriptor.digest),
+                       str(config.descriptor.digest), written, archive.size)
 
 
 def docker_entry(config: Digest, layers: Sequence[Digest], tags: list[str]) -> dict[str, Any]:
@@ -162,40 +178,102 @@ def write_layout(output: str, blobs: Sequence[Blob], index: bytes, docker_manife
                  mtime: int, contents: bytes | None = None) -> int:
     """Write an OCI layout tar (blobs sorted by digest, each once; index.json, manifest.json,
     oci-layout, and slimmer.json when `contents` is given) to `output`, in place only when
-    complete (outputs.writing). The one writer of image archives: `pack`, `slim` and `index`
-    write through it. Returns the archive's size."""
+    complete (outputs.writing). Returns the archive's size."""
     unique = {str(blob.descriptor.digest): blob for blob in blobs}
+    algorithms = sorted({blob.descriptor.digest.algorithm for blob in blobs})
     with writing(output) as out:
-        _archive(out, [unique[d] for d in sorted(unique)], index, docker_manifest, mtime,
-                 contents)
+        archive = Archive(out, mtime, algorithms)
+        for digest in sorted(unique):
+            archive.add(unique[digest])
+        archive.finish(index, docker_manifest, contents)
     return out.size
 
 
-def _archive(out: Output, blobs: list[Blob], index: bytes, docker_manifest: bytes,
-             mtime: int, contents: bytes | None) -> None:
-    def put(name: str, data: bytes) -> None:
-        out.write(tar_header(name, File(0o644, len(data), data=data), mtime))
-        out.write(data + b"\0" * (-len(data) % 512))
+class Archive:
+    """The one writer of image archives (`pack`, `slim` and `index` write through it), into
+    `out`: the blobs/ directories, the blobs in the order they come (each once), then the
+    documents. A layer can be written straight into it (it is a layer.LayerTarget): its header
+    goes in once its digest and size are known, where a placeholder held its place."""
 
-    out.write(tar_header("blobs/", Dir(), mtime))
-    for algorithm in sorted({blob.descriptor.digest.algorithm for blob in blobs}):
-        out.write(tar_header(f"blobs/{algorithm}/", Dir(), mtime))
-    for blob in blobs:
+    def __init__(self, out: Output, mtime: int, algorithms: Sequence[str] = ("sha256",)) -> None:
+        self._out = out
+        self._mtime = mtime
+        self._written: dict[str, int] = {}  # member -> where its content is
+        self._start: int | None = None  # where the layer being written begins (its header)
+        out.write(tar_header("blobs/", Dir(), mtime))
+        for algorithm in algorithms:
+            out.write(tar_header(f"blobs/{algorithm}/", Dir(), mtime))
+
+    @property
+    def path(self) -> str:
+        return self._out.target.given
+
+    @property
+    def size(self) -> int:
+        return self._out.tell()
+
+    def add(self, blob: Blob) -> None:
+        """Write `blob` as the member its digest names, unless it is there already."""
         name, size = blob.descriptor.digest.member, blob.descriptor.size
+        if name in self._written:
+            return
         if blob.data is not None:
-            put(name, blob.data)
-            continue
+            self._written[name] = self._put(name, blob.data)
+            return
         assert blob.copy is not None
-        out.write(tar_header(name, File(0o644, size, source=name), mtime))
-        start = out.tell()
+        out = self._out
+        out.write(tar_header(name, File(0o644, size, source=name), self._mtime))
+        start = self._written[name] = out.tell()
         blob.copy(out)
         if out.tell() - start != size:
             raise SlimmerError(f"{name}: {out.tell() - start} bytes written, {size} "
                                "expected (did the file change?)")
-        out.write(b"\0" * (-size % 512))
-    put("index.json", index)
-    put("manifest.json", docker_manifest)
-    put("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
-    if contents is not None:
-        put(CONTENTS, contents)
-    out.write(b"\0" * 1024)
+        out.write(bytes(-size % 512))
+
+    def begin(self) -> Output:
+        """A layer's blob is written from here (a placeholder for its header first)."""
+        self._start = self._out.tell()
+        self._out.write(bytes(512))
+        return self._out
+
+    def end(self, descriptor: Descriptor, diff_id: Digest) -> Layer:
+        """The layer written since `begin`: its header filled in, or, when the archive holds
+        that blob already, the copy dropped."""
+        start, self._start = self._start, None
+        assert start is not None
+        out, name, size = self._out, descriptor.digest.member, descriptor.size
+        out.flush()
+        if name in self._written:
+            out.truncate(start)
+        else:
+            header = tar_header(name, File(0o644, size, source=name), self._mtime)
+            if len(header) != 512 or out.tell() != start + 512 + size:
+                raise SlimmerError(f"{name}: the layer written in place is not {size} bytes "
+                                   "under a plain header")
+            os.pwrite(out.fileno(), header, start)
+            out.write(bytes(-size % 512))
+            self._written[name] = start + 512
+        blob = Blob(descriptor, copy=region_copier(out.fileno(), self._written[name], size))
+        return Layer(blob, diff_id)
+
+    def abandon(self) -> None:
+        """Drop the layer being written (its placeholder and whatever followed)."""
+        if self._start is not None:
+            self._out.truncate(self._start)
+            self._start = None
+
+    def _put(self, name: str, data: bytes) -> int:
+        """A member of `data`; returns where its content is."""
+        self._out.write(tar_header(name, File(0o644, len(data), data=data), self._mtime))
+        start = self._out.tell()
+        self._out.write(data + bytes(-len(data) % 512))
+        return start
+
+    def finish(self, index: bytes, docker_manifest: bytes, contents: bytes | None) -> None:
+        """The documents and the end of the archive."""
+        self._put("index.json", index)
+        self._put("manifest.json", docker_manifest)
+        self._put("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
+        if contents is not None:
+            self._put(CONTENTS, contents)
+        self._out.write(bytes(1024))

@@ -1,0 +1,158 @@
+"""The large files' zstd frames made early, in a child process (slimmer/image/precompress.py):
+the layer is the same bytes with them and without, a file changed since is compressed again,
+and the child is gone once stopped."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from slimmer.image.compress import BIG, FRAME
+from slimmer.image.layer import Layer, write_layer
+from slimmer.image.precompress import Precompressor, candidates, spread
+from slimmer.tree import File, FileTree
+
+MTIME = 1_700_000_000
+
+
+def _content(size: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    words = [rng.randbytes(rng.randint(3, 12)) for _ in range(500)]
+    out = bytearray()
+    while len(out) < size:
+        out += rng.choice(words)
+    return bytes(out[:size])
+
+
+def _tree(tmp_path: Path) -> FileTree:
+    """Small files between large ones: one of exactly BIG bytes, one over a frame and a bit
+    (two frames, its padding in the second), one of three frames."""
+    tree = FileTree()
+    sizes = {"a-small": 1000, "b-big": BIG, "c-small": 70_000, "d-big": FRAME + 3,
+             "e-big": 2 * FRAME + 100_000, "f-small": 5}
+    for n, (name, size) in enumerate(sizes.items()):
+        path = tmp_path / name
+        path.write_bytes(_content(size, n))
+        tree.add(f"/data/{name}", File(0o644, size, source=str(path)), "test")
+    return tree
+
+
+def _blob(layer: Layer) -> bytes:
+    try:
+        assert layer.file is not None
+        return os.pread(layer.file.fileno(), layer.blob.descriptor.size, 0)
+    finally:
+        layer.close()
+
+
+def _finished(tree: FileTree, directory: Path) -> Precompressor:
+    child = Precompressor.start(candidates(tree, MTIME), str(directory))
+    assert child is not None
+    child.stop(wait=True)
+    return child
+
+
+def test_the_layer_is_the_same_with_premade_frames(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    tree = _tree(tmp_path / "src")
+    child = _finished(tree, tmp_path)
+    used = []
+
+    def premade(key: object, number: int) -> bytes | None:
+        frame = child.premade(key, number)
+        used.append(frame is not None)
+        return frame
+
+    try:
+        assert child.made == 1 + 2 + 3  # every frame of the three large files
+        plain = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME, workers=2))
+        for workers in (1, 2):
+            with_premade = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME,
+                                             workers=workers, premade=premade))
+            assert with_premade == plain
+        assert used.count(True) == 2 * 6
+    finally:
+        child.close()
+    layer = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(plain)
+    assert len(layer) % 512 == 0 and (tmp_path / "src/e-big").read_bytes() in layer
+
+
+def test_a_file_changed_after_its_frames_were_made_is_compressed_again(tmp_path: Path) -> None:
+    """Same size, same mtime, other content: the ctime tells (file_identity)."""
+    (tmp_path / "src").mkdir()
+    tree = _tree(tmp_path / "src")
+    child = _finished(tree, tmp_path)
+    try:
+        changed = tmp_path / "src/d-big"
+        st = changed.stat()
+        changed.write_bytes(_content(st.st_size, 99))
+        os.utime(changed, ns=(st.st_atime_ns, st.st_mtime_ns))
+        fresh = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME, workers=2))
+        mixed = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME, workers=2,
+                                  premade=child.premade))
+    finally:
+        child.close()
+    assert mixed == fresh
+    layer = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(mixed)
+    assert _content(FRAME + 3, 99) in layer
+
+
+def test_stop_ends_the_child_at_once(tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(_content(64 * FRAME, 1))  # far more than it can do before it is stopped
+    tree = FileTree()
+    tree.add("/big", File(0o644, 64 * FRAME, source=str(big)), "test")
+    child = Precompressor.start(candidates(tree, MTIME), str(tmp_path))
+    assert child is not None
+    pid = child._pid
+    assert pid is not None
+    child.stop()
+    assert child.made < 64
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: not a zombie, not running
+    child.close()
+
+
+def test_a_child_beside_another_thread_and_none_without_large_files(tmp_path: Path) -> None:
+    """The progress display's ticker may run when the child is forked: it does its work."""
+    (tmp_path / "src").mkdir()
+    tree = _tree(tmp_path / "src")
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        child = Precompressor.start(candidates(tree, MTIME), str(tmp_path))
+        assert child is not None
+        child.stop(wait=True)
+        assert child.made == 6
+        child.close()
+    finally:
+        release.set()
+        other.join()
+    small = FileTree()
+    small.add("/f", File(0o644, 5, source=str(tmp_path / "src/f-small")), "test")
+    assert candidates(small, MTIME) == []
+    assert Precompressor.start([], str(tmp_path)) is None
+
+
+def test_candidates_are_large_files_not_linked(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    tree = _tree(tmp_path / "src")
+    tree.add("/data/linked", File(0o644, BIG, source=str(tmp_path / "src/b-big"), node="n1"),
+             "test")
+    tree.add("/data/inline", File(0o644, BIG, data=bytes(BIG)), "test")
+    assert sorted(c.source.rsplit("/", 1)[1] for c in candidates(tree, MTIME)) == [
+        "b-big", "d-big", "e-big"]
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5, 8, 13])
+def test_spread_is_an_order_of_all_that_starts_far_apart(count: int) -> None:
+    order = spread(count)
+    assert sorted(order) == list(range(count))
+    if count >= 4:
+        assert order[:2] == [0, 2 ** ((count - 1).bit_length() - 1)]
