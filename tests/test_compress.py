@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
 import random
 import subprocess
@@ -114,7 +115,7 @@ def zstd_of(data: bytes, workers: int, write: int, cuts: dict[int, object],
     packer = ParallelZstd(workers, premade)
     out, at = [], 0
     edges = sorted({*cuts, *range(0, len(data), write), len(data)})
-    for start, end in zip(edges, edges[1:], strict=False):
+    for start, end in itertools.pairwise(edges):
         if start in cuts:
             out.append(packer.cut(cuts[start]))
         out.append(packer.compress(data[start:end]))

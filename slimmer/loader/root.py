@@ -251,6 +251,9 @@ class Root(ABC):
         return self.elf_real(found.real, found.asked)
 
 
+SMALL_READ = 1 << 16  # read_real up to this limit: one pread (no buffered file object)
+
+
 class SysRoot(Root):
     """A host directory seen as `/` (default: the host's own root). Caches lstat; never writes."""
 
@@ -291,6 +294,12 @@ class SysRoot(Root):
         return os.readlink(self.host_path(real))
 
     def read_real(self, real: str, limit: int | None = None) -> bytes:
+        if limit is not None and limit <= SMALL_READ:  # a magic, a shebang: one pread
+            fd = os.open(self.host_path(real), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                return os.pread(fd, limit, 0)
+            finally:
+                os.close(fd)
         with open(self.host_path(real), "rb") as fh:
             return fh.read() if limit is None else fh.read(limit)
 

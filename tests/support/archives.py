@@ -63,7 +63,8 @@ class Archive:
         self.layer_bytes = self.blob(layer["digest"])
         raw = self.layer_bytes
         if layer["mediaType"].endswith("+zstd"):
-            raw = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(raw)
+            frames = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+            raw = frames.decompress(raw)
         self.layer = tarfile.open(fileobj=io.BytesIO(raw))  # noqa: SIM115 - in memory
 
     def read(self, name: str) -> bytes:
