@@ -11,7 +11,7 @@ import os
 import random
 import subprocess
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -108,7 +108,7 @@ def test_crc32_combine_against_zlib() -> None:
         assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
-def zstd_of(data: bytes, workers: int, write: int, cuts: dict[int, object],
+def zstd_of(data: bytes, workers: int, write: int, cuts: Mapping[int, object],
             premade: Callable[[object, int], bytes | None] | None = None) -> bytes:
     """`data` through ParallelZstd in writes of `write` bytes, cut at the offsets of `cuts`
     (naming the key given there)."""
