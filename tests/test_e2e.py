@@ -121,7 +121,7 @@ def test_tiny_program_made_by_hand(docker: Docker, tmp_path: Path) -> None:
 
 # ---- the other engines -----------------------------------------------------------------
 
-BIG = 3 << 20  # bytes: 24 gzip blocks, and a zstd stream of one job
+BIG = 3 << 20  # bytes: 24 gzip blocks; zstd frames of its own, between the others
 
 
 def big_file(tmp_path: Path) -> tuple[Path, str]:
