@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -102,17 +103,23 @@ def test_a_file_changed_after_its_frames_were_made_is_compressed_again(tmp_path:
     assert _content(FRAME + 3, 99) in layer
 
 
-def test_stop_ends_the_child_at_once(tmp_path: Path) -> None:
+def _many(tmp_path: Path, count: int) -> FileTree:
+    """`count` large files (one source under many names): seconds of work for the child."""
     big = tmp_path / "big"
-    big.write_bytes(_content(64 * FRAME, 1))  # far more than it can do before it is stopped
+    big.write_bytes(_content(FRAME, 1))
     tree = FileTree()
-    tree.add("/big", File(0o644, 64 * FRAME, source=str(big)), "test")
-    child = Precompressor.start(candidates(tree, MTIME), str(tmp_path))
+    for n in range(count):
+        tree.add(f"/big/{n:04}", File(0o644, FRAME, source=str(big)), "test")
+    return tree
+
+
+def test_stop_ends_the_child_at_once(tmp_path: Path) -> None:
+    child = Precompressor.start(candidates(_many(tmp_path, 500), MTIME), str(tmp_path))
     assert child is not None
     pid = child._pid
     assert pid is not None
     child.stop()
-    assert child.made < 64
+    assert child.made < 500
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # reaped: not a zombie, not running
     child.close()
@@ -156,3 +163,61 @@ def test_spread_is_an_order_of_all_that_starts_far_apart(count: int) -> None:
     assert sorted(order) == list(range(count))
     if count >= 4:
         assert order[:2] == [0, 2 ** ((count - 1).bit_length() - 1)]
+
+
+def test_frames_made_for_another_header_are_not_taken(tmp_path: Path) -> None:
+    """The same files under another mtime (or mode, owner, name): other headers, other keys."""
+    (tmp_path / "src").mkdir()
+    tree = _tree(tmp_path / "src")
+    child = _finished(tree, tmp_path)
+    taken = []
+
+    def premade(key: object, number: int) -> bytes | None:
+        frame = child.premade(key, number)
+        taken.append(frame)
+        return frame
+
+    try:
+        assert child.made == 6
+        other = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME + 1, workers=2,
+                                  premade=premade))
+    finally:
+        child.close()
+    assert taken and not any(taken)
+    assert other == _blob(write_layer(tree, str(tmp_path), "zstd", MTIME + 1, workers=2))
+
+
+def test_the_child_ends_when_its_parent_dies(tmp_path: Path) -> None:
+    """A parent killed while its child compresses: the child stops after its current frame."""
+    tree = _many(tmp_path, 500)  # 1,000 frames (each file's padding is one of its own)
+    read, write = os.pipe()
+    parent = os.fork()
+    if parent == 0:  # the parent to be: start a child, report its pid, die at once
+        try:
+            os.close(read)
+            child = Precompressor.start(candidates(tree, MTIME), str(tmp_path))
+            os.write(write, b"%d\n" % (child._pid if child else 0))
+        finally:
+            os._exit(0)
+    os.close(write)
+    line = b""
+    while not line.endswith(b"\n"):  # not to the end: the child holds the pipe open too
+        line += os.read(read, 32)
+    os.close(read)
+    pid = int(line)
+    os.waitpid(parent, 0)
+    assert pid > 0
+    for _ in range(40):  # within 2 s: it had seconds of work left
+        if not _alive(pid):
+            break
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """A running process (not gone, not a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
