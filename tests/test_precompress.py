@@ -196,7 +196,7 @@ def test_the_child_ends_when_its_parent_dies(tmp_path: Path) -> None:
         try:
             os.close(read)
             child = Precompressor.start(candidates(tree, MTIME), str(tmp_path))
-            os.write(write, b"%d\n" % (child._pid if child else 0))
+            os.write(write, b"%d\n" % (child._pid or 0 if child else 0))
         finally:
             os._exit(0)
     os.close(write)
