@@ -8,6 +8,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,17 +59,23 @@ def _finished(tree: FileTree, directory: Path) -> Precompressor:
     return child
 
 
+def _recorded(child: Precompressor) -> tuple[Callable[[object, int], bytes | None],
+                                            list[bytes | None]]:
+    """child.premade, and the list of what it gave."""
+    taken: list[bytes | None] = []
+
+    def premade(key: object, number: int) -> bytes | None:
+        taken.append(child.premade(key, number))
+        return taken[-1]
+
+    return premade, taken
+
+
 def test_the_layer_is_the_same_with_premade_frames(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     tree = _tree(tmp_path / "src")
     child = _finished(tree, tmp_path)
-    used = []
-
-    def premade(key: object, number: int) -> bytes | None:
-        frame = child.premade(key, number)
-        used.append(frame is not None)
-        return frame
-
+    premade, taken = _recorded(child)
     try:
         assert child.made == 1 + 2 + 3  # every frame of the three large files
         plain = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME, workers=2))
@@ -76,7 +83,7 @@ def test_the_layer_is_the_same_with_premade_frames(tmp_path: Path) -> None:
             with_premade = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME,
                                              workers=workers, premade=premade))
             assert with_premade == plain
-        assert used.count(True) == 2 * 6
+        assert sum(frame is not None for frame in taken) == 2 * 6
     finally:
         child.close()
     layer = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(plain)
@@ -170,13 +177,7 @@ def test_frames_made_for_another_header_are_not_taken(tmp_path: Path) -> None:
     (tmp_path / "src").mkdir()
     tree = _tree(tmp_path / "src")
     child = _finished(tree, tmp_path)
-    taken = []
-
-    def premade(key: object, number: int) -> bytes | None:
-        frame = child.premade(key, number)
-        taken.append(frame)
-        return frame
-
+    premade, taken = _recorded(child)
     try:
         assert child.made == 6
         other = _blob(write_layer(tree, str(tmp_path), "zstd", MTIME + 1, workers=2,
