@@ -32,13 +32,15 @@ def _content(size: int, seed: int) -> bytes:
 
 
 def _tree(tmp_path: Path) -> FileTree:
-    """Small files between large ones: one of exactly BIG bytes, one over a frame and a bit
-    (two frames, its padding in the second), one of three frames."""
+    """Small files between large ones, in tmp_path/src: one of exactly BIG bytes, one over a
+    frame and a bit (two frames, its padding in the second), one of three frames."""
+    source = tmp_path / "src"
+    source.mkdir()
     tree = FileTree()
     sizes = {"a-small": 1000, "b-big": BIG, "c-small": 70_000, "d-big": FRAME + 3,
              "e-big": 2 * FRAME + 100_000, "f-small": 5}
     for n, (name, size) in enumerate(sizes.items()):
-        path = tmp_path / name
+        path = source / name
         path.write_bytes(_content(size, n))
         tree.add(f"/data/{name}", File(0o644, size, source=str(path)), "test")
     return tree
@@ -52,11 +54,13 @@ def _blob(layer: Layer) -> bytes:
         layer.close()
 
 
-def _finished(tree: FileTree, directory: Path) -> Precompressor:
-    child = Precompressor.start(candidates(tree, MTIME), str(directory))
+def _finished(tmp_path: Path) -> tuple[FileTree, Precompressor]:
+    """_tree, and a child that has made all its frames."""
+    tree = _tree(tmp_path)
+    child = Precompressor.start(candidates(tree, MTIME), str(tmp_path))
     assert child is not None
     child.stop(wait=True)
-    return child
+    return tree, child
 
 
 def _recorded(child: Precompressor) -> tuple[Callable[[object, int], bytes | None],
@@ -72,9 +76,7 @@ def _recorded(child: Precompressor) -> tuple[Callable[[object, int], bytes | Non
 
 
 def test_the_layer_is_the_same_with_premade_frames(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    tree = _tree(tmp_path / "src")
-    child = _finished(tree, tmp_path)
+    tree, child = _finished(tmp_path)
     premade, taken = _recorded(child)
     try:
         assert child.made == 1 + 2 + 3  # every frame of the three large files
@@ -92,9 +94,7 @@ def test_the_layer_is_the_same_with_premade_frames(tmp_path: Path) -> None:
 
 def test_a_file_changed_after_its_frames_were_made_is_compressed_again(tmp_path: Path) -> None:
     """Same size, same mtime, other content: the ctime tells (file_identity)."""
-    (tmp_path / "src").mkdir()
-    tree = _tree(tmp_path / "src")
-    child = _finished(tree, tmp_path)
+    tree, child = _finished(tmp_path)
     try:
         changed = tmp_path / "src/d-big"
         st = changed.stat()
@@ -134,8 +134,7 @@ def test_stop_ends_the_child_at_once(tmp_path: Path) -> None:
 
 def test_a_child_beside_another_thread_and_none_without_large_files(tmp_path: Path) -> None:
     """The progress display's ticker may run when the child is forked: it does its work."""
-    (tmp_path / "src").mkdir()
-    tree = _tree(tmp_path / "src")
+    tree = _tree(tmp_path)
     release = threading.Event()
     other = threading.Thread(target=release.wait)
     other.start()
@@ -155,8 +154,7 @@ def test_a_child_beside_another_thread_and_none_without_large_files(tmp_path: Pa
 
 
 def test_candidates_are_large_files_not_linked(tmp_path: Path) -> None:
-    (tmp_path / "src").mkdir()
-    tree = _tree(tmp_path / "src")
+    tree = _tree(tmp_path)
     tree.add("/data/linked", File(0o644, BIG, source=str(tmp_path / "src/b-big"), node="n1"),
              "test")
     tree.add("/data/inline", File(0o644, BIG, data=bytes(BIG)), "test")
@@ -174,9 +172,7 @@ def test_spread_is_an_order_of_all_that_starts_far_apart(count: int) -> None:
 
 def test_frames_made_for_another_header_are_not_taken(tmp_path: Path) -> None:
     """The same files under another mtime (or mode, owner, name): other headers, other keys."""
-    (tmp_path / "src").mkdir()
-    tree = _tree(tmp_path / "src")
-    child = _finished(tree, tmp_path)
+    tree, child = _finished(tmp_path)
     premade, taken = _recorded(child)
     try:
         assert child.made == 6
