@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -218,3 +219,31 @@ def _alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_no_child_where_no_scratch_file_can_be(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compressing early is only a gain: a directory that takes no file, or a fork that
+    fails, leaves the layer writer all the work, and no descriptor open."""
+    tree = _tree(tmp_path)
+    before = len(os.listdir("/proc/self/fd"))
+    assert Precompressor.start(candidates(tree, MTIME), str(tmp_path / "missing")) is None
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert Precompressor.start(candidates(tree, MTIME), str(tmp_path)) is None
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_stop_when_the_child_was_reaped_already(tmp_path: Path) -> None:
+    """With SIGCHLD ignored the kernel reaps children itself: stop still returns."""
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        child = Precompressor.start(candidates(_tree(tmp_path), MTIME), str(tmp_path))
+        assert child is not None
+        child.stop(wait=True)
+        child.close()
+    finally:
+        signal.signal(signal.SIGCHLD, previous)

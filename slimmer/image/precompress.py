@@ -65,12 +65,17 @@ class Precompressor:
         its own thread."""
         if not items:
             return None
-        frames, records = scratch_file(directory), scratch_file(directory)
-        frames_fd, records_fd = os.dup(frames.fileno()), os.dup(records.fileno())
-        frames.close()
-        records.close()
+        fds: list[int] = []
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            fds += [_scratch_fd(directory)]
+            fds += [_scratch_fd(directory)]
+            pid = os.fork()
+        except OSError:  # a directory that takes no file, no memory, no process left under
+            for fd in fds:  # the limit: the layer writer does it all
+                os.close(fd)
+            return None
+        frames_fd, records_fd = fds
         if pid == 0:  # the child: never returns
             status = 0
             try:
@@ -89,7 +94,8 @@ class Precompressor:
         if not wait:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
-        os.waitpid(self._pid, 0)
+        with contextlib.suppress(ChildProcessError):  # reaped already (SIGCHLD ignored)
+            os.waitpid(self._pid, 0)
         self._pid = None
         size = os.fstat(self._records).st_size
         text = os.pread(self._records, size, 0).decode("ascii", "replace")
@@ -118,6 +124,12 @@ class Precompressor:
         for fd in (self._frames, self._records):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _scratch_fd(directory: str | None) -> int:
+    """The descriptor of a new file without a name in `directory`."""
+    with scratch_file(directory) as file:
+        return os.dup(file.fileno())
 
 
 def _make(items: list[Candidate], frames: int, records: int, parent: int) -> None:
