@@ -2,7 +2,7 @@
 files again skips compression and gives the same bytes.
 
 An entry's key is the sha256 of the uncompressed layer's digest (diff_id) and the compression
-settings (compress.settings: algorithm, level, block or job size, format version, the zlib or
+settings (compress.settings: algorithm, level, block or frame size, format version, the zlib or
 zstd version). Layout under the cache directory (`$XDG_CACHE_HOME/slimmer`, else
 `~/.cache/slimmer`, chosen by the command line):
 
