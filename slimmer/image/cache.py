@@ -190,8 +190,9 @@ def tar_digest(tree: FileTree, mtime: int, progress: Callable[[int, int], None] 
 def make_layer(tree: FileTree, into: LayerTarget | str | None, compression: str, mtime: int,
                progress: Stage | None = None, workers: int = 1,
                cache: LayerCache | None = None, premade: Premade | None = None) -> Layer:
-    """The layer of `tree` (layer.write_layer), taken from `cache` when it holds it, stored in
-    it otherwise. Uncompressed layers are not cached: there is nothing to save."""
+    """The layer of `tree` (layer.write_layer, `into` its target), taken from `cache` when it
+    holds it (then the caller copies it where it goes), stored in it otherwise. Uncompressed
+    layers are not cached: there is nothing to save."""
 
     def stage(what: str) -> Callable[[int, int], None] | None:
         if progress is None:

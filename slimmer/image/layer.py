@@ -1,10 +1,13 @@
-"""Tree -> one normalised layer tar, streamed through the compressor into a blob file.
+"""Tree -> one normalised layer tar, streamed through the compressor into its place: the archive
+being written (write.Archive), or a file without a name (ScratchTarget).
 
 Every header field is set here (the tree's owners and modes, empty names, mtime = the build
 epoch); entries come in FileTree order, a file's extended attributes as PAX SCHILY.xattr records,
 and files that are one file (the same node) as one regular entry then hard links to it; gzip and
 zstd settings are pinned so that the same tree gives the same bytes (docs/reproducibility.md),
-whatever the number of threads compressing (compress.py).
+whatever the number of threads compressing (compress.py). A sink that cares (zstd) is told
+where each file of at least compress.BIG bytes begins and ends: those files' frames can then be
+made early (precompress.py).
 Nothing holds the layer in memory: the stream goes through one reused 1 MiB buffer (content read
 straight into it), and both digests are computed on the way; the usual headers are built here,
 tarfile builds those that need PAX records (the same bytes: docs/architecture.md).
