@@ -168,7 +168,7 @@ class Output:
     def commit(self) -> None:
         self._file.flush()
         if self._stream is not None:
-            _send(self._file.fileno(), self._stream)
+            copy_region(self._file.fileno(), _Stream(self._stream))
         else:
             fd = self._file.fileno()
             os.fchmod(fd, OUTPUT_MODE)
@@ -222,14 +222,28 @@ def write_file(given: str, data: bytes) -> int:
     return out.size
 
 
-def _send(source: int, stream: int) -> None:
-    """All of the file `source` into the device or FIFO `stream`."""
-    offset = 0
-    while chunk := os.pread(source, CHUNK, offset):
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(stream, view):]
+def copy_region(fd: int, out: Sink, offset: int = 0, size: int | None = None) -> None:
+    """`size` bytes of the file `fd` from `offset` (None: to its end) written to `out`, a
+    chunk at a time (read with pread: the file's own position does not move)."""
+    end = None if size is None else offset + size
+    while end is None or offset < end:
+        chunk = os.pread(fd, CHUNK if end is None else min(CHUNK, end - offset), offset)
+        if not chunk:
+            return
+        out.write(chunk)
         offset += len(chunk)
+
+
+class _Stream:
+    """A device or FIFO as a Sink: each write written whole."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes, /) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
 
 
 def _open_stream(where: Target) -> int:
@@ -301,10 +315,7 @@ def _copy_named(fd: int, directory: str) -> str:
     out_fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=directory)
     try:
         with os.fdopen(out_fd, "wb") as out:
-            offset = 0
-            while chunk := os.pread(fd, CHUNK, offset):
-                out.write(chunk)
-                offset += len(chunk)
+            copy_region(fd, out)
             os.fchmod(out.fileno(), OUTPUT_MODE)
     except BaseException:
         os.unlink(name)

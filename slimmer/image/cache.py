@@ -43,11 +43,10 @@ from slimmer.image.layer import (
     write_tar,
 )
 from slimmer.image.model import Descriptor, Digest
-from slimmer.outputs import OutputProblem, writing
+from slimmer.outputs import OutputProblem, copy_region, writing
 from slimmer.tree import FileTree
 
 MAX_BYTES = 2 << 30  # default bound of the blobs' total size
-_READ = 1 << 20
 _SHA256 = re.compile(r"sha256:([0-9a-f]{64})")
 
 Stage = Callable[[str, int, int], None]  # slimmer.progress.Progress
@@ -159,11 +158,9 @@ def _read_key(path: str) -> tuple[Digest, int, Digest] | None:
 
 
 def _sha256(file: IO[bytes]) -> str:
-    digest, offset, fd = hashlib.sha256(), 0, file.fileno()
-    while chunk := os.pread(fd, _READ, offset):
-        digest.update(chunk)
-        offset += len(chunk)
-    return digest.hexdigest()
+    hasher = _Hasher()
+    copy_region(file.fileno(), hasher)
+    return hasher.digest.hexdigest()
 
 
 def cache_key(diff_id: Digest, compression: str) -> str:

@@ -250,10 +250,8 @@ class ParallelZstd:
         return self._collect(wait=False)
 
     def _begin(self) -> None:
-        made = None
-        if self._key is not None and self._premade is not None:
-            made = self._premade(self._key, self._number)
-        self._ready = made
+        self._ready = (self._premade(self._key, self._number)
+                       if self._key is not None and self._premade is not None else None)
 
     def _end(self) -> None:
         if self._ready is not None:

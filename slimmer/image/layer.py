@@ -26,7 +26,7 @@ from typing import IO, Protocol
 from slimmer.errors import FileProblem, SlimmerError
 from slimmer.image.compress import BIG, ParallelGzip, ParallelZstd, Premade
 from slimmer.image.model import Blob, Descriptor, Digest
-from slimmer.outputs import Sink, scratch_file
+from slimmer.outputs import Sink, copy_region, scratch_file
 from slimmer.tree import Dir, Entry, File, FileTree, Symlink
 
 CHUNK = 1 << 20
@@ -67,13 +67,7 @@ class Layer:
 
 def region_copier(fd: int, offset: int, size: int) -> Callable[[Sink], None]:
     """What copies `size` bytes of the file `fd` from `offset` into a sink (a blob's `copy`)."""
-    def copy(out: Sink) -> None:
-        at, end = offset, offset + size
-        while at < end and (chunk := os.pread(fd, min(CHUNK, end - at), at)):
-            out.write(chunk)
-            at += len(chunk)
-
-    return copy
+    return lambda out: copy_region(fd, out, offset, size)
 
 
 class Writable(Protocol):

@@ -121,17 +121,6 @@ def ref_annotations(ref: Reference) -> dict[str, str]:
     return {"io.containerd.image.name": ref.full, "org.opencontainers.image.ref.name": ref.tag}
 
 
-def write_image(output: str, layers: Sequence[Layer], platform: Platform, cfg: RunConfig,
-                ref: Reference, created: int, created_by: str,
-                annotations: Mapping[str, str] | None = None, contents: bytes | None = None,
-                names: Sequence[str] = ()) -> ImageResult:
-    """Write the combined OCI + docker archive of `layers` (base first) to `output` (as
-    outputs.writing writes); see `finish_image`."""
-    with writing(output) as out:
-        return finish_image(Archive(out, created), layers, platform, cfg, ref, created,
-                            created_by, annotations, contents, names)
-
-
 def finish_image(archive: Archive, layers: Sequence[Layer], platform: Platform,
                  cfg: RunConfig, ref: Reference, created: int, created_by: str,
                  annotations: Mapping[str, str] | None = None, contents: bytes | None = None,
@@ -222,7 +211,7 @@ class Archive:
             return
         assert blob.copy is not None
         out = self._out
-        out.write(tar_header(name, File(0o644, size, source=name), self._mtime))
+        out.write(self._blob_header(name, size))
         start = self._written[name] = out.tell()
         blob.copy(out)
         if out.tell() - start != size:
@@ -246,7 +235,7 @@ class Archive:
         if name in self._written:
             out.truncate(start)
         else:
-            header = tar_header(name, File(0o644, size, source=name), self._mtime)
+            header = self._blob_header(name, size)
             if len(header) != 512 or out.tell() != start + 512 + size:
                 raise SlimmerError(f"{name}: the layer written in place is not {size} bytes "
                                    "under a plain header")
@@ -261,6 +250,10 @@ class Archive:
         if self._start is not None:
             self._out.truncate(self._start)
             self._start = None
+
+    def _blob_header(self, name: str, size: int) -> bytes:
+        """The header of a member whose `size` bytes are copied in (not held in memory)."""
+        return tar_header(name, File(0o644, size, source=name), self._mtime)
 
     def _put(self, name: str, data: bytes) -> int:
         """A member of `data`; returns where its content is."""
