@@ -18,7 +18,7 @@ PROGRAM_DEBS := jq curl sqlite3 openssl bc lua5.4 xz-utils gzip coreutils ffmpeg
                 python3 git perl nginx redis-server tzdata ca-certificates \
                 ruby php-cli php-mbstring imagemagick nodejs postgresql fonts-dejavu-core \
                 units file python3-venv openjdk-17-jre-headless tcl vim cowsay python3-pygments \
-                graphviz yq
+                yq
 ENGINE_DEBS  := docker.io containerd runc podman skopeo umoci
 # `slimmer push` is tested against a real registry (distribution 2.8) with bcrypt htpasswd.
 REGISTRY_DEBS := docker-registry apache2-utils

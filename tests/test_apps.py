@@ -16,7 +16,7 @@ from tests.support.archives import Archive
 from tests.support.cli import run as slimmer
 from tests.support.engines import Docker
 from tests.support.fat import derived_image
-from tests.support.host import COWSAY, need_file, need_tool
+from tests.support.host import COWSAY, need_file
 from tests.support.roots import FAT_PACKAGES, cached, mmdebstrap_root
 
 pytestmark = pytest.mark.e2e
@@ -240,23 +240,3 @@ def test_slim_of_bookworm_python3_stays_small(docker: Docker, tmp_path: Path) ->
     assert after["bytes"] <= 0.25 * before["bytes"], report
     out = _same_run(docker, fat, slim, "-c", "import json, sqlite3; print(json.dumps(1))")
     assert out == b"1\n"
-
-
-def test_graphviz_renders_text_with_the_fonts_its_plugins_need(docker: Docker,
-                                                               tmp_path: Path) -> None:
-    """Debian's dot: its renderers are plugins found by a directory compiled into libgvc, and
-    fontconfig comes in only as a library of those plugins. Its configuration (the data
-    package fontconfig-config) used to be missed (evidence looked at the programs' own
-    closures only): `Fontconfig error: Cannot load default config file`, and a PNG whose text
-    differed from the host's, with nothing said when packing."""
-    dot = need_tool("dot")
-    graph = tmp_path / "graph.dot"
-    graph.write_text("digraph { hello -> world }\n")
-    host = subprocess.run([dot, "-Tpng", str(graph)], capture_output=True, check=True)
-    archive, said = _pack(tmp_path, dot, "--add", f"{graph}:/graph.dot")
-    assert "warning" not in said
-    ran = _in_docker(docker, archive, "-Tpng", "/graph.dot")
-    assert (ran.returncode, ran.stderr) == (0, b"")
-    assert ran.stdout == host.stdout
-    why = slimmer("why", str(archive), "/etc/fonts/fonts.conf").stdout
-    assert "data package fontconfig-config, a dependency of libfontconfig1" in why, why

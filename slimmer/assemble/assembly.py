@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from slimmer.assemble import apps, baseline, evidence, runtime, script_data, script_packages, spec
 from slimmer.assemble.checks import check_tree, one_arch, refuse_missing, refuse_other_arches
@@ -318,27 +318,22 @@ class Assembly:
             scope = evidence.Scope(self.root, self.db, self.resolver, tuple(self.closures),
                                    frozenset(normalize(d) for d in system), own, self.features,
                                    self.place.image_path, primary, scripts=tuple(self.scripts))
+            found = evidence.find(scope)
+            self.warnings += found.notices
+            for closure, name, reason in found.libraries:
+                self._add_library(closure, name, reason, missing_ok=True)
             skip = evidence.filtered
-            while scope.closures:  # what evidence brings (a plugin) gets evidence in turn
-                before = len(self.closures)
-                found = evidence.find(scope)
-                self.warnings += found.notices
-                for closure, name, reason in found.libraries:
-                    self._add_library(closure, name, reason, missing_ok=True)
-                for path, reason in found.paths:
-                    self._add_path(path, reason, skip)
-                for path, reason in found.directories:
-                    entry = self.root.lookup(path)
-                    if entry is not None and entry.is_dir:
-                        self._add_directory(entry, reason)
-                because = {**found.rules, **because}
-                scope = replace(scope, closures=tuple(self.closures[before:]), scripts=(),
-                                looked_at=frozenset(found.looked_at),
-                                walked=frozenset(found.walked))
+            for path, reason in found.paths:
+                self._add_path(path, reason, skip)
+            for path, reason in found.directories:
+                entry = self.root.lookup(path)
+                if entry is not None and entry.is_dir:
+                    self._add_directory(entry, reason)
             if script_packages.FEATURE in self.features:
                 for path, reason in script_packages.modules(
                         self.root, self.db, self.scripts, triplet, self.place.image_path):
                     self._add_path(path, reason, skip)
+            because = {**found.rules, **because}
         self.because = {k: v for k, v in because.items()
                         if k not in self.build.without_features}
 

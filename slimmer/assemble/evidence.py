@@ -146,9 +146,6 @@ class Scope:
     primary: frozenset[str] = frozenset()
     listings: dict[str, list[str]] = field(default_factory=dict)  # directory -> names, read once
     scripts: tuple[str, ...] = ()  # the scripts the image runs: their path literals are evidence
-    # an earlier round's (what evidence brought gets evidence too: a plugin's libraries):
-    looked_at: frozenset[str] = frozenset()  # ELF files read already
-    walked: frozenset[str] = frozenset()  # packages whose dependencies were walked already
 
 
 @dataclass(slots=True)
@@ -159,15 +156,11 @@ class Found:
     libraries: list[tuple[Closure, str, str]] = field(default_factory=list)  # (from, name, why)
     rules: dict[str, str] = field(default_factory=dict)  # runtime rule -> why it is on
     notices: list[Notice] = field(default_factory=list)
-    looked_at: set[str] = field(default_factory=set)  # for the next round's Scope
-    walked: set[str] = field(default_factory=set)
 
 
 def find(scope: Scope) -> Found:
     found = Found()
-    objects = [o for o in _objects(scope) if o.real not in scope.looked_at]
-    found.looked_at = {o.real for o in objects} | scope.looked_at
-    found.walked = set(scope.walked)
+    objects = _objects(scope)
     if "evidence-packages" in scope.features and scope.db:
         _data_packages(scope, objects, found)
     if "compiled-paths" in scope.features or "dlopen" in scope.features:
@@ -211,11 +204,10 @@ def _owners(scope: Scope, path: str) -> list[str]:
 
 def _data_packages(scope: Scope, objects: list[_Object], found: Found) -> None:
     db = scope.db
-    owners = {p for o in objects for p in _owners(scope, o.real)} - scope.walked
+    owners = {p for o in objects for p in _owners(scope, o.real)}
     # owners first, by name; each dependency reached once, through the first package naming it
     queue = sorted(owners)
-    seen = found.walked
-    seen |= owners
+    seen = set(owners)
     while queue:
         parent = queue.pop(0)
         for dep in db.depends(parent):
